@@ -1,0 +1,219 @@
+//! `cargo xtask bench`: the host's benchmarks. Prints progress to stderr and,
+//! as the last line of stdout, one JSON object of figures.
+//!
+//! - raw: a fresh instance of the echo bot from its `InstancePre` and a call
+//!   to `handle`, on every core, no router and no store commit;
+//! - dispatch: the full in-process path (admission, store, router, fresh
+//!   instance, commit) on every core; latency measured one event at a time;
+//! - http: loopback HTTP clients over many conversations, each timing from
+//!   its POST to the reply being readable by a long-poll GET.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aviary_host::app::App;
+use aviary_host::bots::Bots;
+use aviary_host::config::{Config, QueueConfig};
+use aviary_host::dispatch::Dispatcher;
+use aviary_host::router::{Dispatch, Router};
+use aviary_host::store::{PendingEvent, Store};
+use parking_lot::Mutex;
+use serde_json::json;
+
+fn main() -> Result<()> {
+    let bots_dir = std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/bots"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let scratch = tempfile::tempdir()?;
+    let mut config = Config { plugins_dir: bots_dir, data_dir: scratch.path().join("data"), workers: cores, ..Config::default() };
+    config.queue = QueueConfig { per_conversation: 10_000, total: 1_000_000 };
+    let app = App::start(config.clone()).context("cannot start the host; build the bots first (`cargo xtask bench` does)")?;
+    anyhow::ensure!(app.bots.get("echo").is_some(), "the echo bot did not load: {:?}", app.bots.list());
+
+    let raw = raw_events_per_s(&app, cores);
+    eprintln!("raw: {raw:.0} events/s");
+    let (dispatch, p50, p99) = dispatch_figures(&app.store, &app.bots, cores)?;
+    eprintln!("dispatch: {dispatch:.0} events/s, p50 {p50:.1} us, p99 {p99:.1} us");
+    drop(app);
+
+    config.data_dir = scratch.path().join("http");
+    let (http, http_p99) = http_figures(config)?;
+    eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
+
+    println!(
+        "{}",
+        json!({
+            "cores": cores,
+            "raw_events_per_s": raw.round(),
+            "dispatch_events_per_s": dispatch.round(),
+            "dispatch_p50_us": round1(p50),
+            "dispatch_p99_us": round1(p99),
+            "dispatch_vs_raw": round1(raw / dispatch),
+            "http_msgs_per_s": http.round(),
+            "http_p99_ms": round1(http_p99),
+        })
+    );
+    Ok(())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn message_event(store: &Store, conversation: &str, text: &str) -> Result<PendingEvent> {
+    Ok(store.accept_inbound("echo", conversation, "bench", text)?.events.pop().expect("a message event"))
+}
+
+/// Fresh instance + `handle` of the echo bot, on `threads` threads for 2 s.
+fn raw_events_per_s(app: &App, threads: usize) -> f64 {
+    let bot = app.bots.get("echo").unwrap();
+    let event = message_event(&app.store, "raw", "hello").unwrap();
+    let done = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    bot.handle(app.store.tree(), &event).expect("echo handles");
+                    n += 1;
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Wraps the real dispatcher to time each event from admission to commit.
+struct Timed {
+    inner: Dispatcher,
+    started: Mutex<std::collections::HashMap<u64, Instant>>,
+    latencies: Mutex<Vec<Duration>>,
+    finished: AtomicU64,
+}
+
+impl Dispatch for Timed {
+    fn dispatch(&self, event: PendingEvent) {
+        let seq = event.seq;
+        self.inner.dispatch(event);
+        if let Some(start) = self.started.lock().remove(&seq) {
+            self.latencies.lock().push(start.elapsed());
+        }
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(f64, f64, f64)> {
+    let timed = Arc::new(Timed {
+        inner: Dispatcher { bots: bots.clone(), store: store.clone() },
+        started: Mutex::new(Default::default()),
+        latencies: Mutex::new(Vec::new()),
+        finished: AtomicU64::new(0),
+    });
+    let router = Router::start(workers, QueueConfig { per_conversation: 100_000, total: 1_000_000 }, timed.clone());
+    let submit = |conversation: &str, timed_event: bool| -> Result<()> {
+        let reservation = loop {
+            match router.reserve("echo", conversation, 1) {
+                Ok(r) => break r,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        let start = Instant::now();
+        let event = message_event(store, conversation, "hello")?;
+        if timed_event {
+            timed.started.lock().insert(event.seq, start);
+        }
+        reservation.push(vec![event]);
+        Ok(())
+    };
+    // Throughput: 256 conversations, 100k events, as fast as they go.
+    let total = 100_000u64;
+    let conversations: Vec<String> = (0..256).map(|i| format!("d{i}")).collect();
+    let before = timed.finished.load(Ordering::Acquire);
+    let started = Instant::now();
+    for i in 0..total {
+        submit(&conversations[(i % 256) as usize], false)?;
+    }
+    while timed.finished.load(Ordering::Acquire) < before + total {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let throughput = total as f64 / started.elapsed().as_secs_f64();
+    // Latency: one event at a time, 5,000 times.
+    for _ in 0..5_000 {
+        let target = timed.finished.load(Ordering::Acquire) + 1;
+        submit("latency", true)?;
+        while timed.finished.load(Ordering::Acquire) < target {
+            std::hint::spin_loop();
+        }
+    }
+    let mut latencies = std::mem::take(&mut *timed.latencies.lock());
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+    Ok((throughput, pct(0.50), pct(0.99)))
+}
+
+fn http_figures(mut config: Config) -> Result<(f64, f64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    config.listen = format!("127.0.0.1:{port}").parse()?;
+    let app = App::start(config)?;
+    let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    server.spawn(async move { app.serve().await });
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    client_rt.block_on(async move {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let clients = 128;
+        let run_for = Duration::from_secs(8);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let client = client.clone();
+            let base = base.clone();
+            tasks.push(tokio::spawn(async move {
+                let url = format!("{base}/api/v1/bots/echo/conversations/h{c}/messages");
+                let mut latencies = Vec::new();
+                let mut cursor: Option<String> = None;
+                while started.elapsed() < run_for {
+                    let sent = Instant::now();
+                    let posted: serde_json::Value = client.post(&url).json(&json!({"sender": "bench", "text": "hi"})).send().await?.error_for_status()?.json().await?;
+                    let id = posted["id"].as_str().context("no id")?.to_owned();
+                    'reply: loop {
+                        let mut get = client.get(&url).query(&[("wait", "5")]);
+                        if let Some(after) = &cursor {
+                            get = get.query(&[("after", after)]);
+                        }
+                        let page: serde_json::Value = get.send().await?.error_for_status()?.json().await?;
+                        for message in page["messages"].as_array().context("no messages")? {
+                            cursor = message["id"].as_str().map(str::to_owned);
+                            if message["reply_to"].as_str() == Some(id.as_str()) {
+                                break 'reply;
+                            }
+                        }
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                anyhow::Ok(latencies)
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        all.sort();
+        let p99 = all[((all.len() - 1) as f64 * 0.99) as usize].as_secs_f64() * 1e3;
+        Ok((all.len() as f64 / elapsed, p99))
+    })
+}

@@ -1,0 +1,63 @@
+//! Wires the parts together: store, runtime, bots, router and channels.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::bots::Bots;
+use crate::channels::web::{self, WebState};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::router::Router;
+use crate::runtime::Runtime;
+use crate::store::Store;
+
+/// A started host: bots loaded, workers running, pending events requeued.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub router: Router,
+    pub bots: Arc<Bots>,
+    pub runtime: Arc<Runtime>,
+}
+
+impl App {
+    /// Opens the store, loads the bots and resumes the events that were
+    /// accepted but not handled before the last stop.
+    pub fn start(config: Config) -> Result<App> {
+        let store = Store::open(&config.data_dir)?;
+        let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
+        let bots = Arc::new(Bots::default());
+        bots.load_dir(&runtime, &config, store.tree())?;
+        let dispatcher = Arc::new(Dispatcher { bots: bots.clone(), store: store.clone() });
+        let router = Router::start(config.workers, config.queue.clone(), dispatcher);
+        let pending = store.pending_events()?;
+        if !pending.is_empty() {
+            tracing::info!(count = pending.len(), "resuming events accepted before the last stop");
+        }
+        router.requeue(pending);
+        Ok(App { config, store, router, bots, runtime })
+    }
+
+    /// Serves the web channel until Ctrl-C or SIGTERM.
+    pub async fn serve(self) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is it in use? set `listen` or --listen)", self.config.listen))?;
+        let state = WebState { store: self.store.clone(), router: self.router.clone(), bots: self.bots.clone() };
+        let routes = web::routes(state, self.config.max_body_bytes);
+        tracing::info!("aviary is serving on http://{}", listener.local_addr()?);
+        axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("cannot watch SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

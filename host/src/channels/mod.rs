@@ -1,0 +1,3 @@
+//! Channels: where messages come from and where the bots' answers go.
+
+pub mod web;

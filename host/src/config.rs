@@ -1,0 +1,136 @@
+//! `aviary.toml`: the host's configuration, with defaults for every field so
+//! that `aviary up` runs without a file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the web channel (HTTP API, WebSocket, chat page).
+    pub listen: SocketAddr,
+    /// Directory that holds the store and the compiled-component cache.
+    pub data_dir: PathBuf,
+    /// Directory scanned for bots: `<id>.wasm` beside its `<id>.toml` manifest.
+    pub plugins_dir: PathBuf,
+    /// Threads that run bot handlers. Conversations run in parallel up to this.
+    pub workers: usize,
+    /// Bounds on queued events, beyond which new messages get HTTP 429.
+    pub queue: QueueConfig,
+    /// Largest accepted HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Per-bot settings and limits, keyed by bot id.
+    pub bots: BTreeMap<String, BotConfig>,
+}
+
+/// Bounds on the router's queues.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Events waiting in one conversation.
+    pub per_conversation: usize,
+    /// Events waiting in the whole host.
+    pub total: usize,
+}
+
+/// What the admin sets for one bot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// Cap on the bot's linear memory, in MiB.
+    pub memory_mb: u64,
+    /// Wall-clock budget of one `handle` call, in milliseconds.
+    pub timeout_ms: u64,
+    /// How many times a failed event runs again before it is dead-lettered.
+    pub max_retries: u32,
+    /// Free-form settings passed to `init` and readable through `config.get`.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".aviary/data"),
+            plugins_dir: PathBuf::from("bots"),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            queue: QueueConfig::default(),
+            max_body_bytes: 64 * 1024,
+            bots: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { per_conversation: 1024, total: 100_000 }
+    }
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig { memory_mb: 64, timeout_ms: 2_000, max_retries: 2, settings: BTreeMap::new() }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let config: Config = toml::from_str(&text).with_context(|| {
+            format!("{} is not a valid aviary config (see `aviary up --help`)", path.display())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings of bot `id`, or the defaults when it has no section.
+    pub fn bot(&self, id: &str) -> BotConfig {
+        self.bots.get(id).cloned().unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.workers > 0, "`workers` must be at least 1");
+        anyhow::ensure!(self.queue.per_conversation > 0, "`queue.per_conversation` must be at least 1");
+        anyhow::ensure!(self.queue.total >= self.queue.per_conversation, "`queue.total` must be at least `queue.per_conversation`");
+        for (id, bot) in &self.bots {
+            anyhow::ensure!(bot.memory_mb >= 1 && bot.memory_mb <= 4096, "bots.{id}.memory_mb must be between 1 and 4096");
+            anyhow::ensure!(bot.timeout_ms >= 10, "bots.{id}.timeout_ms must be at least 10");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.bot("echo").max_retries, 2);
+    }
+
+    #[test]
+    fn file_overrides_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aviary.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[bots.echo]\ntimeout_ms = 50\nsettings = { prefix = \"> \" }\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.bot("echo").timeout_ms, 50);
+        assert_eq!(config.bot("echo").settings["prefix"], "> ");
+
+        std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! `aviary:bot/messaging`: sends buffered until the event commits.
+
+use crate::runtime::bindings::aviary::bot::messaging::Host;
+use crate::runtime::bindings::BotError;
+use crate::store::Outgoing;
+
+/// Largest text a bot may send in one message, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Most messages one event may send.
+pub const MAX_SENDS_PER_EVENT: usize = 64;
+
+/// Per-event messaging state.
+#[derive(Default)]
+pub struct Messaging {
+    /// What the bot sent, committed when `handle` returns ok.
+    pub sends: Vec<Outgoing>,
+}
+
+impl Messaging {
+    fn push(&mut self, conversation: String, text: String, reply_to: Option<String>) -> Result<(), BotError> {
+        if !crate::ids::is_valid_id(&conversation) {
+            return Err(BotError::Invalid(format!("`{conversation}` is not a valid conversation id")));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(BotError::Invalid(format!("message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit", text.len())));
+        }
+        if self.sends.len() >= MAX_SENDS_PER_EVENT {
+            return Err(BotError::QuotaExceeded(format!("at most {MAX_SENDS_PER_EVENT} messages per event")));
+        }
+        self.sends.push(Outgoing { conversation, text, reply_to });
+        Ok(())
+    }
+}
+
+impl Host for Messaging {
+    fn send(&mut self, conversation: String, text: String) -> Result<(), BotError> {
+        self.push(conversation, text, None)
+    }
+
+    fn reply(&mut self, conversation: String, reply_to: String, text: String) -> Result<(), BotError> {
+        self.push(conversation, text, Some(reply_to))
+    }
+
+    fn typing(&mut self, conversation: String) -> Result<(), BotError> {
+        if crate::ids::is_valid_id(&conversation) {
+            Ok(())
+        } else {
+            Err(BotError::Invalid(format!("`{conversation}` is not a valid conversation id")))
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Group commit: callers that need their writes on disk wait for one shared
+//! `flush`, so a burst of requests costs one sync, not one each.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+/// The flusher thread and the generations it has made durable.
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    flushed: watch::Receiver<(u64, Option<String>)>,
+}
+
+struct Shared {
+    /// Generation that the next flush will carry.
+    next: AtomicU64,
+    wanted: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl GroupCommit {
+    pub fn start(db: sled::Db) -> GroupCommit {
+        let shared = Arc::new(Shared { next: AtomicU64::new(1), wanted: Mutex::new(false), wake: Condvar::new() });
+        let (done, flushed) = watch::channel((0, None));
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("aviary-flush".into())
+            .spawn(move || loop {
+                {
+                    let mut wanted = worker.wanted.lock();
+                    while !*wanted {
+                        worker.wake.wait(&mut wanted);
+                    }
+                    *wanted = false;
+                }
+                let generation = worker.next.fetch_add(1, Ordering::SeqCst);
+                let error = db.flush().err().map(|e| e.to_string());
+                if done.send((generation, error)).is_err() {
+                    return;
+                }
+            })
+            .expect("cannot start the flush thread");
+        GroupCommit { shared, flushed }
+    }
+
+    /// Returns once a flush that started after this call has finished.
+    pub async fn wait(&self) -> Result<()> {
+        let ticket = self.shared.next.load(Ordering::SeqCst);
+        let mut flushed = self.flushed.clone();
+        *self.shared.wanted.lock() = true;
+        self.shared.wake.notify_one();
+        let state = flushed.wait_for(|(generation, _)| *generation >= ticket).await?;
+        match &state.1 {
+            Some(error) => anyhow::bail!("the store could not write to disk: {error}"),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Key layout of the state tree. Bot and conversation ids never contain `/`
+//! (the channels validate them), so `/` separates key parts unambiguously.
+
+/// Prefix of pending events: `q/<seq as 16 hex>`.
+pub const PENDING: &[u8] = b"q/";
+/// Prefix of dead letters: `d/<seq as 16 hex>`.
+pub const DEAD_LETTER: &[u8] = b"d/";
+
+/// `m/<bot>/<conversation>/` — all messages of one conversation.
+pub fn conversation_prefix(bot: &str, conversation: &str) -> Vec<u8> {
+    format!("m/{bot}/{conversation}/").into_bytes()
+}
+
+/// The key of message `id` in a conversation.
+pub fn message(bot: &str, conversation: &str, id: &str) -> Vec<u8> {
+    format!("m/{bot}/{conversation}/{id}").into_bytes()
+}
+
+/// The smallest key after message `id` (ids are fixed-width hex).
+pub fn message_after(bot: &str, conversation: &str, id: &str) -> Vec<u8> {
+    let mut key = message(bot, conversation, id);
+    key.push(0);
+    key
+}
+
+/// Marks that `sender` has been seen in a conversation.
+pub fn sender(bot: &str, conversation: &str, sender: &str) -> Vec<u8> {
+    format!("s/{bot}/{conversation}/{sender}").into_bytes()
+}
+
+/// A pending event, ordered by sequence number.
+pub fn pending(seq: u64) -> Vec<u8> {
+    format!("q/{seq:016x}").into_bytes()
+}
+
+/// A dead letter, ordered like the event it was.
+pub fn dead_letter(seq: u64) -> Vec<u8> {
+    format!("d/{seq:016x}").into_bytes()
+}
+
+/// `k/<bot>/` — the namespace of one bot's kv.
+pub fn kv_prefix(bot: &str) -> Vec<u8> {
+    format!("k/{bot}/").into_bytes()
+}
+
+/// The key of `key` in bot's kv.
+pub fn kv(bot: &str, key: &str) -> Vec<u8> {
+    let mut out = kv_prefix(bot);
+    out.extend_from_slice(key.as_bytes());
+    out
+}

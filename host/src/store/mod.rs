@@ -1,0 +1,196 @@
+//! The host's durable state on sled: conversations, messages in both
+//! directions, pending events, per-bot kv and dead letters.
+//!
+//! Everything lives in one sled tree so that the effects of one `handle`
+//! call (its sends, its kv writes and the removal of the event from the
+//! pending queue) apply as one atomic batch. Keys are namespaced by a short
+//! prefix (see [`keys`]).
+
+mod commit;
+mod durability;
+pub mod keys;
+mod records;
+mod watch;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+
+pub use commit::{CommitError, Effects, KvRead, Outgoing};
+pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
+
+use durability::GroupCommit;
+use watch::Watchers;
+
+/// Number of lock stripes that order id allocation and insertion per
+/// conversation (see [`Store::lane_lock`]).
+const LANE_STRIPES: usize = 64;
+
+/// Handle to the host's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    state: sled::Tree,
+    lanes: Vec<Mutex<()>>,
+    group_commit: GroupCommit,
+    watchers: Watchers,
+}
+
+/// What [`Store::accept_inbound`] stored.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The stored message.
+    pub message: MessageRecord,
+    /// Events queued for the bot, in order (a contact-added, then the message).
+    pub events: Vec<PendingEvent>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &std::path::Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir.join("store"))
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()
+            .with_context(|| format!("cannot open the store in {} (is another aviary running on it?)", dir.display()))?;
+        let state = db.open_tree("state")?;
+        let group_commit = GroupCommit::start(db.clone());
+        let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
+        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, watchers: Watchers::default() }) })
+    }
+
+    /// The tree that holds all state; the runtime reads bot kv from it.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.inner.state
+    }
+
+    /// Stores an inbound message and the events it causes, durable only once
+    /// [`Store::wait_durable`] returns.
+    pub fn accept_inbound(&self, bot: &str, conversation: &str, sender: &str, text: &str) -> Result<Accepted> {
+        let is_new_sender = self
+            .inner
+            .state
+            .compare_and_swap(keys::sender(bot, conversation, sender), None as Option<&[u8]>, Some(b"".as_slice()))?
+            .is_ok();
+        let _lane = self.lane_lock(bot, conversation);
+        let message = MessageRecord {
+            id: self.next_id()?,
+            sender: sender.to_owned(),
+            text: text.to_owned(),
+            direction: Direction::In,
+            at: now_ms(),
+            reply_to: None,
+        };
+        let mut events = Vec::with_capacity(2);
+        if is_new_sender {
+            events.push(self.pending(bot, conversation, EventRecord::ContactAdded { contact: sender.to_owned() })?);
+        }
+        events.push(self.pending(bot, conversation, EventRecord::Message { message: message.clone() })?);
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::message(bot, conversation, &message.id), serde_json::to_vec(&message)?);
+        for event in &events {
+            batch.insert(keys::pending(event.seq), serde_json::to_vec(event)?);
+        }
+        self.inner.state.apply_batch(batch)?;
+        self.inner.watchers.notify(bot, conversation, &message.id);
+        Ok(Accepted { message, events })
+    }
+
+    /// Waits until everything written before the call is on disk.
+    pub async fn wait_durable(&self) -> Result<()> {
+        self.inner.group_commit.wait().await
+    }
+
+    /// Blocking form of [`Store::wait_durable`] for non-async callers.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Messages of a conversation with ids greater than `after`, oldest first.
+    pub fn messages_after(&self, bot: &str, conversation: &str, after: Option<&str>, limit: usize) -> Result<Vec<MessageRecord>> {
+        let prefix = keys::conversation_prefix(bot, conversation);
+        let start = match after {
+            Some(id) => keys::message_after(bot, conversation, id),
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for item in self.inner.state.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(serde_json::from_slice(&value).context("corrupt message record")?);
+        }
+        Ok(out)
+    }
+
+    /// Subscribes to new messages of a conversation: the receiver changes
+    /// whenever a message is stored there.
+    pub fn subscribe(&self, bot: &str, conversation: &str) -> tokio::sync::watch::Receiver<String> {
+        self.inner.watchers.subscribe(bot, conversation)
+    }
+
+    /// Every event that was accepted but not yet handled, in acceptance order.
+    pub fn pending_events(&self) -> Result<Vec<PendingEvent>> {
+        self.inner
+            .state
+            .scan_prefix(keys::PENDING)
+            .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt pending event")?))
+            .collect()
+    }
+
+    /// Moves a pending event that kept failing to the dead letters.
+    pub fn dead_letter(&self, event: &PendingEvent, error: &str, attempts: u32) -> Result<()> {
+        let letter = DeadLetter { event: event.clone(), error: error.to_owned(), attempts, at: now_ms() };
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::pending(event.seq));
+        batch.insert(keys::dead_letter(event.seq), serde_json::to_vec(&letter)?);
+        self.inner.state.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// All dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.inner
+            .state
+            .scan_prefix(keys::DEAD_LETTER)
+            .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt dead letter")?))
+            .collect()
+    }
+
+    fn pending(&self, bot: &str, conversation: &str, event: EventRecord) -> Result<PendingEvent> {
+        Ok(PendingEvent { seq: self.inner.db.generate_id()?, bot: bot.to_owned(), conversation: conversation.to_owned(), event })
+    }
+
+    fn next_id(&self) -> Result<String> {
+        Ok(format!("{:016x}", self.inner.db.generate_id()?))
+    }
+
+    /// Serialises id allocation and insertion within a conversation, so that
+    /// a reader paging with `after=<id>` never skips a message that commits
+    /// late with a smaller id.
+    fn lane_lock(&self, bot: &str, conversation: &str) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.lanes[stripe(bot, conversation)].lock()
+    }
+}
+
+fn stripe(bot: &str, conversation: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (bot, conversation).hash(&mut hasher);
+    (hasher.finish() as usize) % LANE_STRIPES
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
