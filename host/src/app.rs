@@ -45,7 +45,8 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {} (is it in use? set `listen` or --listen)", self.config.listen))?;
         let state = WebState { store: self.store.clone(), router: self.router.clone(), bots: self.bots.clone() };
-        let routes = web::routes(state, self.config.max_body_bytes);
+        let token = crate::admin::load_or_create_token(self.config.admin_token.as_deref(), &self.config.data_dir)?;
+        let routes = crate::admin::routes(state.clone(), token).merge(web::routes(state, self.config.max_body_bytes));
         tracing::info!("aviary is serving on http://{}", listener.local_addr()?);
         axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
         self.store.flush()?;

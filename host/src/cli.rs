@@ -26,6 +26,19 @@ enum Command {
     /// Work with bot sources.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// List the events that failed on every attempt, from a running host.
+    DeadLetters(AdminArgs),
+}
+
+/// Where the running host is and where its admin token lives.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The host's web address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AVIARY_URL")]
+    url: String,
+    /// The host's data directory (holds admin.token).
+    #[arg(long, default_value = ".aviary/data")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -76,6 +89,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plugin(PluginCommand::Build { dir, out }) => {
             let built = crate::plugin_build::build(&dir, &out)?;
             println!("built bot `{}` {} into {}", built.id, built.version, built.wasm.display());
+            Ok(())
+        }
+        Command::DeadLetters(args) => {
+            let body = crate::admin::AdminClient::new(&args.url, &args.data_dir)?.get("/api/v1/admin/dead-letters")?;
+            println!("{}", serde_json::to_string_pretty(&body["dead_letters"])?);
             Ok(())
         }
     }

@@ -24,6 +24,9 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Largest accepted HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// Token of the admin API; when unset, one is generated into
+    /// `<data_dir>/admin.token`.
+    pub admin_token: Option<String>,
     /// Per-bot settings and limits, keyed by bot id.
     pub bots: BTreeMap<String, BotConfig>,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             queue: QueueConfig::default(),
             max_body_bytes: 64 * 1024,
+            admin_token: None,
             bots: BTreeMap::new(),
         }
     }

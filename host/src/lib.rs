@@ -5,6 +5,7 @@
 //! [`router`] queues it on its conversation's lane, a worker runs the bot on
 //! a fresh instance ([`runtime`]) and commits its effects atomically.
 
+pub mod admin;
 pub mod app;
 pub mod bots;
 pub mod channels;

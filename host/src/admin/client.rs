@@ -1,0 +1,33 @@
+//! The CLI's side of the admin API.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+/// Talks to a running host's admin API.
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl AdminClient {
+    /// A client for the host at `url`, with the token from `data_dir`.
+    pub fn new(url: &str, data_dir: &Path) -> Result<AdminClient> {
+        let path = data_dir.join(super::TOKEN_FILE);
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the admin token {} (pass --data-dir of the running host)", path.display()))?;
+        Ok(AdminClient { base: url.trim_end_matches('/').to_owned(), token: token.trim().to_owned(), http: reqwest::blocking::Client::new() })
+    }
+
+    /// GET an admin path and return its JSON.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self.http.get(&url).bearer_auth(&self.token).send().with_context(|| format!("cannot reach the host at {} (is `aviary up` running? pass --url)", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().with_context(|| format!("{url} did not answer JSON"))?;
+        anyhow::ensure!(status.is_success(), "{url} answered {status}: {}", body["error"].as_str().unwrap_or("no message"));
+        Ok(body)
+    }
+}

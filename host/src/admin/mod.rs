@@ -1,0 +1,69 @@
+//! The admin API (bearer token) behind the `aviary` CLI's admin commands.
+//!
+//! The token comes from `admin_token` in aviary.toml or, when unset, is
+//! generated once into `<data_dir>/admin.token` (mode 0600), where the CLI
+//! on the same machine reads it.
+
+mod client;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router as HttpRouter};
+use serde_json::{json, Value};
+
+use crate::channels::web::{ApiError, WebState};
+
+pub use client::AdminClient;
+
+/// Name of the token file inside the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// The configured token, or the one in the data directory (made on first use).
+pub fn load_or_create_token(configured: Option<&str>, data_dir: &Path) -> Result<String> {
+    if let Some(token) = configured {
+        return Ok(token.to_owned());
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    let token = hex::encode(bytes);
+    std::fs::create_dir_all(data_dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Admin routes, each behind the bearer token.
+pub fn routes(state: WebState, token: String) -> HttpRouter {
+    HttpRouter::new()
+        .route("/api/v1/admin/dead-letters", get(dead_letters))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(token): State<String>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "admin endpoints need `Authorization: Bearer <token>` (the token is in <data_dir>/admin.token)"))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dead_letters(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "dead_letters": state.store.dead_letters()? })))
+}
