@@ -38,6 +38,10 @@ impl Bots {
     /// Loads every `<id>.toml` + `<id>.wasm` pair in the plugins directory.
     pub fn load_dir(&self, runtime: &Runtime, config: &Config, tree: &sled::Tree) -> Result<()> {
         let dir = &config.plugins_dir;
+        if !dir.exists() {
+            tracing::warn!("the plugins directory {} does not exist; serving no bots (build some with `aviary plugin build <dir> --out {}`)", dir.display(), dir.display());
+            return Ok(());
+        }
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the plugins directory {} (set `plugins_dir` in aviary.toml or pass --plugins-dir)", dir.display()))?;
         let mut manifests: Vec<_> = entries

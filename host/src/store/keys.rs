@@ -49,3 +49,17 @@ pub fn kv(bot: &str, key: &str) -> Vec<u8> {
     out.extend_from_slice(key.as_bytes());
     out
 }
+
+/// Prefix of the audit log: `a/<seq as 16 hex>`.
+pub const AUDIT: &[u8] = b"a/";
+
+/// An audit record.
+pub fn audit(seq: u64) -> Vec<u8> {
+    format!("a/{seq:016x}").into_bytes()
+}
+
+/// The sequence number in an audit key.
+pub fn audit_seq(key: &[u8]) -> Option<u64> {
+    let hex = std::str::from_utf8(key.strip_prefix(AUDIT)?).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}

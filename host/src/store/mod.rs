@@ -6,6 +6,7 @@
 //! pending queue) apply as one atomic batch. Keys are namespaced by a short
 //! prefix (see [`keys`]).
 
+mod audit;
 mod commit;
 mod durability;
 pub mod keys;
@@ -18,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
 
+pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
 
@@ -40,6 +42,8 @@ struct Inner {
     lanes: Vec<Mutex<()>>,
     group_commit: GroupCommit,
     watchers: Watchers,
+    /// Serialises appends to the audit chain.
+    audit_lock: Mutex<()>,
 }
 
 /// What [`Store::accept_inbound`] stored.
@@ -64,7 +68,7 @@ impl Store {
         let state = db.open_tree("state")?;
         let group_commit = GroupCommit::start(db.clone());
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, watchers: Watchers::default() }) })
+        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, watchers: Watchers::default(), audit_lock: Mutex::new(()) }) })
     }
 
     /// The tree that holds all state; the runtime reads bot kv from it.

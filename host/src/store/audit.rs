@@ -1,0 +1,151 @@
+//! The append-only, hash-chained audit log: every load, unload, approval,
+//! rejection and denial. Each record carries the sha256 of the previous
+//! one, so changing or removing a record breaks the chain at that point.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{keys, now_ms, Store};
+
+/// Hash that the first record chains to.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What the host records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// `load`, `unload`, `hold`, `approve`, `reject`, `deny`, `contain`, ...
+    pub action: String,
+    pub bot: String,
+    /// The capability involved (`http`, `kv`, `memory`, ...), if any.
+    pub capability: Option<String>,
+    /// What was asked for: a URL, a key, a version, ...
+    pub target: Option<String>,
+    pub detail: String,
+}
+
+/// One stored record of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at: u64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// Where `verify` found the chain broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainBreak {
+    pub seq: u64,
+    pub reason: String,
+}
+
+impl AuditRecord {
+    fn compute_hash(seq: u64, at: u64, entry: &AuditEntry, prev: &str) -> String {
+        let body = serde_json::to_vec(&(seq, at, entry, prev)).expect("audit entries serialise");
+        hex::encode(Sha256::digest(body))
+    }
+}
+
+impl Store {
+    /// Appends `entry` to the audit log.
+    pub fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        let _chain = self.inner.audit_lock.lock();
+        let last = self.inner.state.scan_prefix(keys::AUDIT).next_back().transpose()?;
+        let (seq, prev) = match last {
+            Some((_, value)) => {
+                let record: AuditRecord = serde_json::from_slice(&value).context("corrupt audit record")?;
+                (record.seq + 1, record.hash)
+            }
+            None => (0, GENESIS.to_owned()),
+        };
+        let at = now_ms();
+        let hash = AuditRecord::compute_hash(seq, at, &entry, &prev);
+        let record = AuditRecord { seq, at, entry, prev, hash };
+        self.inner.state.insert(keys::audit(seq), serde_json::to_vec(&record)?)?;
+        Ok(record)
+    }
+
+    /// The last `count` audit records, oldest first.
+    pub fn audit_tail(&self, count: usize) -> Result<Vec<AuditRecord>> {
+        let mut records: Vec<AuditRecord> = self
+            .inner
+            .state
+            .scan_prefix(keys::AUDIT)
+            .rev()
+            .take(count)
+            .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt audit record")?))
+            .collect::<Result<_>>()?;
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Checks the whole chain; returns how many records are intact or the
+    /// first place where it is broken.
+    pub fn audit_verify(&self) -> Result<Result<u64, ChainBreak>> {
+        let mut prev = GENESIS.to_owned();
+        let mut expected_seq = 0;
+        for item in self.inner.state.scan_prefix(keys::AUDIT) {
+            let (key, value) = item?;
+            let seq_in_key = keys::audit_seq(&key).unwrap_or(u64::MAX);
+            let record: AuditRecord = match serde_json::from_slice(&value) {
+                Ok(record) => record,
+                Err(error) => return Ok(Err(ChainBreak { seq: seq_in_key, reason: format!("record is not valid JSON: {error}") })),
+            };
+            let broken = |reason: String| Ok(Err(ChainBreak { seq: seq_in_key, reason }));
+            if record.seq != expected_seq || seq_in_key != expected_seq {
+                return broken(format!("expected record {expected_seq}, found {} (a record was removed or inserted)", record.seq));
+            }
+            if record.prev != prev {
+                return broken("its `prev` is not the hash of the record before it".into());
+            }
+            if AuditRecord::compute_hash(record.seq, record.at, &record.entry, &record.prev) != record.hash {
+                return broken("its content does not match its hash (the record was altered)".into());
+            }
+            prev = record.hash;
+            expected_seq += 1;
+        }
+        Ok(Ok(expected_seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry { action: action.into(), bot: "echo".into(), capability: Some("http".into()), target: None, detail: "x".into() }
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_an_altered_record_is_reported_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for action in ["load", "deny", "approve", "unload"] {
+            store.audit(entry(action)).unwrap();
+        }
+        assert_eq!(store.audit_verify().unwrap(), Ok(4));
+        assert_eq!(store.audit_tail(2).unwrap().iter().map(|r| r.entry.action.as_str()).collect::<Vec<_>>(), ["approve", "unload"]);
+
+        let key = keys::audit(2);
+        let mut record: AuditRecord = serde_json::from_slice(&store.tree().get(&key).unwrap().unwrap()).unwrap();
+        record.entry.action = "deny".into();
+        store.tree().insert(&key, serde_json::to_vec(&record).unwrap()).unwrap();
+        let broken = store.audit_verify().unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2);
+        assert!(broken.reason.contains("altered"), "{}", broken.reason);
+    }
+
+    #[test]
+    fn a_removed_record_breaks_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for action in ["load", "deny", "unload"] {
+            store.audit(entry(action)).unwrap();
+        }
+        store.tree().remove(keys::audit(1)).unwrap();
+        assert_eq!(store.audit_verify().unwrap().unwrap_err().seq, 2);
+    }
+}
