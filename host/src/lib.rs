@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod ids;
 pub mod plugin_build;
+pub mod policy;
 pub mod router;
 pub mod runtime;
 pub mod store;

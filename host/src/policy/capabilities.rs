@@ -1,0 +1,163 @@
+//! The capabilities a bot can ask for (in its manifest) and be granted (in
+//! its policy). Both use this one schema so that they compare field by field.
+//! Everything absent is nothing: deny by default.
+
+use serde::{Deserialize, Serialize};
+
+/// A set of capabilities, as asked or as granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capabilities {
+    /// Outbound HTTP targets, `scheme://host:port`; the host may start with
+    /// `*.` to cover its subdomains.
+    pub http: Vec<String>,
+    /// The bot's kv store and its size.
+    pub kv: Option<KvQuota>,
+    /// Sending messages, and how fast.
+    pub send: Option<SendRate>,
+    /// Cap on linear memory, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Wall-clock budget of one event, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Timers the bot may have set at once.
+    pub timers: Option<u32>,
+    /// Largest attachment the bot may read, in bytes.
+    pub attachment_bytes: Option<u64>,
+    /// Secrets the bot may read, by name.
+    pub secrets: Vec<String>,
+    /// LLM models the bot may use, by name.
+    pub llm_models: Vec<String>,
+    /// Text recognition on images.
+    pub vision: bool,
+}
+
+/// Size of a bot's kv store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvQuota {
+    pub max_bytes: u64,
+    pub max_keys: u64,
+}
+
+/// How many messages a bot may send per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRate {
+    pub per_conversation_per_minute: u32,
+    pub per_bot_per_minute: u32,
+}
+
+/// Memory cap when the policy names none, in MiB.
+pub const DEFAULT_MEMORY_MB: u64 = 32;
+/// Event deadline when the policy names none, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+
+/// One thing asked for and not granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shortfall {
+    pub capability: &'static str,
+    pub asked: String,
+    pub granted: String,
+}
+
+impl Capabilities {
+    /// What `asks` wants beyond `self` (the grant).
+    pub fn shortfalls(&self, asks: &Capabilities) -> Vec<Shortfall> {
+        let mut out = Vec::new();
+        let mut short = |capability, asked: String, granted: String| out.push(Shortfall { capability, asked, granted });
+        for target in &asks.http {
+            if !self.http.iter().any(|pattern| super::egress::pattern_covers(pattern, target)) {
+                short("http", target.clone(), format!("{:?}", self.http));
+            }
+        }
+        if let Some(asked) = asks.kv {
+            match self.kv {
+                Some(granted) if granted.max_bytes >= asked.max_bytes && granted.max_keys >= asked.max_keys => {}
+                granted => short("kv", format!("{asked:?}"), format!("{granted:?}")),
+            }
+        }
+        if let Some(asked) = asks.send {
+            match self.send {
+                Some(granted)
+                    if granted.per_bot_per_minute >= asked.per_bot_per_minute
+                        && granted.per_conversation_per_minute >= asked.per_conversation_per_minute => {}
+                granted => short("send", format!("{asked:?}"), format!("{granted:?}")),
+            }
+        }
+        let mut above = |capability, asked: Option<u64>, granted: Option<u64>, default: u64| {
+            if let Some(asked) = asked {
+                let granted = granted.unwrap_or(default);
+                if asked > granted {
+                    short(capability, asked.to_string(), granted.to_string());
+                }
+            }
+        };
+        above("memory_mb", asks.memory_mb, self.memory_mb, DEFAULT_MEMORY_MB);
+        above("timeout_ms", asks.timeout_ms, self.timeout_ms, DEFAULT_TIMEOUT_MS);
+        above("timers", asks.timers.map(u64::from), self.timers.map(u64::from), 0);
+        above("attachment_bytes", asks.attachment_bytes, self.attachment_bytes, 0);
+        for secret in &asks.secrets {
+            if !self.secrets.contains(secret) {
+                short("secrets", secret.clone(), format!("{:?}", self.secrets));
+            }
+        }
+        for model in &asks.llm_models {
+            if !self.llm_models.contains(model) {
+                short("llm_models", model.clone(), format!("{:?}", self.llm_models));
+            }
+        }
+        if asks.vision && !self.vision {
+            short("vision", "true".into(), "false".into());
+        }
+        out
+    }
+
+    /// Notes for reviewers: grants that deserve a second look.
+    pub fn risks(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for target in &self.http {
+            if target.contains('*') {
+                notes.push(format!("wildcard egress: {target}"));
+            }
+        }
+        if let Some(kv) = self.kv {
+            if kv.max_bytes > 100 * 1024 * 1024 {
+                notes.push(format!("large kv quota: {} MiB", kv.max_bytes / (1024 * 1024)));
+            }
+        }
+        if self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) > 512 {
+            notes.push(format!("large memory cap: {} MiB", self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)));
+        }
+        if let Some(send) = self.send {
+            if send.per_bot_per_minute > 100_000 {
+                notes.push(format!("high send rate: {}/min", send.per_bot_per_minute));
+            }
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_granted_covers_no_ask() {
+        let asks: Capabilities = toml::from_str(
+            "http = [\"https://api.example.com:443\"]\nsecrets = [\"TOKEN\"]\nvision = true\n[kv]\nmax_bytes = 10\nmax_keys = 1\n",
+        )
+        .unwrap();
+        let missing: Vec<_> = Capabilities::default().shortfalls(&asks).into_iter().map(|s| s.capability).collect();
+        assert_eq!(missing, ["http", "kv", "secrets", "vision"]);
+    }
+
+    #[test]
+    fn larger_grants_and_wildcards_cover_asks() {
+        let asks = Capabilities { http: vec!["https://api.example.com:443".into()], memory_mb: Some(16), ..Default::default() };
+        let grant = Capabilities { http: vec!["https://*.example.com:443".into()], memory_mb: Some(16), ..Default::default() };
+        assert!(grant.shortfalls(&asks).is_empty());
+        let greedy = Capabilities { memory_mb: Some(64), ..asks.clone() };
+        assert_eq!(grant.shortfalls(&greedy)[0].capability, "memory_mb");
+        assert_eq!(grant.risks(), ["wildcard egress: https://*.example.com:443"]);
+    }
+}
