@@ -78,7 +78,7 @@ fn raw_events_per_s(app: &App, threads: usize) -> f64 {
             s.spawn(|| {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    bot.handle(app.store.tree(), &event).expect("echo handles");
+                    bot.handle(app.store.tree(), &event).result.expect("echo handles");
                     n += 1;
                 }
                 done.fetch_add(n, Ordering::Relaxed);

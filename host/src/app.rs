@@ -27,8 +27,8 @@ impl App {
     pub fn start(config: Config) -> Result<App> {
         let store = Store::open(&config.data_dir)?;
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
-        let bots = Arc::new(Bots::default());
-        bots.load_dir(&runtime, &config, store.tree())?;
+        let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));
+        bots.reload()?;
         let dispatcher = Arc::new(Dispatcher { bots: bots.clone(), store: store.clone() });
         let router = Router::start(config.workers, config.queue.clone(), dispatcher);
         let pending = store.pending_events()?;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Capabilities;
+
 /// The whole host configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directory scanned for bots: `<id>.wasm` beside its `<id>.toml` manifest.
     pub plugins_dir: PathBuf,
+    /// Directory of the admin's grants, one reviewable `<id>.toml` per bot.
+    /// A file here wins over a `[bots.<id>.grant]` section.
+    pub policies_dir: PathBuf,
     /// Threads that run bot handlers. Conversations run in parallel up to this.
     pub workers: usize,
     /// Bounds on queued events, beyond which new messages get HTTP 429.
@@ -45,10 +50,11 @@ pub struct QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
-    /// Cap on the bot's linear memory, in MiB.
-    pub memory_mb: u64,
-    /// Wall-clock budget of one `handle` call, in milliseconds.
-    pub timeout_ms: u64,
+    /// What the bot may do, when `policies/<id>.toml` does not exist.
+    /// Nothing is granted by default.
+    pub grant: Capabilities,
+    /// Secret values by name; a bot reads only those its grant names.
+    pub secrets: BTreeMap<String, String>,
     /// How many times a failed event runs again before it is dead-lettered.
     pub max_retries: u32,
     /// Free-form settings passed to `init` and readable through `config.get`.
@@ -61,6 +67,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(".aviary/data"),
             plugins_dir: PathBuf::from("bots"),
+            policies_dir: PathBuf::from("policies"),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             queue: QueueConfig::default(),
             max_body_bytes: 64 * 1024,
@@ -78,7 +85,7 @@ impl Default for QueueConfig {
 
 impl Default for BotConfig {
     fn default() -> Self {
-        BotConfig { memory_mb: 64, timeout_ms: 2_000, max_retries: 2, settings: BTreeMap::new() }
+        BotConfig { grant: Capabilities::default(), secrets: BTreeMap::new(), max_retries: 2, settings: BTreeMap::new() }
     }
 }
 
@@ -100,16 +107,40 @@ impl Config {
         self.bots.get(id).cloned().unwrap_or_default()
     }
 
+    /// The grant of bot `id`: `policies/<id>.toml` if it exists, else its
+    /// `[bots.<id>.grant]` section, else nothing.
+    pub fn grant(&self, id: &str) -> Result<Capabilities> {
+        let path = self.policies_dir.join(format!("{id}.toml"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid policy", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(self.bot(id).grant),
+            Err(error) => Err(error).with_context(|| format!("cannot read the policy {}", path.display())),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.workers > 0, "`workers` must be at least 1");
         anyhow::ensure!(self.queue.per_conversation > 0, "`queue.per_conversation` must be at least 1");
         anyhow::ensure!(self.queue.total >= self.queue.per_conversation, "`queue.total` must be at least `queue.per_conversation`");
         for (id, bot) in &self.bots {
-            anyhow::ensure!(bot.memory_mb >= 1 && bot.memory_mb <= 4096, "bots.{id}.memory_mb must be between 1 and 4096");
-            anyhow::ensure!(bot.timeout_ms >= 10, "bots.{id}.timeout_ms must be at least 10");
+            validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }
         Ok(())
     }
+}
+
+/// Checks the numbers of a grant; `what` names it in errors.
+pub fn validate_grant(what: &str, grant: &Capabilities) -> Result<()> {
+    if let Some(memory) = grant.memory_mb {
+        anyhow::ensure!((1..=4096).contains(&memory), "{what}.memory_mb must be between 1 and 4096");
+    }
+    if let Some(timeout) = grant.timeout_ms {
+        anyhow::ensure!(timeout >= 10, "{what}.timeout_ms must be at least 10");
+    }
+    for target in &grant.http {
+        anyhow::ensure!(crate::policy::egress::Target::parse(target).is_some(), "{what}.http entry `{target}` is not scheme://host:port");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -127,10 +158,10 @@ mod tests {
     fn file_overrides_and_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aviary.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[bots.echo]\ntimeout_ms = 50\nsettings = { prefix = \"> \" }\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[bots.echo]\nsettings = { prefix = \"> \" }\n[bots.echo.grant]\ntimeout_ms = 50\n").unwrap();
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.bot("echo").timeout_ms, 50);
+        assert_eq!(config.grant("echo").unwrap().timeout_ms, Some(50));
         assert_eq!(config.bot("echo").settings["prefix"], "> ");
 
         std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();

@@ -1,11 +1,14 @@
 //! Runs one event for the router: fresh instance, commit of its effects,
 //! re-runs on kv conflicts, bounded retries on failure, then a dead letter.
+//! Policy denials and contained failures go to the audit log.
 
 use std::sync::Arc;
 
 use crate::bots::Bots;
+use crate::policy::Denial;
 use crate::router::Dispatch;
-use crate::store::{CommitError, PendingEvent, Store};
+use crate::runtime::{HandleError, LoadedBot};
+use crate::store::{AuditEntry, CommitError, PendingEvent, Store};
 
 /// Re-runs allowed when kv reads keep changing under an event.
 const MAX_CONFLICTS: u32 = 1000;
@@ -25,16 +28,24 @@ impl Dispatch for Dispatcher {
         let mut failures = 0;
         let mut conflicts = 0;
         loop {
-            let error = match bot.handle(self.store.tree(), &event) {
+            let outcome = bot.handle(self.store.tree(), &event);
+            self.audit_denials(&event, &outcome.denials);
+            let error = match outcome.result {
                 Ok(effects) => match self.store.commit(&event.bot, event.seq, &effects) {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        bot.policy.kv.apply(effects.kv_delta);
+                        return;
+                    }
                     Err(CommitError::Conflict) if conflicts < MAX_CONFLICTS => {
                         conflicts += 1;
                         continue;
                     }
                     Err(error) => error.to_string(),
                 },
-                Err(error) => error.to_string(),
+                Err(error) => {
+                    self.audit_containment(&bot, &event, &error);
+                    error.to_string()
+                }
             };
             failures += 1;
             tracing::warn!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempt = failures, "event failed: {error}");
@@ -51,6 +62,48 @@ impl Dispatcher {
         tracing::error!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempts, "event dead-lettered: {error}");
         if let Err(store_error) = self.store.dead_letter(event, error, attempts) {
             tracing::error!("cannot store the dead letter: {store_error:#}");
+        }
+    }
+
+    /// One audit record per distinct refusal of the event.
+    fn audit_denials(&self, event: &PendingEvent, denials: &[Denial]) {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for denial in denials {
+            if seen.contains(&(denial.capability, denial.target.as_str())) {
+                continue;
+            }
+            seen.push((denial.capability, &denial.target));
+            let repeats = denials.iter().filter(|d| d.capability == denial.capability && d.target == denial.target).count();
+            self.append(AuditEntry {
+                action: "deny".into(),
+                bot: event.bot.clone(),
+                capability: Some(denial.capability.into()),
+                target: Some(denial.target.clone()),
+                detail: if repeats > 1 { format!("{} ({repeats} times in one event)", denial.reason) } else { denial.reason.clone() },
+            });
+        }
+    }
+
+    /// Traps and timeouts are the sandbox containing the bot: audit them.
+    fn audit_containment(&self, bot: &LoadedBot, event: &PendingEvent, error: &HandleError) {
+        let capability = match error {
+            HandleError::Bot(_) => return,
+            HandleError::Timeout(_) => "cpu_time",
+            HandleError::Trap(message) if message.contains("memory") || message.contains("grow") => "memory",
+            HandleError::Trap(_) => "trap",
+        };
+        self.append(AuditEntry {
+            action: "contain".into(),
+            bot: bot.manifest.id.clone(),
+            capability: Some(capability.into()),
+            target: Some(event.conversation.clone()),
+            detail: error.to_string(),
+        });
+    }
+
+    fn append(&self, entry: AuditEntry) {
+        if let Err(error) = self.store.audit(entry) {
+            tracing::error!("cannot append to the audit log: {error:#}");
         }
     }
 }

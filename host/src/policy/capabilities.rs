@@ -112,6 +112,42 @@ impl Capabilities {
         out
     }
 
+    /// This grant widened to cover `asks` too (what an approval does).
+    pub fn widened_by(&self, asks: &Capabilities) -> Capabilities {
+        fn union(a: &[String], b: &[String]) -> Vec<String> {
+            let mut all = a.to_vec();
+            all.extend(b.iter().filter(|x| !a.contains(x)).cloned());
+            all
+        }
+        let kv = match (self.kv, asks.kv) {
+            (Some(g), Some(a)) => Some(KvQuota { max_bytes: g.max_bytes.max(a.max_bytes), max_keys: g.max_keys.max(a.max_keys) }),
+            (g, a) => g.or(a),
+        };
+        let send = match (self.send, asks.send) {
+            (Some(g), Some(a)) => Some(SendRate {
+                per_conversation_per_minute: g.per_conversation_per_minute.max(a.per_conversation_per_minute),
+                per_bot_per_minute: g.per_bot_per_minute.max(a.per_bot_per_minute),
+            }),
+            (g, a) => g.or(a),
+        };
+        let max = |g: Option<u64>, a: Option<u64>| match (g, a) {
+            (Some(g), Some(a)) => Some(g.max(a)),
+            (g, a) => g.or(a),
+        };
+        Capabilities {
+            http: union(&self.http, &asks.http),
+            kv,
+            send,
+            memory_mb: max(self.memory_mb, asks.memory_mb),
+            timeout_ms: max(self.timeout_ms, asks.timeout_ms),
+            timers: max(self.timers.map(u64::from), asks.timers.map(u64::from)).map(|t| t as u32),
+            attachment_bytes: max(self.attachment_bytes, asks.attachment_bytes),
+            secrets: union(&self.secrets, &asks.secrets),
+            llm_models: union(&self.llm_models, &asks.llm_models),
+            vision: self.vision || asks.vision,
+        }
+    }
+
     /// Notes for reviewers: grants that deserve a second look.
     pub fn risks(&self) -> Vec<String> {
         let mut notes = Vec::new();
@@ -159,5 +195,6 @@ mod tests {
         let greedy = Capabilities { memory_mb: Some(64), ..asks.clone() };
         assert_eq!(grant.shortfalls(&greedy)[0].capability, "memory_mb");
         assert_eq!(grant.risks(), ["wildcard egress: https://*.example.com:443"]);
+        assert!(grant.widened_by(&greedy).shortfalls(&greedy).is_empty(), "an approval covers what was asked");
     }
 }

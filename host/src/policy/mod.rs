@@ -8,3 +8,51 @@ pub mod egress;
 pub mod imports;
 
 pub use capabilities::{Capabilities, KvQuota, SendRate, Shortfall};
+pub mod rate;
+pub mod usage;
+
+use std::collections::BTreeMap;
+
+pub use rate::SendLimiter;
+pub use usage::{KvDelta, KvUsage};
+
+/// The grant of one loaded bot, with the run-time state that enforces it.
+pub struct BotPolicy {
+    pub grant: Capabilities,
+    pub send: SendLimiter,
+    pub kv: KvUsage,
+    /// Secret values the grant names (and only those).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl BotPolicy {
+    /// Builds the policy of bot `bot` from its grant and the configured
+    /// secrets, measuring its current kv usage.
+    pub fn new(bot: &str, grant: Capabilities, configured_secrets: &BTreeMap<String, String>, tree: &sled::Tree) -> anyhow::Result<BotPolicy> {
+        let secrets = configured_secrets.iter().filter(|(name, _)| grant.secrets.contains(name)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        Ok(BotPolicy { send: SendLimiter::new(grant.send), kv: KvUsage::measure(tree, bot, grant.kv)?, secrets, grant })
+    }
+
+    /// Whether the grant includes the named capability (as imports need it).
+    pub fn has(&self, capability: &str) -> bool {
+        match capability {
+            "send" => self.grant.send.is_some(),
+            "kv" => self.grant.kv.is_some(),
+            "http" => !self.grant.http.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Every import of `imports` that this grant does not allow, explained.
+    pub fn import_refusals(&self, imports: &[String]) -> Vec<String> {
+        imports.iter().filter_map(|import| imports::refusal(import, |g| self.has(g))).collect()
+    }
+}
+
+/// A refusal by the policy during an event, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub capability: &'static str,
+    pub target: String,
+    pub reason: String,
+}

@@ -14,6 +14,7 @@ use super::bindings::aviary::bot::types as wit;
 use super::bindings::BotPre;
 use super::engine::deadline_ticks;
 use super::state::EventState;
+use crate::policy::{BotPolicy, Capabilities, Denial};
 use crate::store::{Effects, EventRecord, PendingEvent};
 
 /// What a bot says about itself, from `<id>.toml` beside its component.
@@ -24,6 +25,9 @@ pub struct Manifest {
     pub version: String,
     #[serde(default)]
     pub description: String,
+    /// The capabilities the bot asks for; the admin's grant must cover them.
+    #[serde(default)]
+    pub asks: Capabilities,
 }
 
 impl Manifest {
@@ -31,6 +35,8 @@ impl Manifest {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the bot manifest {}", path.display()))?;
         let manifest: Manifest = toml::from_str(&text).with_context(|| format!("{} is not a valid bot manifest", path.display()))?;
         anyhow::ensure!(crate::ids::is_valid_id(&manifest.id), "{}: bot id `{}` may use only letters, digits, `.`, `_`, `:` and `-`", path.display(), manifest.id);
+        anyhow::ensure!(crate::ids::is_valid_id(&manifest.version), "{}: version `{}` may use only letters, digits, `.`, `_`, `:` and `-`", path.display(), manifest.version);
+        crate::config::validate_grant(&format!("{}: asks", path.display()), &manifest.asks)?;
         Ok(manifest)
     }
 }
@@ -43,12 +49,22 @@ pub struct Limits {
     pub max_retries: u32,
 }
 
+/// The result of one event: its effects or why there are none, and what
+/// the policy refused along the way (for the audit log either way).
+pub struct Outcome {
+    pub result: Result<Effects, HandleError>,
+    pub denials: Vec<Denial>,
+}
+
 /// A bot ready to handle events.
 pub struct LoadedBot {
     pub manifest: Manifest,
     /// sha256 of the component bytes, hex.
     pub sha256: String,
     pub limits: Limits,
+    /// The interfaces the component imports.
+    pub imports: Vec<String>,
+    pub policy: Arc<BotPolicy>,
     pub(super) engine: Engine,
     pub(super) pre: BotPre<EventState>,
     pub(super) id: Arc<str>,
@@ -71,17 +87,30 @@ pub enum HandleError {
 
 impl LoadedBot {
     /// Runs `event` on a fresh instance; returns its effects, uncommitted.
-    pub fn handle(&self, tree: &sled::Tree, event: &PendingEvent) -> Result<Effects, HandleError> {
+    pub fn handle(&self, tree: &sled::Tree, event: &PendingEvent) -> Outcome {
         let mut store = self.new_store(tree);
         let wit_event = to_wit(event);
         let result = self
             .pre
             .instantiate(&mut store)
             .and_then(|bot| bot.aviary_bot_handler().call_handle(&mut store, &wit_event));
-        match result {
+        let denials = store.data_mut().take_denials();
+        self.log_stdio(store.data().stdio());
+        let result = match result {
             Ok(Ok(())) => Ok(store.into_data().into_effects()),
             Ok(Err(message)) => Err(HandleError::Bot(message)),
             Err(error) => Err(self.classify(error)),
+        };
+        Outcome { result, denials }
+    }
+
+    fn log_stdio(&self, output: bytes::Bytes) {
+        if output.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&output);
+        for line in text.lines().take(super::capabilities::log::MAX_LINES_PER_EVENT as usize) {
+            tracing::info!(target: "bot", bot = &*self.id, stdio = true, "{line}");
         }
     }
 
@@ -101,7 +130,7 @@ impl LoadedBot {
     }
 
     fn new_store(&self, tree: &sled::Tree) -> wasmtime::Store<EventState> {
-        let state = EventState::new(&self.id, tree, &self.settings, self.limits.memory_bytes);
+        let state = EventState::new(&self.id, tree, &self.settings, &self.policy, self.limits.memory_bytes);
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(deadline_ticks(self.limits.timeout));

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
+
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -31,7 +31,7 @@ impl ArtifactCache {
     /// Returns the component for `bytes` and their sha256 (hex), compiling
     /// only on a cache miss.
     pub fn component(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, String)> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let sha256 = super::sha256_hex(bytes);
         let path = self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
         if path.exists() {
             // SAFETY: files in this directory are written only by `store` below,

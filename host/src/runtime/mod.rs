@@ -8,18 +8,21 @@ pub mod capabilities;
 mod engine;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
-pub use bot::{HandleError, Limits, LoadedBot, Manifest};
+pub use bot::{HandleError, Limits, LoadedBot, Manifest, Outcome};
 pub use engine::EPOCH_TICK;
 
 use bindings::BotPre;
 use cache::ArtifactCache;
+use crate::policy::{capabilities::DEFAULT_MEMORY_MB, capabilities::DEFAULT_TIMEOUT_MS, imports::component_imports, BotPolicy};
 use state::EventState;
 
 /// Largest memory cap a bot may be given; the pooling allocator reserves
@@ -34,6 +37,23 @@ pub struct Runtime {
     _ticker: engine::EpochTicker,
 }
 
+/// A compiled component and what it imports, before any policy decision.
+pub struct Inspected {
+    /// sha256 of the component bytes, hex.
+    pub sha256: String,
+    /// Interfaces it imports, with versions, sorted.
+    pub imports: Vec<String>,
+    component: Component,
+}
+
+/// Everything besides the component that a loaded bot needs.
+pub struct BotSpec {
+    pub manifest: Manifest,
+    pub policy: BotPolicy,
+    pub settings: BTreeMap<String, String>,
+    pub max_retries: u32,
+}
+
 impl Runtime {
     /// A runtime caching compiled components under `cache_dir`.
     pub fn new(cache_dir: &Path) -> Result<Runtime> {
@@ -46,34 +66,51 @@ impl Runtime {
         Ok(Runtime { engine, linker, cache, _ticker: ticker })
     }
 
-    /// Loads a component from `bytes`, links it and calls its `init`.
-    pub fn load(
-        &self,
-        manifest: Manifest,
-        bytes: &[u8],
-        limits: Limits,
-        settings: std::collections::BTreeMap<String, String>,
-        tree: &sled::Tree,
-    ) -> Result<LoadedBot> {
-        let id = manifest.id.clone();
-        let (component, sha256) = self.cache.component(&self.engine, bytes).with_context(|| format!("cannot load bot `{id}`"))?;
+    /// Compiles (or finds in the cache) a component and lists its imports.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspected> {
+        let (component, sha256) = self.cache.component(&self.engine, bytes)?;
+        let imports = component_imports(&self.engine, &component);
+        Ok(Inspected { sha256, imports, component })
+    }
+
+    /// Links an inspected component under `spec` and calls its `init`.
+    /// Refuses it when an import is not covered by the grant.
+    pub fn load(&self, inspected: Inspected, spec: BotSpec, tree: &sled::Tree) -> Result<LoadedBot> {
+        let id = spec.manifest.id.clone();
+        let refusals = spec.policy.import_refusals(&inspected.imports);
+        anyhow::ensure!(refusals.is_empty(), "bot `{id}` is refused: {}", refusals.join("; "));
         let instance_pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(&inspected.component)
             .map_err(wasm_error)
             .with_context(|| format!("bot `{id}` imports something the host does not provide"))?;
-        let pre = BotPre::new(instance_pre).map_err(wasm_error).with_context(|| format!("bot `{id}` does not export aviary:bot/handler@0.1.0"))?;
+        let pre = BotPre::new(instance_pre)
+            .map_err(wasm_error)
+            .with_context(|| format!("bot `{id}` does not export aviary:bot/handler@0.1.0"))?;
+        let grant = &spec.policy.grant;
+        let limits = Limits {
+            memory_bytes: (grant.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024) as usize,
+            timeout: Duration::from_millis(grant.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            max_retries: spec.max_retries,
+        };
         let bot = LoadedBot {
-            manifest,
-            sha256,
+            manifest: spec.manifest,
+            sha256: inspected.sha256,
             limits,
+            imports: inspected.imports,
+            policy: Arc::new(spec.policy),
             engine: self.engine.clone(),
             pre,
             id: Arc::from(id.as_str()),
-            settings: Arc::new(settings),
+            settings: Arc::new(spec.settings),
         };
         bot.init(tree)?;
         Ok(bot)
+    }
+
+    /// The engine (for tools that inspect components).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 
@@ -81,4 +118,10 @@ impl Runtime {
 /// `anyhow::Error`, keeping its whole chain of causes in the message.
 pub(crate) fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{error:?}")
+}
+
+/// sha256 of component bytes, hex: the identity of a bot build.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

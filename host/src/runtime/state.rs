@@ -5,15 +5,22 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capabilities::{config::Config, kv::Kv, log::Log, messaging::Messaging};
+use crate::policy::{BotPolicy, Denial};
 use crate::store::Effects;
+
+/// Most bytes of stdout and stderr kept per event; the bot's further writes
+/// fail.
+pub const MAX_STDIO_BYTES: usize = 16 * 1024;
 
 /// Per-event state, made fresh for every event and dropped after it.
 pub struct EventState {
     wasi: WasiCtx,
     table: ResourceTable,
+    stdio: MemoryOutputPipe,
     pub limits: StoreLimits,
     pub messaging: Messaging,
     pub kv: Kv,
@@ -23,23 +30,39 @@ pub struct EventState {
 
 impl EventState {
     /// State for one event of bot `bot`, reading kv from `tree`.
-    pub fn new(bot: &Arc<str>, tree: &sled::Tree, settings: &Arc<BTreeMap<String, String>>, memory_bytes: usize) -> EventState {
+    pub fn new(bot: &Arc<str>, tree: &sled::Tree, settings: &Arc<BTreeMap<String, String>>, policy: &Arc<BotPolicy>, memory_bytes: usize) -> EventState {
+        let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
+        // No preopened directories, no environment, no arguments, empty
+        // stdin, no network: WASI is linked only because Rust's std uses it.
+        let wasi = WasiCtx::builder().stdout(stdio.clone()).stderr(stdio.clone()).build();
         EventState {
-            // No preopened directories, no environment, no network: WASI is
-            // linked only because Rust's std imports it.
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
+            stdio,
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
-            messaging: Messaging::default(),
-            kv: Kv::new(tree.clone(), bot),
+            messaging: Messaging::new(policy.clone()),
+            kv: Kv::new(tree.clone(), bot, policy.clone()),
             log: Log::new(bot.clone()),
-            config: Config { settings: settings.clone() },
+            config: Config { settings: settings.clone(), policy: policy.clone(), denials: Vec::new() },
         }
+    }
+
+    /// Everything the policy refused during the event.
+    pub fn take_denials(&mut self) -> Vec<Denial> {
+        let mut all = std::mem::take(&mut self.messaging.denials);
+        all.append(&mut self.kv.denials);
+        all.append(&mut self.config.denials);
+        all
+    }
+
+    /// What the bot wrote to stdout and stderr.
+    pub fn stdio(&self) -> bytes::Bytes {
+        self.stdio.contents()
     }
 
     /// The effects buffered during the call, to commit.
     pub fn into_effects(self) -> Effects {
-        Effects { sends: self.messaging.sends, kv_reads: self.kv.reads, kv_writes: self.kv.writes }
+        Effects { sends: self.messaging.sends, kv_reads: self.kv.reads, kv_writes: self.kv.writes, kv_delta: self.kv.delta }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Effects {
     pub kv_reads: BTreeMap<Vec<u8>, KvRead>,
     /// Full store key → new value, `None` to delete.
     pub kv_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// How the writes change the bot's kv usage (for its quota).
+    pub kv_delta: crate::policy::KvDelta,
 }
 
 /// Why a commit did not happen.

@@ -63,3 +63,8 @@ pub fn audit_seq(key: &[u8]) -> Option<u64> {
     let hex = std::str::from_utf8(key.strip_prefix(AUDIT)?).ok()?;
     u64::from_str_radix(hex, 16).ok()
 }
+
+/// An approval of one build of a bot: `p/<bot>/<version>/<sha256>`.
+pub fn approval(bot: &str, version: &str, sha256: &str) -> Vec<u8> {
+    format!("p/{bot}/{version}/{sha256}").into_bytes()
+}

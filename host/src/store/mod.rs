@@ -198,3 +198,20 @@ fn stripe(bot: &str, conversation: &str) -> usize {
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+impl Store {
+    /// The asks approved for this exact build of a bot, if any.
+    pub fn approval(&self, bot: &str, version: &str, sha256: &str) -> Result<Option<crate::policy::Capabilities>> {
+        match self.inner.state.get(keys::approval(bot, version, sha256))? {
+            Some(value) => Ok(Some(serde_json::from_slice(&value).context("corrupt approval record")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that the admin approved these asks for this exact build.
+    pub fn record_approval(&self, bot: &str, version: &str, sha256: &str, asks: &crate::policy::Capabilities) -> Result<()> {
+        self.inner.state.insert(keys::approval(bot, version, sha256), serde_json::to_vec(asks)?)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}

@@ -7,7 +7,9 @@
 //! bot call.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use crate::policy::{BotPolicy, Denial, KvDelta};
 use crate::runtime::bindings::aviary::bot::kv::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::{keys, KvRead};
@@ -25,11 +27,15 @@ pub struct Kv {
     pub reads: BTreeMap<Vec<u8>, KvRead>,
     /// Full key → buffered new value (`None` deletes).
     pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// How the buffered writes change the bot's usage.
+    pub delta: KvDelta,
+    policy: Arc<BotPolicy>,
+    pub denials: Vec<Denial>,
 }
 
 impl Kv {
-    pub fn new(tree: sled::Tree, bot: &str) -> Kv {
-        Kv { tree, prefix: keys::kv_prefix(bot), reads: BTreeMap::new(), writes: BTreeMap::new() }
+    pub fn new(tree: sled::Tree, bot: &str, policy: Arc<BotPolicy>) -> Kv {
+        Kv { tree, prefix: keys::kv_prefix(bot), reads: BTreeMap::new(), writes: BTreeMap::new(), delta: KvDelta::default(), policy, denials: Vec::new() }
     }
 
     fn full_key(&self, key: &str) -> Result<Vec<u8>, BotError> {
@@ -63,6 +69,21 @@ impl Kv {
                 return Err(BotError::Invalid(format!("kv values must be at most {MAX_VALUE_BYTES} bytes")));
             }
         }
+        let old_value = self.read(&full)?;
+        let key_len = full.len() - self.prefix.len();
+        let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(KvDelta::default(), |v| KvDelta { bytes: (key_len + v.len()) as i64, keys: 1 });
+        let old = size(&old_value);
+        let new = size(&value);
+        let delta = KvDelta { bytes: self.delta.bytes + new.bytes - old.bytes, keys: self.delta.keys + new.keys - old.keys };
+        let growing = new.bytes > old.bytes || new.keys > old.keys;
+        if growing {
+            if let Err(reason) = self.policy.kv.check(delta) {
+                let target = String::from_utf8_lossy(&full[self.prefix.len()..]).into_owned();
+                self.denials.push(Denial { capability: "kv", target, reason: reason.clone() });
+                return Err(if self.policy.grant.kv.is_some() { BotError::QuotaExceeded(reason) } else { BotError::Denied(reason) });
+            }
+        }
+        self.delta = delta;
         self.writes.insert(full, value);
         Ok(())
     }
@@ -141,11 +162,31 @@ impl Host for Kv {
 mod tests {
     use super::*;
 
-    fn kv() -> (tempfile::TempDir, sled::Tree, Kv) {
+    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, sled::Tree, Kv) {
         let dir = tempfile::tempdir().unwrap();
         let tree = sled::Config::new().temporary(true).path(dir.path().join("db")).open().unwrap().open_tree("t").unwrap();
-        let kv = Kv::new(tree.clone(), "bot");
+        let grant = crate::policy::Capabilities { kv: quota, ..Default::default() };
+        let policy = Arc::new(BotPolicy::new("bot", grant, &Default::default(), &tree).unwrap());
+        let kv = Kv::new(tree.clone(), "bot", policy);
         (dir, tree, kv)
+    }
+
+    fn kv() -> (tempfile::TempDir, sled::Tree, Kv) {
+        kv_with(Some(crate::policy::KvQuota { max_bytes: 1 << 20, max_keys: 100 }))
+    }
+
+    #[test]
+    fn writes_past_the_quota_are_refused_and_recorded() {
+        let (_dir, _tree, mut kv) = kv_with(Some(crate::policy::KvQuota { max_bytes: 20, max_keys: 2 }));
+        kv.set("a".into(), b"123456789".to_vec()).unwrap();
+        assert!(matches!(kv.set("b".into(), b"123456789012".to_vec()), Err(BotError::QuotaExceeded(_))), "bytes");
+        kv.set("b".into(), b"1".to_vec()).unwrap();
+        assert!(matches!(kv.set("c".into(), b"1".to_vec()), Err(BotError::QuotaExceeded(_))), "keys");
+        kv.set("a".into(), b"1".to_vec()).unwrap();
+        assert_eq!(kv.delta, KvDelta { bytes: 4, keys: 2 });
+        assert_eq!(kv.denials.len(), 2);
+        let (_dir, _tree, mut ungranted) = kv_with(None);
+        assert!(matches!(ungranted.set("a".into(), vec![]), Err(BotError::Denied(_))));
     }
 
     #[test]

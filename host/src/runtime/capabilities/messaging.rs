@@ -1,5 +1,8 @@
 //! `aviary:bot/messaging`: sends buffered until the event commits.
 
+use std::sync::Arc;
+
+use crate::policy::{BotPolicy, Denial};
 use crate::runtime::bindings::aviary::bot::messaging::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::Outgoing;
@@ -10,22 +13,40 @@ pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 pub const MAX_SENDS_PER_EVENT: usize = 64;
 
 /// Per-event messaging state.
-#[derive(Default)]
 pub struct Messaging {
     /// What the bot sent, committed when `handle` returns ok.
     pub sends: Vec<Outgoing>,
+    pub policy: Arc<BotPolicy>,
+    pub denials: Vec<Denial>,
 }
 
 impl Messaging {
+    pub fn new(policy: Arc<BotPolicy>) -> Messaging {
+        Messaging { sends: Vec::new(), policy, denials: Vec::new() }
+    }
+
+    fn deny(&mut self, target: &str, error: BotError) -> Result<(), BotError> {
+        let reason = match &error {
+            BotError::Denied(r) | BotError::QuotaExceeded(r) | BotError::Invalid(r) | BotError::Unavailable(r) => r.clone(),
+        };
+        self.denials.push(Denial { capability: "send", target: target.to_owned(), reason });
+        Err(error)
+    }
+
     fn push(&mut self, conversation: String, text: String, reply_to: Option<String>) -> Result<(), BotError> {
         if !crate::ids::is_valid_id(&conversation) {
             return Err(BotError::Invalid(format!("`{conversation}` is not a valid conversation id")));
         }
         if text.len() > MAX_TEXT_BYTES {
-            return Err(BotError::Invalid(format!("message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit", text.len())));
+            let error = BotError::Invalid(format!("message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit", text.len()));
+            return self.deny(&conversation, error);
         }
         if self.sends.len() >= MAX_SENDS_PER_EVENT {
-            return Err(BotError::QuotaExceeded(format!("at most {MAX_SENDS_PER_EVENT} messages per event")));
+            return self.deny(&conversation, BotError::QuotaExceeded(format!("at most {MAX_SENDS_PER_EVENT} messages per event")));
+        }
+        if let Err(reason) = self.policy.send.try_send(&conversation) {
+            let error = if self.policy.grant.send.is_some() { BotError::QuotaExceeded(reason) } else { BotError::Denied(reason) };
+            return self.deny(&conversation, error);
         }
         self.sends.push(Outgoing { conversation, text, reply_to });
         Ok(())

@@ -1,0 +1,81 @@
+//! Send-rate limits: a token bucket per bot and one per conversation, each
+//! refilling its per-minute allowance continuously.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::SendRate;
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn full(per_minute: u32, now: Instant) -> Bucket {
+        Bucket { tokens: f64::from(per_minute), updated: now }
+    }
+
+    fn refill(&mut self, per_minute: u32, now: Instant) {
+        let gained = now.duration_since(self.updated).as_secs_f64() * f64::from(per_minute) / 60.0;
+        self.tokens = (self.tokens + gained).min(f64::from(per_minute));
+        self.updated = now;
+    }
+}
+
+/// The send limits of one bot. Shared by all its events.
+pub struct SendLimiter {
+    rate: Option<SendRate>,
+    state: Mutex<(Option<Bucket>, HashMap<String, Bucket>)>,
+}
+
+impl SendLimiter {
+    /// `None` means sending is not granted at all.
+    pub fn new(rate: Option<SendRate>) -> SendLimiter {
+        SendLimiter { rate, state: Mutex::new((None, HashMap::new())) }
+    }
+
+    /// Takes one send for `conversation`, or says which limit refused it.
+    pub fn try_send(&self, conversation: &str) -> Result<(), String> {
+        let Some(rate) = self.rate else { return Err("sending is not granted".into()) };
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let (bot, conversations) = &mut *state;
+        let bot = bot.get_or_insert_with(|| Bucket::full(rate.per_bot_per_minute, now));
+        bot.refill(rate.per_bot_per_minute, now);
+        if conversations.len() > 10_000 {
+            conversations.retain(|_, b| now.duration_since(b.updated).as_secs() < 60);
+        }
+        let lane = conversations.entry(conversation.to_owned()).or_insert_with(|| Bucket::full(rate.per_conversation_per_minute, now));
+        lane.refill(rate.per_conversation_per_minute, now);
+        if bot.tokens < 1.0 {
+            return Err(format!("send rate of {} per minute for the bot reached", rate.per_bot_per_minute));
+        }
+        if lane.tokens < 1.0 {
+            return Err(format!("send rate of {} per minute in conversation {conversation} reached", rate.per_conversation_per_minute));
+        }
+        bot.tokens -= 1.0;
+        lane.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_conversation_and_per_bot() {
+        let limiter = SendLimiter::new(Some(SendRate { per_conversation_per_minute: 3, per_bot_per_minute: 5 }));
+        for _ in 0..3 {
+            limiter.try_send("a").unwrap();
+        }
+        assert!(limiter.try_send("a").unwrap_err().contains("conversation a"));
+        limiter.try_send("b").unwrap();
+        limiter.try_send("c").unwrap();
+        assert!(limiter.try_send("d").unwrap_err().contains("for the bot"));
+        assert!(SendLimiter::new(None).try_send("a").unwrap_err().contains("not granted"));
+    }
+}
