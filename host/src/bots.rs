@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::policy::report::BotAudit;
 use crate::policy::{BotPolicy, Capabilities, Shortfall};
 use crate::runtime::{BotSpec, Inspected, LoadedBot, Manifest, Runtime};
 use crate::store::{AuditEntry, Store};
@@ -40,6 +41,10 @@ pub struct PendingUpgrade {
     pub version: String,
     pub sha256: String,
     pub shortfalls: Vec<Shortfall>,
+    #[serde(skip)]
+    imports: Vec<String>,
+    #[serde(skip)]
+    manifest: Option<Manifest>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -132,7 +137,14 @@ impl Bots {
             let detail = shortfalls.iter().map(|s| format!("{}: asks {} but granted {}", s.capability, s.asked, s.granted)).collect::<Vec<_>>().join("; ");
             tracing::warn!(bot = %id, version = %manifest.version, "held for approval: {detail}");
             self.audit("hold", &id, None, Some(&manifest.version), &detail);
-            let upgrade = PendingUpgrade { version: manifest.version, sha256: inspected.sha256, shortfalls, path: path.to_owned() };
+            let upgrade = PendingUpgrade {
+                version: manifest.version.clone(),
+                sha256: inspected.sha256,
+                shortfalls,
+                imports: inspected.imports,
+                manifest: Some(manifest),
+                path: path.to_owned(),
+            };
             self.pending.write().insert(id.clone(), upgrade);
             return Ok(id);
         }
@@ -231,6 +243,25 @@ impl Bots {
             info.pending = Some(held.clone());
         }
         all.into_values().collect()
+    }
+
+    /// The policy audit of every bot (or just `only`): running builds and
+    /// builds held for approval.
+    pub fn audits(&self, only: Option<&str>) -> Result<Vec<BotAudit>> {
+        let wanted = |id: &str| only.is_none_or(|o| o == id);
+        let mut out = Vec::new();
+        for bot in self.running().into_iter().filter(|b| wanted(&b.manifest.id)) {
+            let m = &bot.manifest;
+            out.push(BotAudit::new(&m.id, &m.version, &bot.sha256, "running", bot.imports.clone(), m.asks.clone(), bot.policy.grant.clone()));
+        }
+        for (id, held) in self.pending.read().iter().filter(|(id, _)| wanted(id)) {
+            let asks = held.manifest.as_ref().map(|m| m.asks.clone()).unwrap_or_default();
+            out.push(BotAudit::new(id, &held.version, &held.sha256, "pending approval", held.imports.clone(), asks, self.config.grant(id)?));
+        }
+        if let Some(id) = only {
+            anyhow::ensure!(!out.is_empty(), "no bot named `{id}` is running or held (see `aviary policy audit` for all)");
+        }
+        Ok(out)
     }
 
     fn audit(&self, action: &str, bot: &str, capability: Option<&str>, target: Option<&str>, detail: &str) {

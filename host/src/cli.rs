@@ -1,14 +1,18 @@
 //! The `aviary` command line: a parser plus calls into the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
 
+use crate::admin::AdminClient;
 use crate::app::App;
 use crate::config::Config;
+use crate::policy::report::{BotAudit, BuildDiff};
+use crate::runtime::{Manifest, Runtime};
 
 /// Aviary runs chat bots as sandboxed WebAssembly components.
 #[derive(Parser)]
@@ -20,25 +24,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the host: load the bots from the plugins directory and serve the
-    /// web channel (HTTP API, WebSocket and chat page).
+    /// Start the host: load the bots from the plugins directory, check each
+    /// against its grant, and serve the web channel (HTTP API, WebSocket and
+    /// chat page).
     Up(UpArgs),
-    /// Work with bot sources.
+    /// Build bots from source.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Re-scan the plugins directory of a running host: load new and changed
+    /// bots (hot reload), hold those that ask for more than granted.
+    Reload(AdminArgs),
+    /// Review and decide what bots may do.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and check the hash-chained audit log of a running host.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// List the events that failed on every attempt, from a running host.
     DeadLetters(AdminArgs),
-}
-
-/// Where the running host is and where its admin token lives.
-#[derive(clap::Args)]
-struct AdminArgs {
-    /// The host's web address.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AVIARY_URL")]
-    url: String,
-    /// The host's data directory (holds admin.token).
-    #[arg(long, default_value = ".aviary/data")]
-    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -55,6 +58,26 @@ struct UpArgs {
     /// Directory of `<id>.wasm` + `<id>.toml` bots, overriding `plugins_dir` (default bots).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
+    /// Directory of grants, `<id>.toml` per bot, overriding `policies_dir` (default policies).
+    #[arg(long)]
+    policies_dir: Option<PathBuf>,
+}
+
+/// Where the running host is and where its admin token lives.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The host's web address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AVIARY_URL")]
+    url: String,
+    /// The host's data directory (holds admin.token).
+    #[arg(long, default_value = ".aviary/data", env = "AVIARY_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<AdminClient> {
+        AdminClient::new(&self.url, &self.data_dir)
+    }
 }
 
 #[derive(Subcommand)]
@@ -70,12 +93,71 @@ enum PluginCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Per bot: component sha256, the imports it really has, its asks, its
+    /// grant, grants it never uses, what is missing, and risk notes.
+    Audit {
+        /// Only this bot.
+        bot: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// What a new build adds or drops in imports and asks. Each argument is a
+    /// component `.wasm` with its manifest `.toml` beside it.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held version: its asks join the bot's grant and it replaces
+    /// the running version.
+    Approve {
+        bot: String,
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Drop a held version; the running version stays.
+    Reject {
+        bot: String,
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The latest records of the audit log.
+    Tail {
+        /// How many records.
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check the hash chain; exits 1 and names the first broken record.
+    Verify {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
 /// Runs the command line and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -83,19 +165,126 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Up(args) => up(args),
+        Command::Up(args) => up(args)?,
         Command::Plugin(PluginCommand::Build { dir, out }) => {
             let built = crate::plugin_build::build(&dir, &out)?;
             println!("built bot `{}` {} into {}", built.id, built.version, built.wasm.display());
-            Ok(())
         }
-        Command::DeadLetters(args) => {
-            let body = crate::admin::AdminClient::new(&args.url, &args.data_dir)?.get("/api/v1/admin/dead-letters")?;
-            println!("{}", serde_json::to_string_pretty(&body["dead_letters"])?);
-            Ok(())
+        Command::Reload(admin) => print_bots(&admin.client()?.post("/api/v1/admin/reload", &json!({}))?),
+        Command::DeadLetters(admin) => println!("{}", serde_json::to_string_pretty(&admin.client()?.get("/api/v1/admin/dead-letters")?["dead_letters"])?),
+        Command::Policy(command) => return policy(command),
+        Command::Audit(command) => return audit(command),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(command: PolicyCommand) -> Result<ExitCode> {
+    match command {
+        PolicyCommand::Audit { bot, json, admin } => {
+            let path = match &bot {
+                Some(bot) => format!("/api/v1/admin/policy/audit?bot={bot}"),
+                None => "/api/v1/admin/policy/audit".into(),
+            };
+            let body = admin.client()?.get(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body["bots"])?);
+            } else {
+                let audits: Vec<BotAudit> = serde_json::from_value(body["bots"].clone()).context("unexpected audit answer")?;
+                for audit in audits {
+                    println!("{}", audit.to_text());
+                }
+            }
         }
+        PolicyCommand::Diff { old, new, json } => {
+            let diff = diff_builds(&old, &new)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+            } else {
+                print_diff(&diff);
+            }
+        }
+        PolicyCommand::Approve { bot, version, admin } => {
+            print_bots(&admin.client()?.post("/api/v1/admin/policy/approve", &json!({ "bot": bot, "version": version }))?)
+        }
+        PolicyCommand::Reject { bot, version, admin } => {
+            print_bots(&admin.client()?.post("/api/v1/admin/policy/reject", &json!({ "bot": bot, "version": version }))?)
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Tail { n, json, admin } => {
+            let body = admin.client()?.get(&format!("/api/v1/admin/audit?n={n}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body["records"])?);
+            } else {
+                for r in body["records"].as_array().into_iter().flatten() {
+                    let opt = |k: &str| r[k].as_str().map(|s| format!(" {k}={s}")).unwrap_or_default();
+                    println!("#{} {} {} bot={}{}{} {}", r["seq"], r["at"], r["action"].as_str().unwrap_or(""), r["bot"].as_str().unwrap_or(""), opt("capability"), opt("target"), r["detail"].as_str().unwrap_or(""));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { admin } => {
+            let body = admin.client()?.get("/api/v1/admin/audit/verify")?;
+            if body["ok"].as_bool() == Some(true) {
+                println!("audit log intact: {} records", body["records"]);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("audit log BROKEN at record {}: {}", body["broken_at"], body["reason"].as_str().unwrap_or(""));
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+fn diff_builds(old: &Path, new: &Path) -> Result<BuildDiff> {
+    let cache = tempfile_dir()?;
+    let runtime = Runtime::new(&cache)?;
+    let read = |path: &Path| -> Result<(Vec<String>, crate::policy::Capabilities)> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let imports = runtime.inspect(&bytes).with_context(|| format!("{} is not a component", path.display()))?.imports;
+        let manifest = path.with_extension("toml");
+        let asks = if manifest.exists() { Manifest::read(&manifest)?.asks } else { Default::default() };
+        Ok((imports, asks))
+    };
+    let (old_imports, old_asks) = read(old)?;
+    let (new_imports, new_asks) = read(new)?;
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(BuildDiff::new(&old_imports, &new_imports, &old_asks, &new_asks))
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("aviary-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn print_diff(diff: &BuildDiff) {
+    for import in &diff.added_imports {
+        println!("+ import {import}");
+    }
+    for import in &diff.removed_imports {
+        println!("- import {import}");
+    }
+    for ask in &diff.added_asks {
+        println!("+ asks {}: {} (was {})", ask.capability, ask.asked, ask.granted);
+    }
+    for ask in &diff.dropped_asks {
+        println!("- asks {}: {} (now {})", ask.capability, ask.asked, ask.granted);
+    }
+    println!("{}", if diff.escalates() { "the new build asks for more: an upgrade will be held for approval" } else { "the new build asks for nothing more" });
+}
+
+fn print_bots(body: &Value) {
+    for bot in body["bots"].as_array().into_iter().flatten() {
+        let pending = bot["pending"]["version"].as_str().map(|v| format!(" (version {v} held for approval)")).unwrap_or_default();
+        let error = bot["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+        println!("{} {} {}{pending}{error}", bot["id"].as_str().unwrap_or(""), bot["version"].as_str().unwrap_or(""), bot["status"].as_str().unwrap_or(""));
     }
 }
 
@@ -109,6 +298,9 @@ fn up(args: UpArgs) -> Result<()> {
     }
     if let Some(dir) = args.plugins_dir {
         config.plugins_dir = dir;
+    }
+    if let Some(dir) = args.policies_dir {
+        config.policies_dir = dir;
     }
     let app = App::start(config)?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(app.serve())

@@ -54,7 +54,7 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     let mut command = Command::new(host_binary(root, true));
-    command.args(["up", "--plugins-dir"]).arg(root.join("target/bots")).args(extra);
+    command.args(["up", "--plugins-dir"]).arg(root.join("target/bots")).arg("--policies-dir").arg(root.join("policies")).args(extra);
     println!("starting aviary: open http://127.0.0.1:8080 (Ctrl-C stops it)");
     run(&mut command)
 }

@@ -23,8 +23,18 @@ impl AdminClient {
 
     /// GET an admin path and return its JSON.
     pub fn get(&self, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).bearer_auth(&self.token).send().with_context(|| format!("cannot reach the host at {} (is `aviary up` running? pass --url)", self.base))?;
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    /// POST JSON to an admin path and return its JSON.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value> {
+        let request = request.bearer_auth(&self.token).build()?;
+        let url = request.url().to_string();
+        let response = self.http.execute(request).with_context(|| format!("cannot reach the host at {} (is `aviary up` running? pass --url)", self.base))?;
         let status = response.status();
         let body: Value = response.json().with_context(|| format!("{url} did not answer JSON"))?;
         anyhow::ensure!(status.is_success(), "{url} answered {status}: {}", body["error"].as_str().unwrap_or("no message"));

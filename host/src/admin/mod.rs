@@ -9,12 +9,13 @@ mod client;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router as HttpRouter};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::channels::web::{ApiError, WebState};
@@ -47,6 +48,12 @@ pub fn load_or_create_token(configured: Option<&str>, data_dir: &Path) -> Result
 pub fn routes(state: WebState, token: String) -> HttpRouter {
     HttpRouter::new()
         .route("/api/v1/admin/dead-letters", get(dead_letters))
+        .route("/api/v1/admin/reload", post(reload))
+        .route("/api/v1/admin/policy/audit", get(policy_audit))
+        .route("/api/v1/admin/policy/approve", post(approve))
+        .route("/api/v1/admin/policy/reject", post(reject))
+        .route("/api/v1/admin/audit", get(audit_tail))
+        .route("/api/v1/admin/audit/verify", get(audit_verify))
         .route_layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(state)
 }
@@ -64,6 +71,64 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Runs blocking registry work (compiling, loading) off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))
+}
+
 async fn dead_letters(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "dead_letters": state.store.dead_letters()? })))
+}
+
+async fn reload(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
+    let bots = state.bots.clone();
+    blocking(move || bots.reload()).await?;
+    Ok(Json(json!({ "bots": state.bots.list() })))
+}
+
+#[derive(Deserialize)]
+struct BotQuery {
+    bot: Option<String>,
+}
+
+async fn policy_audit(State(state): State<WebState>, Query(query): Query<BotQuery>) -> Result<Json<Value>, ApiError> {
+    let audits = state.bots.audits(query.bot.as_deref()).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    Ok(Json(json!({ "bots": audits })))
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    bot: String,
+    version: String,
+}
+
+async fn approve(State(state): State<WebState>, Json(decision): Json<Decision>) -> Result<Json<Value>, ApiError> {
+    let bots = state.bots.clone();
+    blocking(move || bots.approve(&decision.bot, &decision.version)).await?;
+    Ok(Json(json!({ "bots": state.bots.list() })))
+}
+
+async fn reject(State(state): State<WebState>, Json(decision): Json<Decision>) -> Result<Json<Value>, ApiError> {
+    let bots = state.bots.clone();
+    blocking(move || bots.reject(&decision.bot, &decision.version)).await?;
+    Ok(Json(json!({ "bots": state.bots.list() })))
+}
+
+#[derive(Deserialize)]
+struct TailQuery {
+    n: Option<usize>,
+}
+
+async fn audit_tail(State(state): State<WebState>, Query(query): Query<TailQuery>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "records": state.store.audit_tail(query.n.unwrap_or(20))? })))
+}
+
+async fn audit_verify(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match state.store.audit_verify()? {
+        Ok(count) => json!({ "ok": true, "records": count }),
+        Err(broken) => json!({ "ok": false, "broken_at": broken.seq, "reason": broken.reason }),
+    }))
 }

@@ -53,9 +53,9 @@ pub const DEFAULT_MEMORY_MB: u64 = 32;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
 
 /// One thing asked for and not granted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shortfall {
-    pub capability: &'static str,
+    pub capability: String,
     pub asked: String,
     pub granted: String,
 }
@@ -64,7 +64,7 @@ impl Capabilities {
     /// What `asks` wants beyond `self` (the grant).
     pub fn shortfalls(&self, asks: &Capabilities) -> Vec<Shortfall> {
         let mut out = Vec::new();
-        let mut short = |capability, asked: String, granted: String| out.push(Shortfall { capability, asked, granted });
+        let mut short = |capability: &str, asked: String, granted: String| out.push(Shortfall { capability: capability.to_owned(), asked, granted });
         for target in &asks.http {
             if !self.http.iter().any(|pattern| super::egress::pattern_covers(pattern, target)) {
                 short("http", target.clone(), format!("{:?}", self.http));
@@ -84,7 +84,7 @@ impl Capabilities {
                 granted => short("send", format!("{asked:?}"), format!("{granted:?}")),
             }
         }
-        let mut above = |capability, asked: Option<u64>, granted: Option<u64>, default: u64| {
+        let mut above = |capability: &str, asked: Option<u64>, granted: Option<u64>, default: u64| {
             if let Some(asked) = asked {
                 let granted = granted.unwrap_or(default);
                 if asked > granted {

@@ -9,6 +9,7 @@ pub mod imports;
 
 pub use capabilities::{Capabilities, KvQuota, SendRate, Shortfall};
 pub mod rate;
+pub mod report;
 pub mod usage;
 
 use std::collections::BTreeMap;
