@@ -29,6 +29,12 @@ fn main() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let mut config = Config { plugins_dir: bots_dir, data_dir: scratch.path().join("data"), workers: cores, ..Config::default() };
     config.queue = QueueConfig { per_conversation: 10_000, total: 1_000_000 };
+    // The benchmark's own grant: rates high enough never to throttle it.
+    config.policies_dir = scratch.path().join("no-policies");
+    let mut echo = aviary_host::config::BotConfig::default();
+    echo.grant.send = Some(aviary_host::policy::SendRate { per_conversation_per_minute: u32::MAX, per_bot_per_minute: u32::MAX });
+    echo.grant.kv = Some(aviary_host::policy::KvQuota { max_bytes: 1 << 30, max_keys: 1 << 20 });
+    config.bots.insert("echo".into(), echo);
     let app = App::start(config.clone()).context("cannot start the host; build the bots first (`cargo xtask bench` does)")?;
     anyhow::ensure!(app.bots.get("echo").is_some(), "the echo bot did not load: {:?}", app.bots.list());
 

@@ -8,7 +8,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::capabilities::{config::Config, kv::Kv, log::Log, messaging::Messaging};
+use super::capabilities::{config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging};
 use crate::policy::{BotPolicy, Denial};
 use crate::store::Effects;
 
@@ -26,6 +26,7 @@ pub struct EventState {
     pub kv: Kv,
     pub log: Log,
     pub config: Config,
+    pub http: Http,
 }
 
 impl EventState {
@@ -44,6 +45,7 @@ impl EventState {
             kv: Kv::new(tree.clone(), bot, policy.clone()),
             log: Log::new(bot.clone()),
             config: Config { settings: settings.clone(), policy: policy.clone(), denials: Vec::new() },
+            http: Http::new(policy.clone()),
         }
     }
 
@@ -52,7 +54,13 @@ impl EventState {
         let mut all = std::mem::take(&mut self.messaging.denials);
         all.append(&mut self.kv.denials);
         all.append(&mut self.config.denials);
+        all.append(&mut self.http.take_denials());
         all
+    }
+
+    /// The HTTP state and the resource table it shares with WASI.
+    pub fn http_parts(&mut self) -> (&mut Http, &mut ResourceTable) {
+        (&mut self.http, &mut self.table)
     }
 
     /// What the bot wrote to stdout and stderr.

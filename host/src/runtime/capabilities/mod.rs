@@ -4,6 +4,7 @@
 //! [`crate::runtime::state::EventState`].
 
 pub mod config;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod messaging;
@@ -20,6 +21,7 @@ pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
     bot::kv::add_to_linker::<EventState, HasSelf<kv::Kv>>(linker, |s| &mut s.kv)?;
     bot::log::add_to_linker::<EventState, HasSelf<log::Log>>(linker, |s| &mut s.log)?;
     bot::config::add_to_linker::<EventState, HasSelf<config::Config>>(linker, |s| &mut s.config)?;
+    http::link(linker)?;
     Ok(())
 }
 
