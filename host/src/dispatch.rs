@@ -89,7 +89,8 @@ impl Dispatcher {
         let capability = match error {
             HandleError::Bot(_) => return,
             HandleError::Timeout(_) => "cpu_time",
-            HandleError::Trap(message) if message.contains("memory") || message.contains("grow") => "memory",
+            HandleError::Trap(message) if message.contains("growing memory") => "memory",
+            HandleError::Trap(message) if message.contains("out of bounds") || message.contains("call stack exhausted") => "stack",
             HandleError::Trap(_) => "trap",
         };
         self.append(AuditEntry {

@@ -141,7 +141,8 @@ impl LoadedBot {
     fn classify(&self, error: wasmtime::Error) -> HandleError {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => HandleError::Timeout(self.limits.timeout),
-            _ => HandleError::Trap(format!("{error:?}").lines().next().unwrap_or_default().to_owned()),
+            Some(trap) => HandleError::Trap(trap.to_string()),
+            None => HandleError::Trap(error.root_cause().to_string()),
         }
     }
 }

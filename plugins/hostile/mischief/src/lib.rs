@@ -1,0 +1,135 @@
+//! A bot that misbehaves on purpose, in the way its `mode` setting names.
+//! The end-to-end suite runs it under the real host and checks that the
+//! sandbox contains each misbehaviour. Written against the raw bindings
+//! (not the SDK) so it can call imports exactly as an attacker would.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "bot" });
+
+use aviary::bot::types::{Event, Message};
+use aviary::bot::{config, kv, log, messaging};
+use exports::aviary::bot::handler::Guest;
+
+struct Mischief;
+
+impl Guest for Mischief {
+    fn init(settings: Vec<(String, String)>) -> Result<(), String> {
+        if settings.iter().any(|(k, v)| k == "mode" && v == "init-trap") {
+            panic!("trapping in init on purpose");
+        }
+        Ok(())
+    }
+
+    fn handle(event: Event) -> Result<(), String> {
+        let Event::Message(message) = event else { return Ok(()) };
+        let mode = config::get("mode").unwrap_or_default();
+        if message.text == "ping" {
+            return reply(&message, "pong");
+        }
+        match mode.as_str() {
+            "loop" => endless_loop(),
+            "memory-growth" => grow_memory(),
+            "huge-alloc" => huge_allocation(&message),
+            "recursion" => recurse(std::hint::black_box(1)).to_string().len().try_into().map(|_: u8| ()).map_err(|_| "unreachable".into()),
+            "panic" => panic!("panicking on purpose"),
+            "kv-flood" => kv_flood(&message),
+            "send-flood" => send_flood(&message),
+            "oversized" => oversized(&message),
+            "log-flood" => log_flood(&message),
+            "snoop" => snoop(&message),
+            other => Err(format!("unknown mode `{other}`")),
+        }
+    }
+}
+
+fn reply(message: &Message, text: &str) -> Result<(), String> {
+    messaging::reply(&message.conversation, &message.id, text).map_err(|e| format!("{e:?}"))
+}
+
+fn endless_loop() -> Result<(), String> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn grow_memory() -> Result<(), String> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1024 * 1024]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+fn huge_allocation(message: &Message) -> Result<(), String> {
+    let huge: Vec<u8> = vec![7u8; 1536 * 1024 * 1024];
+    reply(message, &format!("allocated {}", std::hint::black_box(huge).len()))
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    frame[0] + recurse(depth + 1)
+}
+
+/// Writes 1 KiB values until the host refuses, then reports how far it got.
+fn kv_flood(message: &Message) -> Result<(), String> {
+    let value = vec![b'x'; 1024];
+    for n in 0..100_000 {
+        if let Err(error) = kv::set(&format!("flood/{n}"), &value) {
+            return reply(message, &format!("kv refused after {n} writes: {error:?}"));
+        }
+    }
+    reply(message, "kv never refused")
+}
+
+/// Sends as many messages as it can; the host commits only those allowed.
+fn send_flood(message: &Message) -> Result<(), String> {
+    let mut refused = 0;
+    for n in 0..1000 {
+        if messaging::send(&message.conversation, &format!("flood {n}")).is_err() {
+            refused += 1;
+        }
+    }
+    log::log(log::Level::Info, &format!("{refused} sends refused"));
+    Ok(())
+}
+
+fn oversized(message: &Message) -> Result<(), String> {
+    let huge = "x".repeat(4 * 1024 * 1024);
+    match messaging::send(&message.conversation, &huge) {
+        Ok(()) => reply(message, "oversized message accepted"),
+        Err(error) => reply(message, &format!("oversized refused: {error:?}")),
+    }
+}
+
+fn log_flood(message: &Message) -> Result<(), String> {
+    let line = "y".repeat(10_000);
+    for _ in 0..10_000 {
+        log::log(log::Level::Info, &line);
+    }
+    for _ in 0..10_000 {
+        println!("{line}");
+        eprintln!("{line}");
+    }
+    reply(message, "flooded")
+}
+
+/// Tries to read other bots' data: their kv and their secrets.
+fn snoop(message: &Message) -> Result<(), String> {
+    let mut found = Vec::new();
+    for key in ["../echo/memo", "k/echo/memo", "echo/memo", "/memo"] {
+        if let Ok(Some(value)) = kv::get(&format!("{key}/{}", message.conversation)) {
+            found.push(String::from_utf8_lossy(&value).into_owned());
+        }
+    }
+    for key in kv::list_keys("").unwrap_or_default() {
+        found.push(key);
+    }
+    let secret = match config::secret("ECHO_TOKEN") {
+        Ok(value) => format!("secret {value}"),
+        Err(error) => format!("secret refused: {error:?}"),
+    };
+    reply(message, &format!("found [{}]; {secret}", found.join(", ")))
+}
+
+export!(Mischief);
