@@ -19,6 +19,15 @@ commands:
 /// tests, `up` and benchmarks).
 const SHIPPED_BOTS: &[&str] = &["plugins/echo"];
 
+/// Hostile bots for the sandbox tests, built into `target/hostile`.
+const HOSTILE_BOTS: &[&str] = &[
+    "plugins/hostile/mischief",
+    "plugins/hostile/fetcher",
+    "plugins/hostile/fs-reader",
+    "plugins/hostile/other-world",
+    "plugins/hostile/future-wit",
+];
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
@@ -31,7 +40,7 @@ fn main() -> Result<()> {
             let dir = args.get(1).context("build-plugin needs the bot crate's directory, e.g. `cargo xtask build-plugin plugins/echo`")?;
             ensure_wasm_target()?;
             build_host(&root, false)?;
-            build_plugin(&root, false, Path::new(dir))
+            build_plugin(&root, false, Path::new(dir), "target/bots")
         }
         Some("build-plugins") => {
             ensure_wasm_target()?;
@@ -64,12 +73,17 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_browser()?;
     build_host(root, false)?;
     build_shipped_bots(root, false)?;
-    run(Command::new(cargo()).args(["test", "--manifest-path", "plugins/Cargo.toml", "--workspace"]))?;
+    for dir in HOSTILE_BOTS {
+        build_plugin(root, false, Path::new(dir), "target/hostile")?;
+    }
+    run(Command::new(cargo()).args(["test", "--manifest-path", "plugins/Cargo.toml", "-p", "echo"]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
         .args(extra)
         .env("AVIARY_BIN", host_binary(root, false))
-        .env("AVIARY_BOTS_DIR", root.join("target/bots")))
+        .env("AVIARY_BOTS_DIR", root.join("target/bots"))
+        .env("AVIARY_HOSTILE_DIR", root.join("target/hostile"))
+        .env("AVIARY_POLICIES_DIR", root.join("policies")))
 }
 
 fn bench(root: &Path) -> Result<()> {
@@ -96,19 +110,19 @@ fn host_binary(root: &Path, release: bool) -> PathBuf {
 
 fn build_shipped_bots(root: &Path, release: bool) -> Result<()> {
     for dir in SHIPPED_BOTS {
-        build_plugin(root, release, Path::new(dir))?;
+        build_plugin(root, release, Path::new(dir), "target/bots")?;
     }
     Ok(())
 }
 
-/// Builds a bot with the host's own `aviary plugin build`, sharing one
-/// target directory so the SDK is compiled once for all bots.
-fn build_plugin(root: &Path, release: bool, dir: &Path) -> Result<()> {
+/// Builds a bot with the host's own `aviary plugin build` into `out`,
+/// sharing one target directory so the SDK is compiled once for all bots.
+fn build_plugin(root: &Path, release: bool, dir: &Path, out: &str) -> Result<()> {
     run(Command::new(host_binary(root, release))
         .args(["plugin", "build"])
         .arg(dir)
         .arg("--out")
-        .arg(root.join("target/bots"))
+        .arg(root.join(out))
         .env("CARGO_TARGET_DIR", root.join("plugins/target")))
 }
 

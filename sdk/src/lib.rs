@@ -1,0 +1,258 @@
+//! Write Aviary bots in Rust.
+//!
+//! A bot is a WebAssembly component implementing the `aviary:bot` WIT world
+//! (`wit/aviary.wit`). This crate hides the component plumbing behind three
+//! things:
+//!
+//! - the [`Bot`] trait, which a bot implements: `init` validates the bot's
+//!   settings once at load, `handle` runs on a fresh value for every event;
+//! - the [`Host`] trait, the capabilities a bot may use (messaging, kv, log,
+//!   config), implemented by [`WasmHost`] inside the component and by
+//!   [`testing::TestHost`] in unit tests;
+//! - the [`export_bot!`] macro, which turns a [`Bot`] into the component's
+//!   exports. A bot crate needs only `aviary-sdk` as a dependency.
+//!
+//! ```
+//! use aviary_sdk::{Bot, Event, Host};
+//!
+//! #[derive(Default)]
+//! struct Shout;
+//!
+//! impl Bot for Shout {
+//!     fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
+//!         if let Event::Message(msg) = event {
+//!             host.reply_to(&msg, &msg.text.to_uppercase()).map_err(|e| e.to_string())?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! aviary_sdk::export_bot!(Shout);
+//!
+//! // The same bot, tested without a server:
+//! let mut host = aviary_sdk::testing::TestHost::new();
+//! let event = host.message("room", "alice", "hi");
+//! host.deliver::<Shout>(event).unwrap();
+//! assert_eq!(host.sent()[0].text, "HI");
+//! ```
+//!
+//! Build a bot crate (`crate-type = ["cdylib", "rlib"]`) with
+//! `cargo build --release --target wasm32-wasip2`; the `.wasm` it produces is
+//! the component the host loads.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+
+pub mod testing;
+
+/// Bindings generated from `wit/aviary.wit` (world `bot`).
+///
+/// Bots rarely need this module directly: the common types are re-exported at
+/// the crate root, the imports are wrapped by [`WasmHost`] and the export is
+/// done by [`export_bot!`].
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "bot",
+        pub_export_macro: true,
+        export_macro_name: "__export_bot_world",
+        default_bindings_module: "aviary_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use bindings::aviary::bot::log::Level;
+pub use bindings::aviary::bot::types::{
+    Attachment, Contact, ContactAdded, Error, Event, Message, Timer,
+};
+
+/// The capabilities the host offers a bot while it handles an event.
+///
+/// Object-safe, so a bot receives it as `&mut dyn Host` and the same code runs
+/// against the real host ([`WasmHost`]) and the test fake
+/// ([`testing::TestHost`]). Sends and kv writes become visible only when
+/// `handle` returns `Ok`: they commit together or not at all.
+pub trait Host {
+    /// Send `text` into `conversation`.
+    fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error>;
+    /// Send `text` into `conversation` as an answer to the message `reply_to`.
+    fn reply(&mut self, conversation: &str, reply_to: &str, text: &str) -> Result<(), Error>;
+    /// Answer `message` in its own conversation; shorthand for [`Host::reply`].
+    fn reply_to(&mut self, message: &Message, text: &str) -> Result<(), Error> {
+        self.reply(&message.conversation, &message.id, text)
+    }
+    /// Show a typing indicator in `conversation` where the channel has one.
+    fn typing(&mut self, conversation: &str) -> Result<(), Error>;
+    /// The value stored at `key` in the bot's own kv store, if any.
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Store `value` at `key`.
+    fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Error>;
+    /// Remove `key`; returns whether it existed.
+    fn kv_delete(&mut self, key: &str) -> Result<bool, Error>;
+    /// Keys starting with `prefix`, in byte order.
+    fn kv_list_keys(&mut self, prefix: &str) -> Result<Vec<String>, Error>;
+    /// Add `delta` to the signed 64-bit counter at `key` (absent counts as 0)
+    /// and return the new value. Never loses concurrent updates.
+    fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, Error>;
+    /// Set `key` to `new` (`None` deletes) only if it holds `expected`
+    /// (`None` means absent); returns whether it swapped.
+    fn kv_compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error>;
+    /// Write `message` to the host's log, tagged with the bot's id.
+    fn log(&mut self, level: Level, message: &str);
+    /// The bot's setting named `key`, if configured.
+    fn config(&mut self, key: &str) -> Option<String>;
+    /// The secret named `name`; `Error::Denied` unless the bot's grant names it.
+    fn secret(&mut self, name: &str) -> Result<String, Error>;
+}
+
+/// [`Host`] backed by the component's real imports.
+///
+/// Only meaningful inside a wasm32 component; on other targets the generated
+/// import functions panic when called, so native tests use
+/// [`testing::TestHost`] instead.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
+        bindings::aviary::bot::messaging::send(conversation, text)
+    }
+    fn reply(&mut self, conversation: &str, reply_to: &str, text: &str) -> Result<(), Error> {
+        bindings::aviary::bot::messaging::reply(conversation, reply_to, text)
+    }
+    fn typing(&mut self, conversation: &str) -> Result<(), Error> {
+        bindings::aviary::bot::messaging::typing(conversation)
+    }
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        bindings::aviary::bot::kv::get(key)
+    }
+    fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Error> {
+        bindings::aviary::bot::kv::set(key, value)
+    }
+    fn kv_delete(&mut self, key: &str) -> Result<bool, Error> {
+        bindings::aviary::bot::kv::delete(key)
+    }
+    fn kv_list_keys(&mut self, prefix: &str) -> Result<Vec<String>, Error> {
+        bindings::aviary::bot::kv::list_keys(prefix)
+    }
+    fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
+        bindings::aviary::bot::kv::increment(key, delta)
+    }
+    fn kv_compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error> {
+        bindings::aviary::bot::kv::compare_and_swap(key, expected, new)
+    }
+    fn log(&mut self, level: Level, message: &str) {
+        bindings::aviary::bot::log::log(level, message)
+    }
+    fn config(&mut self, key: &str) -> Option<String> {
+        bindings::aviary::bot::config::get(key)
+    }
+    fn secret(&mut self, name: &str) -> Result<String, Error> {
+        bindings::aviary::bot::config::secret(name)
+    }
+}
+
+/// The settings a bot receives in [`Bot::init`]: the `init` list as a map.
+///
+/// When a key appears more than once, the last value wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings(BTreeMap<String, String>);
+
+impl Settings {
+    /// The value of setting `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    /// Whether setting `key` is set.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+    /// Set `key` to `value` (used by [`testing::TestHost`] and callers that
+    /// build settings by hand).
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+    /// All settings, ordered by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    /// Number of settings.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether there are no settings.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Settings {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Settings(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// A bot: what the host runs for each event.
+///
+/// The host calls [`Bot::init`] once when it loads the bot, then for every
+/// event makes a fresh `Self::default()` and calls [`Bot::handle`] on it, so
+/// state that must outlive an event belongs in kv, not in `self`.
+pub trait Bot: Default {
+    /// Validate `settings` at load time; an `Err` refuses the load and its
+    /// message is shown to the admin. Effects made here are discarded.
+    fn init(settings: &Settings) -> Result<(), String> {
+        let _ = settings;
+        Ok(())
+    }
+    /// Handle one event. On `Err` none of the event's sends or kv writes
+    /// commit, and the host retries or dead-letters the event.
+    fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String>;
+}
+
+/// Export a [`Bot`] type as the component's `handler` interface.
+///
+/// Invoke once, at the root of the bot crate: `aviary_sdk::export_bot!(MyBot);`.
+/// `init` forwards to [`Bot::init`]; `handle` builds `MyBot::default()` and
+/// calls [`Bot::handle`] with a [`WasmHost`]. The exports are emitted only
+/// when compiling for wasm32, so the same crate also builds natively (for its
+/// unit tests) as a `cdylib`.
+#[macro_export]
+macro_rules! export_bot {
+    ($bot:ty) => {
+        const _: () = {
+            #[allow(dead_code)]
+            struct __AviaryExport;
+
+            impl $crate::bindings::exports::aviary::bot::handler::Guest for __AviaryExport {
+                fn init(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let settings: $crate::Settings = settings.into_iter().collect();
+                    <$bot as $crate::Bot>::init(&settings)
+                }
+
+                fn handle(event: $crate::Event) -> ::core::result::Result<(), ::std::string::String> {
+                    let mut bot = <$bot as ::core::default::Default>::default();
+                    <$bot as $crate::Bot>::handle(&mut bot, &mut $crate::WasmHost, event)
+                }
+            }
+
+            // Only components carry the exports: their names (`aviary:bot/...`)
+            // are not valid symbols for a native cdylib's linker.
+            #[cfg(target_arch = "wasm32")]
+            $crate::bindings::__export_bot_world!(__AviaryExport with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,417 @@
+//! An in-process fake host for bot unit tests.
+//!
+//! [`TestHost`] implements [`Host`] with an in-memory kv store that follows
+//! the real host's semantics, records everything the bot sends, and delivers
+//! events the way the host does: a fresh `B::default()` per event, with the
+//! event's sends and kv writes discarded when `handle` returns `Err`.
+
+use std::collections::BTreeMap;
+
+use crate::{Bot, Contact, ContactAdded, Error, Event, Host, Level, Message, Settings, Timer};
+
+/// A message the bot sent through [`Host::send`] or [`Host::reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Conversation the message went to.
+    pub conversation: String,
+    /// Text of the message.
+    pub text: String,
+    /// Id of the message answered, for replies.
+    pub reply_to: Option<String>,
+}
+
+/// Timestamp of the first message built by [`TestHost::message`]
+/// (2023-11-14T22:13:20Z); each further message is one second later.
+const FIRST_AT_MS: u64 = 1_700_000_000_000;
+
+/// A fake [`Host`] for unit tests: settings, secrets, in-memory kv and a
+/// record of sends, typing indicators and log lines.
+#[derive(Debug, Default)]
+pub struct TestHost {
+    settings: Settings,
+    secrets: BTreeMap<String, String>,
+    kv: BTreeMap<String, Vec<u8>>,
+    sent: Vec<Sent>,
+    typing: Vec<String>,
+    logs: Vec<(Level, String)>,
+    next_id: u64,
+}
+
+impl TestHost {
+    /// An empty host: no settings, no secrets, empty kv.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builder: add setting `key` (seen by [`Bot::init`] and [`Host::config`]).
+    pub fn with_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key, value);
+        self
+    }
+
+    /// Builder: add secret `name` (returned by [`Host::secret`]; others are denied).
+    pub fn with_secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// The settings the bot sees.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Run `B::init` with this host's settings, as the host does at load.
+    pub fn init<B: Bot>(&self) -> Result<(), String> {
+        B::init(&self.settings)
+    }
+
+    /// Deliver `event` to a fresh `B::default()`, like the real host.
+    ///
+    /// If `handle` returns `Err`, the sends and kv writes it made are rolled
+    /// back (typing indicators and log lines stay, as they are not part of
+    /// the commit).
+    pub fn deliver<B: Bot>(&mut self, event: Event) -> Result<(), String> {
+        let kv = self.kv.clone();
+        let sent = self.sent.len();
+        let result = B::default().handle(self, event);
+        if result.is_err() {
+            self.kv = kv;
+            self.sent.truncate(sent);
+        }
+        result
+    }
+
+    /// A message event from `sender` in `conversation`. Ids increase
+    /// (`"m000001"`, `"m000002"`, ...), as does the timestamp.
+    pub fn message(&mut self, conversation: &str, sender: &str, text: &str) -> Event {
+        self.next_id += 1;
+        Event::Message(Message {
+            id: format!("m{:06}", self.next_id),
+            conversation: conversation.into(),
+            sender: sender.into(),
+            text: text.into(),
+            attachments: Vec::new(),
+            reply_to: None,
+            at: FIRST_AT_MS + (self.next_id - 1) * 1000,
+        })
+    }
+
+    /// A contact-added event for `contact` in `conversation`.
+    pub fn contact_added(conversation: &str, contact: &str) -> Event {
+        Event::ContactAdded(ContactAdded {
+            conversation: conversation.into(),
+            contact: Contact { id: contact.into(), display_name: None },
+        })
+    }
+
+    /// A timer event.
+    pub fn timer(id: &str, conversation: Option<&str>, payload: &str) -> Event {
+        Event::Timer(Timer {
+            id: id.into(),
+            conversation: conversation.map(Into::into),
+            payload: payload.into(),
+        })
+    }
+
+    /// Messages sent so far (committed ones only), oldest first.
+    pub fn sent(&self) -> &[Sent] {
+        &self.sent
+    }
+
+    /// Conversations a typing indicator was shown in, oldest first.
+    pub fn typing_in(&self) -> &[String] {
+        &self.typing
+    }
+
+    /// Log lines written so far, oldest first.
+    pub fn logs(&self) -> &[(Level, String)] {
+        &self.logs
+    }
+
+    /// The whole kv store, for assertions.
+    pub fn kv(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.kv
+    }
+
+    /// Forget recorded sends, typing indicators and logs (kv is kept).
+    pub fn clear_records(&mut self) {
+        self.sent.clear();
+        self.typing.clear();
+        self.logs.clear();
+    }
+}
+
+/// Longest kv key the host accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest kv value the host accepts, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(Error::Invalid(format!("kv keys must be 1 to {MAX_KEY_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), Error> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::Invalid(format!("kv values must be at most {MAX_VALUE_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Same rules as the host's kv: keys of 1 to [`MAX_KEY_BYTES`] bytes, values
+/// up to [`MAX_VALUE_BYTES`], counters stored as decimal text.
+impl Host for TestHost {
+    fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
+        self.sent.push(Sent { conversation: conversation.into(), text: text.into(), reply_to: None });
+        Ok(())
+    }
+
+    fn reply(&mut self, conversation: &str, reply_to: &str, text: &str) -> Result<(), Error> {
+        self.sent.push(Sent {
+            conversation: conversation.into(),
+            text: text.into(),
+            reply_to: Some(reply_to.into()),
+        });
+        Ok(())
+    }
+
+    fn typing(&mut self, conversation: &str) -> Result<(), Error> {
+        self.typing.push(conversation.into());
+        Ok(())
+    }
+
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        check_key(key)?;
+        Ok(self.kv.get(key).cloned())
+    }
+
+    fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Error> {
+        check_key(key)?;
+        check_value(value)?;
+        self.kv.insert(key.into(), value.to_vec());
+        Ok(())
+    }
+
+    fn kv_delete(&mut self, key: &str) -> Result<bool, Error> {
+        check_key(key)?;
+        Ok(self.kv.remove(key).is_some())
+    }
+
+    fn kv_list_keys(&mut self, prefix: &str) -> Result<Vec<String>, Error> {
+        let keys = self.kv.range(prefix.to_string()..).map(|(k, _)| k);
+        Ok(keys.take_while(|k| k.starts_with(prefix)).cloned().collect())
+    }
+
+    fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
+        check_key(key)?;
+        let current = match self.kv.get(key) {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| Error::Invalid(format!("kv key `{key}` does not hold a decimal integer")))?,
+        };
+        let new = current
+            .checked_add(delta)
+            .ok_or_else(|| Error::Invalid(format!("incrementing `{key}` overflows a signed 64-bit integer")))?;
+        self.kv.insert(key.into(), new.to_string().into_bytes());
+        Ok(new)
+    }
+
+    fn kv_compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error> {
+        check_key(key)?;
+        if let Some(value) = new {
+            check_value(value)?;
+        }
+        if self.kv.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => self.kv.insert(key.into(), value.to_vec()),
+            None => self.kv.remove(key),
+        };
+        Ok(true)
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.logs.push((level, message.into()));
+    }
+
+    fn config(&mut self, key: &str) -> Option<String> {
+        self.settings.get(key).map(Into::into)
+    }
+
+    fn secret(&mut self, name: &str) -> Result<String, Error> {
+        self.secrets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Denied(format!("secret {name} is not granted")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_get_set_delete() {
+        let mut host = TestHost::new();
+        assert_eq!(host.kv_get("a").unwrap(), None);
+        host.kv_set("a", b"1").unwrap();
+        assert_eq!(host.kv_get("a").unwrap(), Some(b"1".to_vec()));
+        assert!(host.kv_delete("a").unwrap());
+        assert!(!host.kv_delete("a").unwrap());
+        assert_eq!(host.kv_get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn kv_rejects_bad_keys_and_huge_values() {
+        let mut host = TestHost::new();
+        assert!(matches!(host.kv_get(""), Err(Error::Invalid(_))));
+        assert!(matches!(host.kv_set(&"k".repeat(MAX_KEY_BYTES + 1), b""), Err(Error::Invalid(_))));
+        host.kv_set(&"k".repeat(MAX_KEY_BYTES), b"").unwrap();
+        assert!(matches!(host.kv_set("big", &vec![0; MAX_VALUE_BYTES + 1]), Err(Error::Invalid(_))));
+        assert!(host.kv().get("big").is_none());
+    }
+
+    #[test]
+    fn kv_list_keys_by_prefix_in_byte_order() {
+        let mut host = TestHost::new();
+        for key in ["b/2", "a", "b/1", "b", "c/1", "b0"] {
+            host.kv_set(key, b"").unwrap();
+        }
+        assert_eq!(host.kv_list_keys("b/").unwrap(), ["b/1", "b/2"]);
+        assert_eq!(host.kv_list_keys("b").unwrap(), ["b", "b/1", "b/2", "b0"]);
+        assert_eq!(host.kv_list_keys("").unwrap().len(), 6);
+        assert!(host.kv_list_keys("z").unwrap().is_empty());
+    }
+
+    #[test]
+    fn kv_increment_starts_at_zero_and_rejects_non_counters() {
+        let mut host = TestHost::new();
+        assert_eq!(host.kv_increment("n", 1).unwrap(), 1);
+        assert_eq!(host.kv_increment("n", 41).unwrap(), 42);
+        assert_eq!(host.kv_increment("m", -3).unwrap(), -3);
+        host.kv_set("text", b"hello").unwrap();
+        assert!(matches!(host.kv_increment("text", 1), Err(Error::Invalid(_))));
+        host.kv_set("max", i64::MAX.to_string().as_bytes()).unwrap();
+        assert!(matches!(host.kv_increment("max", 1), Err(Error::Invalid(_))));
+        assert_eq!(host.kv_get("n").unwrap(), Some(b"42".to_vec()), "counters are decimal text");
+        host.kv_set("typed", b"-7").unwrap();
+        assert_eq!(host.kv_increment("typed", 10).unwrap(), 3);
+    }
+
+    #[test]
+    fn kv_compare_and_swap() {
+        let mut host = TestHost::new();
+        // absent -> set, only when expecting absent
+        assert!(!host.kv_compare_and_swap("k", Some(b"x"), Some(b"y")).unwrap());
+        assert!(host.kv_compare_and_swap("k", None, Some(b"v1")).unwrap());
+        assert!(!host.kv_compare_and_swap("k", None, Some(b"v2")).unwrap());
+        // present -> replace on match only
+        assert!(!host.kv_compare_and_swap("k", Some(b"nope"), Some(b"v2")).unwrap());
+        assert!(host.kv_compare_and_swap("k", Some(b"v1"), Some(b"v2")).unwrap());
+        assert_eq!(host.kv_get("k").unwrap(), Some(b"v2".to_vec()));
+        // none as new deletes
+        assert!(host.kv_compare_and_swap("k", Some(b"v2"), None).unwrap());
+        assert_eq!(host.kv_get("k").unwrap(), None);
+    }
+
+    #[test]
+    fn records_sends_replies_typing_and_logs() {
+        let mut host = TestHost::new();
+        host.send("c1", "hello").unwrap();
+        host.reply("c2", "m7", "answer").unwrap();
+        host.typing("c1").unwrap();
+        host.log(Level::Warn, "careful");
+        assert_eq!(
+            host.sent(),
+            [
+                Sent { conversation: "c1".into(), text: "hello".into(), reply_to: None },
+                Sent { conversation: "c2".into(), text: "answer".into(), reply_to: Some("m7".into()) },
+            ]
+        );
+        assert_eq!(host.typing_in(), ["c1"]);
+        assert_eq!(host.logs(), [(Level::Warn, "careful".to_string())]);
+        host.clear_records();
+        assert!(host.sent().is_empty() && host.typing_in().is_empty() && host.logs().is_empty());
+    }
+
+    #[test]
+    fn config_and_secrets() {
+        let mut host = TestHost::new().with_setting("prefix", ">> ").with_secret("token", "s3cr3t");
+        assert_eq!(host.config("prefix").as_deref(), Some(">> "));
+        assert_eq!(host.config("missing"), None);
+        assert_eq!(host.secret("token").unwrap(), "s3cr3t");
+        assert!(matches!(host.secret("other"), Err(Error::Denied(_))));
+    }
+
+    #[test]
+    fn messages_get_increasing_ids_and_timestamps() {
+        let mut host = TestHost::new();
+        let (Event::Message(a), Event::Message(b)) =
+            (host.message("c", "alice", "one"), host.message("c", "bob", "two"))
+        else {
+            panic!("expected messages");
+        };
+        assert!(a.id < b.id && a.at < b.at);
+        assert_eq!((a.conversation.as_str(), a.sender.as_str(), a.text.as_str()), ("c", "alice", "one"));
+    }
+
+    /// Counts events in `self` (to check freshness) and in kv; fails on "fail".
+    #[derive(Default)]
+    struct Counter {
+        seen: u32,
+    }
+
+    impl Bot for Counter {
+        fn init(settings: &Settings) -> Result<(), String> {
+            match settings.get("mode") {
+                Some("bad") => Err("setting mode: bad".into()),
+                _ => Ok(()),
+            }
+        }
+
+        fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
+            self.seen += 1;
+            let Event::Message(msg) = event else { return Ok(()) };
+            let n = host.kv_increment("n", 1).map_err(|e| e.to_string())?;
+            host.reply_to(&msg, &format!("{n} {}", self.seen)).map_err(|e| e.to_string())?;
+            if msg.text == "fail" {
+                return Err("failed".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn deliver_uses_a_fresh_bot_and_rolls_back_on_error() {
+        let mut host = TestHost::new();
+        let e = host.message("c", "alice", "x");
+        host.deliver::<Counter>(e).unwrap();
+        let e = host.message("c", "alice", "x");
+        host.deliver::<Counter>(e).unwrap();
+        let texts: Vec<_> = host.sent().iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["1 1", "2 1"]);
+        assert_eq!(host.sent()[1].reply_to.as_deref(), Some("m000002"));
+
+        let e = host.message("c", "alice", "fail");
+        assert_eq!(host.deliver::<Counter>(e), Err("failed".into()));
+        assert_eq!(host.sent().len(), 2);
+        assert_eq!(host.kv_increment("n", 0).unwrap(), 2);
+    }
+
+    #[test]
+    fn init_sees_settings() {
+        assert!(TestHost::new().init::<Counter>().is_ok());
+        let err = TestHost::new().with_setting("mode", "bad").init::<Counter>().unwrap_err();
+        assert!(err.contains("mode"));
+    }
+}
