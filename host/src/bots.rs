@@ -104,7 +104,9 @@ impl Bots {
         let result = Manifest::read(manifest_path).and_then(|manifest| {
             let wasm = manifest_path.with_extension("wasm");
             let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read the component {}", wasm.display()))?;
-            let unchanged = self.running.read().get(&manifest.id).is_some_and(|bot| bot.sha256 == crate::runtime::sha256_hex(&bytes));
+            let sha256 = crate::runtime::sha256_hex(&bytes);
+            let unchanged = self.running.read().get(&manifest.id).is_some_and(|bot| bot.sha256 == sha256 && bot.manifest.version == manifest.version)
+                || self.pending.read().get(&manifest.id).is_some_and(|held| held.sha256 == sha256 && held.version == manifest.version);
             if unchanged {
                 return Ok(manifest.id);
             }

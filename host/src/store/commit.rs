@@ -74,7 +74,7 @@ impl Store {
             self.apply_checked(&effects.kv_reads, writes)?;
         }
         for (conversation, record) in &messages {
-            self.inner.watchers.notify(bot, conversation, &record.id);
+            self.written(bot, conversation, &record.id);
         }
         Ok(messages)
     }
@@ -138,6 +138,7 @@ mod tests {
             ..Effects::default()
         };
         store.commit("echo", seq, &effects).unwrap();
+        store.flush().unwrap();
         let messages = store.messages_after("echo", "c1", None, 100).unwrap();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[1].text, "echo: hi");
@@ -159,6 +160,7 @@ mod tests {
         effects.sends.push(Outgoing { conversation: "c".into(), text: "1".into(), reply_to: None });
         store.tree().insert(&key, b"7".as_slice()).unwrap();
         assert!(matches!(store.commit("echo", 1, &effects), Err(CommitError::Conflict)));
+        store.flush().unwrap();
         assert_eq!(store.tree().get(&key).unwrap().unwrap().as_ref(), b"7");
         assert!(store.messages_after("echo", "c", None, 10).unwrap().is_empty());
         effects.kv_reads.insert(key.clone(), Some(b"7".into()));

@@ -1,5 +1,7 @@
-//! Group commit: callers that need their writes on disk wait for one shared
-//! `flush`, so a burst of requests costs one sync, not one each.
+//! Group commit: writers that need their data on disk share one `flush`, so
+//! a burst of writes costs one sync, not one each. A background thread
+//! flushes whenever something asked for it and then reports the generation
+//! it made durable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +9,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
+
+/// Called with each generation once it is on disk.
+pub type OnDurable = Box<dyn Fn(u64) + Send + Sync>;
 
 /// The flusher thread and the generations it has made durable.
 pub struct GroupCommit {
@@ -22,7 +27,7 @@ struct Shared {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db) -> GroupCommit {
+    pub fn start(db: sled::Db, on_durable: OnDurable) -> GroupCommit {
         let shared = Arc::new(Shared { next: AtomicU64::new(1), wanted: Mutex::new(false), wake: Condvar::new() });
         let (done, flushed) = watch::channel((0, None));
         let worker = shared.clone();
@@ -38,6 +43,9 @@ impl GroupCommit {
                 }
                 let generation = worker.next.fetch_add(1, Ordering::SeqCst);
                 let error = db.flush().err().map(|e| e.to_string());
+                if error.is_none() {
+                    on_durable(generation);
+                }
                 if done.send((generation, error)).is_err() {
                     return;
                 }
@@ -46,12 +54,19 @@ impl GroupCommit {
         GroupCommit { shared, flushed }
     }
 
-    /// Returns once a flush that started after this call has finished.
-    pub async fn wait(&self) -> Result<()> {
+    /// Asks for a flush and returns the generation that will carry every
+    /// write made before this call.
+    pub fn request(&self) -> u64 {
         let ticket = self.shared.next.load(Ordering::SeqCst);
-        let mut flushed = self.flushed.clone();
         *self.shared.wanted.lock() = true;
         self.shared.wake.notify_one();
+        ticket
+    }
+
+    /// Returns once everything written before the call is on disk.
+    pub async fn wait(&self) -> Result<()> {
+        let ticket = self.request();
+        let mut flushed = self.flushed.clone();
         let state = flushed.wait_for(|(generation, _)| *generation >= ticket).await?;
         match &state.1 {
             Some(error) => anyhow::bail!("the store could not write to disk: {error}"),

@@ -24,7 +24,7 @@ pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
 
 use durability::GroupCommit;
-use watch::Watchers;
+use watch::Visibility;
 
 /// Number of lock stripes that order id allocation and insertion per
 /// conversation (see [`Store::lane_lock`]).
@@ -41,7 +41,7 @@ struct Inner {
     state: sled::Tree,
     lanes: Vec<Mutex<()>>,
     group_commit: GroupCommit,
-    watchers: Watchers,
+    visibility: Arc<Visibility>,
     /// Serialises appends to the audit chain.
     audit_lock: Mutex<()>,
 }
@@ -66,9 +66,11 @@ impl Store {
             .open()
             .with_context(|| format!("cannot open the store in {} (is another aviary running on it?)", dir.display()))?;
         let state = db.open_tree("state")?;
-        let group_commit = GroupCommit::start(db.clone());
+        let visibility = Arc::new(Visibility::default());
+        let revealer = visibility.clone();
+        let group_commit = GroupCommit::start(db.clone(), Box::new(move |generation| revealer.durable(generation)));
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, watchers: Watchers::default(), audit_lock: Mutex::new(()) }) })
+        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, visibility, audit_lock: Mutex::new(()) }) })
     }
 
     /// The tree that holds all state; the runtime reads bot kv from it.
@@ -104,7 +106,7 @@ impl Store {
             batch.insert(keys::pending(event.seq), serde_json::to_vec(event)?);
         }
         self.inner.state.apply_batch(batch)?;
-        self.inner.watchers.notify(bot, conversation, &message.id);
+        self.written(bot, conversation, &message.id);
         Ok(Accepted { message, events })
     }
 
@@ -115,21 +117,22 @@ impl Store {
 
     /// Blocking form of [`Store::wait_durable`] for non-async callers.
     pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
-        Ok(())
+        futures::executor::block_on(self.inner.group_commit.wait())
     }
 
-    /// Messages of a conversation with ids greater than `after`, oldest first.
+    /// Messages of a conversation with ids greater than `after`, oldest
+    /// first, up to the first one that is not yet on disk.
     pub fn messages_after(&self, bot: &str, conversation: &str, after: Option<&str>, limit: usize) -> Result<Vec<MessageRecord>> {
         let prefix = keys::conversation_prefix(bot, conversation);
         let start = match after {
             Some(id) => keys::message_after(bot, conversation, id),
             None => prefix.clone(),
         };
+        let first_hidden = self.inner.visibility.first_hidden(bot, conversation).map(|id| keys::message(bot, conversation, &id));
         let mut out = Vec::new();
         for item in self.inner.state.range(start..) {
             let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
+            if !key.starts_with(&prefix) || out.len() >= limit || first_hidden.as_deref().is_some_and(|hidden| key.as_ref() >= hidden) {
                 break;
             }
             out.push(serde_json::from_slice(&value).context("corrupt message record")?);
@@ -138,9 +141,16 @@ impl Store {
     }
 
     /// Subscribes to new messages of a conversation: the receiver changes
-    /// whenever a message is stored there.
+    /// whenever messages stored there become durable, and so visible.
     pub fn subscribe(&self, bot: &str, conversation: &str) -> tokio::sync::watch::Receiver<String> {
-        self.inner.watchers.subscribe(bot, conversation)
+        self.inner.visibility.subscribe(bot, conversation)
+    }
+
+    /// Hides a just-written message until the flush that carries it; call
+    /// with the conversation's lane lock held, so ids arrive in order.
+    fn written(&self, bot: &str, conversation: &str, id: &str) {
+        let generation = self.inner.group_commit.request();
+        self.inner.visibility.written(bot, conversation, id, generation);
     }
 
     /// Every event that was accepted but not yet handled, in acceptance order.

@@ -1,0 +1,470 @@
+//! Shared set-up for the end-to-end tests: start the real `aviary` binary on
+//! its own port and data directory, talk to it over HTTP, stop it hard.
+//!
+//! - [`Host::start`] (or [`Host::start_with_plugins`] for another plugins
+//!   dir) writes a config into a fresh temp dir, spawns
+//!   `aviary up` with its output in `<dir>/host.log`, and waits for
+//!   `/healthz` (failing with the log when the host does not come up).
+//! - [`Host::kill`] sends SIGKILL; [`Host::restart`] starts the host again on
+//!   the same data dir; dropping a [`Host`] kills it.
+//! - [`Conversation`] wraps the message endpoints of one conversation.
+//!
+//! Where things are, overridable through the environment:
+//! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
+//! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How long a host may take to answer `/healthz` after being spawned.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Conversation::wait_for_reply`] waits for a bot's answer.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root: the parent of this crate's directory.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `aviary` binary under test.
+pub fn aviary_bin() -> PathBuf {
+    std::env::var_os("AVIARY_BIN").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/debug/aviary"))
+}
+
+/// The directory of built bots (`<id>.wasm` + `<id>.toml`).
+pub fn bots_dir() -> PathBuf {
+    std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/bots"))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One message as the web API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub sender: String,
+    pub text: String,
+    /// `"in"` (to the bot) or `"out"` (from the bot).
+    pub direction: String,
+    /// Unix milliseconds.
+    pub at: u64,
+    pub reply_to: Option<String>,
+}
+
+impl Message {
+    pub fn is_in(&self) -> bool {
+        self.direction == "in"
+    }
+
+    pub fn is_out(&self) -> bool {
+        self.direction == "out"
+    }
+}
+
+/// An HTTP answer whose body is JSON (or `Value::Null` when it is not).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Answer {
+    fn read(response: Response) -> Answer {
+        let status = response.status();
+        let raw = response.text().unwrap_or_default();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Answer { status, body, raw }
+    }
+
+    /// The `error` string of an error answer; panics when there is none.
+    pub fn error(&self) -> &str {
+        match self.body.get("error").and_then(Value::as_str) {
+            Some(message) if !message.is_empty() => message,
+            _ => panic!("expected a JSON body {{\"error\": \"...\"}} with status {}, got {:?}", self.status, self.raw),
+        }
+    }
+}
+
+/// A running `aviary up`, with its own temp dir (config, data, log) and port.
+pub struct Host {
+    dir: tempfile::TempDir,
+    port: u16,
+    plugins_dir: PathBuf,
+    child: Option<Child>,
+    client: Client,
+}
+
+impl Host {
+    /// Starts a host with `config_toml` as its `aviary.toml` (may be empty).
+    /// The listen address, data dir and plugins dir are given on the command
+    /// line, so the config need not (and should not) set them.
+    pub fn start(config_toml: &str) -> Host {
+        let bots = bots_dir();
+        assert!(
+            bots.join("echo.wasm").exists(),
+            "no echo bot in {}: build the bots (`cargo xtask test` does) or set AVIARY_BOTS_DIR",
+            bots.display()
+        );
+        Host::start_with_plugins(config_toml, &bots)
+    }
+
+    /// Like [`start`](Self::start) with another plugins directory.
+    pub fn start_with_plugins(config_toml: &str, plugins_dir: &Path) -> Host {
+        let dir = tempfile::Builder::new().prefix("aviary-e2e-").tempdir().expect("create a temp dir");
+        std::fs::write(dir.path().join("aviary.toml"), config_toml).expect("write aviary.toml");
+        std::fs::create_dir_all(dir.path().join("data")).expect("create the data dir");
+        let client = Client::builder()
+            .timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("build the HTTP client");
+        let mut host = Host { dir, port: 0, plugins_dir: plugins_dir.to_path_buf(), child: None, client };
+        host.launch(None);
+        host
+    }
+
+    /// The temp dir that holds `aviary.toml`, `data/` and `host.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The plugins directory the host loads bots from.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("host.log")
+    }
+
+    /// Everything the host printed so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url(), path)
+    }
+
+    /// A client for this host's API; cheap to clone into other threads.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The process id of the running host.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the host if it runs, then starts it again on the same data dir
+    /// and config, on the same port when that port can be bound again.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+
+    /// `GET path` → status and JSON body.
+    pub fn get(&self, path: &str) -> Answer {
+        Answer::read(self.client.get(self.url(path)).send().unwrap_or_else(|e| panic!("GET {path}: {e}")))
+    }
+
+    /// `POST path` with a raw body and `Content-Type: application/json`.
+    pub fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> Answer {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.into())
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        Answer::read(response)
+    }
+
+    /// The `bots` array of `GET /api/v1/bots`.
+    pub fn bots(&self) -> Vec<Value> {
+        let answer = self.get("/api/v1/bots");
+        assert_eq!(answer.status, StatusCode::OK, "GET /api/v1/bots: {}", answer.raw);
+        answer.body["bots"].as_array().unwrap_or_else(|| panic!("no `bots` array in {}", answer.raw)).clone()
+    }
+
+    /// The message endpoints of one conversation with one bot.
+    pub fn conversation(&self, bot: &str, conversation: &str) -> Conversation {
+        Conversation { client: self.client.clone(), base: self.base_url(), bot: bot.to_owned(), conversation: conversation.to_owned() }
+    }
+
+    /// Spawns the host and waits for `/healthz`. When `port` is given it is
+    /// tried first (a restart); a port that cannot be bound is replaced.
+    fn launch(&mut self, preferred: Option<u16>) {
+        let mut port = preferred.unwrap_or_else(free_port);
+        for attempt in 1.. {
+            let log_offset = self.log().len();
+            self.spawn(port);
+            let Err(failure) = self.wait_healthy() else { return };
+            self.kill();
+            let log = self.log();
+            let this_run = log.get(log_offset..).unwrap_or(&log).to_owned();
+            let port_taken = this_run.contains("in use") || this_run.contains("AddrInUse");
+            if port_taken && attempt < 8 {
+                // Right after a kill the old socket may linger for a moment:
+                // retry the same port a few times, then take another one.
+                std::thread::sleep(Duration::from_millis(300));
+                if preferred.is_none() || attempt >= 4 {
+                    port = free_port();
+                }
+                continue;
+            }
+            panic!(
+                "the aviary host did not come up: {failure}\n  binary: {}\n  bots: {}\n  log {}:\n{}",
+                aviary_bin().display(),
+                self.plugins_dir.display(),
+                self.log_path().display(),
+                this_run
+            );
+        }
+    }
+
+    fn spawn(&mut self, port: u16) {
+        let bin = aviary_bin();
+        assert!(
+            bin.exists(),
+            "the aviary binary {} does not exist: build it (`cargo build -p aviary-host`) or run `cargo xtask test`",
+            bin.display()
+        );
+        let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open host.log");
+        writeln!(log, "===== aviary up on 127.0.0.1:{port} =====").expect("write host.log");
+        let stderr = log.try_clone().expect("clone the log handle");
+        let child = Command::new(&bin)
+            .arg("up")
+            .arg("--config")
+            .arg(self.dir.path().join("aviary.toml"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--plugins-dir")
+            .arg(&self.plugins_dir)
+            // Relative defaults (such as the grants in `policies/`) resolve
+            // against the repository, as they do for `cargo xtask up`.
+            .current_dir(workspace_dir())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+        self.child = Some(child);
+        self.port = port;
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe = Client::builder().timeout(Duration::from_secs(2)).build().expect("build the probe client");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("the process exited with {status} before answering /healthz"));
+                }
+            }
+            if let Ok(response) = probe.get(self.url("/healthz")).send() {
+                if response.status() == StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("/healthz did not answer 200 within {START_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            // Show the end of the host's log beside the failure; keep the dir.
+            eprintln!("----- tail of {} -----\n{}", self.log_path().display(), tail(&self.log_path(), 8192));
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("(kept {})", dir.keep().display());
+        }
+    }
+}
+
+fn tail(path: &Path, bytes: u64) -> String {
+    let Ok(mut file) = File::open(path) else { return String::new() };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(bytes)));
+    let mut buffer = Vec::new();
+    let _ = file.read_to_end(&mut buffer);
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// The message endpoints of one conversation; clone it into threads freely.
+#[derive(Clone)]
+pub struct Conversation {
+    client: Client,
+    base: String,
+    pub bot: String,
+    pub conversation: String,
+}
+
+impl Conversation {
+    /// `/api/v1/bots/{bot}/conversations/{conversation}/messages`
+    pub fn path(&self) -> String {
+        format!("/api/v1/bots/{}/conversations/{}/messages", self.bot, self.conversation)
+    }
+
+    /// `ws://.../ws?after=` URL of this conversation.
+    pub fn ws_url(&self, after: Option<&str>) -> String {
+        let base = self.base.replacen("http://", "ws://", 1);
+        let mut url = format!("{base}/api/v1/bots/{}/conversations/{}/ws", self.bot, self.conversation);
+        if let Some(after) = after {
+            url.push_str("?after=");
+            url.push_str(after);
+        }
+        url
+    }
+
+    /// Posts a message; returns the status and body whatever they are.
+    pub fn try_post(&self, sender: &str, text: &str) -> reqwest::Result<Answer> {
+        let response = self
+            .client
+            .post(format!("{}{}", self.base, self.path()))
+            .json(&json!({ "sender": sender, "text": text }))
+            .send()?;
+        Ok(Answer::read(response))
+    }
+
+    /// Posts a message, asserts 202 and returns its id.
+    pub fn post_message(&self, sender: &str, text: &str) -> String {
+        let answer = self.try_post(sender, text).unwrap_or_else(|e| panic!("POST {}: {e}", self.path()));
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "POST {} {text:?}: {}", self.path(), answer.raw);
+        let id = answer.body["id"].as_str().unwrap_or_else(|| panic!("no string `id` in {}", answer.raw));
+        assert!(!id.is_empty(), "empty id in {}", answer.raw);
+        id.to_owned()
+    }
+
+    /// `GET ...messages?after=&wait=&limit=` as raw answer.
+    pub fn get_page(&self, after: Option<&str>, wait: Option<f64>, limit: Option<usize>) -> Answer {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        if let Some(wait) = wait {
+            query.push(("wait", wait.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let response = self
+            .client
+            .get(format!("{}{}", self.base, self.path()))
+            .query(&query)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {}: {e}", self.path()));
+        Answer::read(response)
+    }
+
+    /// One page of messages after `after`, long-polling up to `wait` seconds.
+    pub fn messages(&self, after: Option<&str>, wait: Option<f64>) -> Vec<Message> {
+        self.page(after, wait, None)
+    }
+
+    /// Like [`messages`](Self::messages) with a `limit`.
+    pub fn page(&self, after: Option<&str>, wait: Option<f64>, limit: Option<usize>) -> Vec<Message> {
+        let answer = self.get_page(after, wait, limit);
+        assert_eq!(answer.status, StatusCode::OK, "GET {} after={after:?}: {}", self.path(), answer.raw);
+        serde_json::from_value(answer.body["messages"].clone())
+            .unwrap_or_else(|e| panic!("bad `messages` in {}: {e}", answer.raw))
+    }
+
+    /// Every message of the conversation, following pages of 1000.
+    pub fn all_messages(&self) -> Vec<Message> {
+        let mut all: Vec<Message> = Vec::new();
+        loop {
+            let page = self.page(all.last().map(|m| m.id.as_str()), None, Some(1000));
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Waits (long-polling) until the bot's reply to `inbound_id` is stored
+    /// and returns it; panics after [`REPLY_TIMEOUT`].
+    pub fn wait_for_reply(&self, inbound_id: &str) -> Message {
+        self.wait_for_reply_within(inbound_id, REPLY_TIMEOUT)
+            .unwrap_or_else(|| panic!("no reply to {inbound_id} in {} within {REPLY_TIMEOUT:?}", self.path()))
+    }
+
+    /// The reply to `inbound_id` if it arrives within `timeout`.
+    pub fn wait_for_reply_within(&self, inbound_id: &str, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        // Replies are stored after the message they answer.
+        let mut after = inbound_id.to_owned();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let wait = left.as_secs_f64().min(10.0);
+            let page = self.messages(Some(&after), Some(wait));
+            if let Some(reply) = page.iter().find(|m| m.reply_to.as_deref() == Some(inbound_id)) {
+                return Some(reply.clone());
+            }
+            if let Some(last) = page.last() {
+                after = last.id.clone();
+            }
+        }
+    }
+}
+
+/// Asserts that `ids` increase strictly (fixed-width ids compare as strings).
+pub fn assert_increasing(messages: &[Message]) {
+    for pair in messages.windows(2) {
+        assert_eq!(pair[0].id.len(), pair[1].id.len(), "ids differ in width: {:?} {:?}", pair[0].id, pair[1].id);
+        assert!(pair[0].id < pair[1].id, "ids out of order: {:?} then {:?}", pair[0], pair[1]);
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}

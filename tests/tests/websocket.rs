@@ -1,0 +1,149 @@
+//! The conversation WebSocket: history after `after`, then live messages.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use aviary_e2e::{Conversation, Host, Message};
+use tungstenite::{Message as Frame, WebSocket};
+
+/// A synchronous WebSocket client with a read timeout.
+struct Socket {
+    socket: WebSocket<TcpStream>,
+    url: String,
+}
+
+impl Socket {
+    fn open(url: &str) -> Socket {
+        Socket::try_open(url).unwrap_or_else(|e| panic!("WebSocket {url}: {e}"))
+    }
+
+    fn try_open(url: &str) -> Result<Socket, tungstenite::Error> {
+        let address = url.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
+        let stream = TcpStream::connect(&address).expect("connect to the host");
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        match tungstenite::client(url, stream) {
+            Ok((socket, _response)) => Ok(Socket { socket, url: url.to_owned() }),
+            Err(tungstenite::HandshakeError::Failure(error)) => Err(error),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("handshake with {url} timed out"),
+        }
+    }
+
+    /// The next message frame within `timeout`, or `None`.
+    fn next_within(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.socket.read() {
+                Ok(Frame::Text(text)) => {
+                    return Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad frame {text:?}: {e}")))
+                }
+                Ok(Frame::Ping(_) | Frame::Pong(_)) => {}
+                Ok(other) => panic!("unexpected frame on {}: {other:?}", self.url),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("reading {}: {e}", self.url),
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    fn next(&mut self) -> Message {
+        self.next_within(Duration::from_secs(30)).unwrap_or_else(|| panic!("no frame on {} within 30 s", self.url))
+    }
+
+    /// Asserts that nothing arrives for a while.
+    fn assert_quiet(&mut self, what: &str) {
+        if let Some(message) = self.next_within(Duration::from_millis(700)) {
+            panic!("{what}: unexpected frame {message:?}");
+        }
+    }
+}
+
+/// Posts `text`, waits for its reply, returns (inbound, reply) as stored.
+fn exchange(chat: &Conversation, text: &str) -> (Message, Message) {
+    let id = chat.post_message("alice", text);
+    let reply = chat.wait_for_reply(&id);
+    let inbound = chat.messages(None, None).into_iter().find(|m| m.id == id).expect("inbound message stored");
+    (inbound, reply)
+}
+
+#[test]
+fn history_after_cursor_then_live_messages() {
+    let host = Host::start("");
+    let chat = host.conversation("echo", "ws-history");
+    let (in1, out1) = exchange(&chat, "first");
+    let (in2, out2) = exchange(&chat, "second");
+
+    let mut socket = Socket::open(&chat.ws_url(Some(&in1.id)));
+    assert_eq!(socket.next(), out1, "history starts right after `after`");
+    assert_eq!(socket.next(), in2);
+    assert_eq!(socket.next(), out2);
+    socket.assert_quiet("after the history");
+
+    // A live message and its reply arrive on the open socket, as stored.
+    let id = chat.post_message("bob", "live one");
+    let live_in = socket.next();
+    assert_eq!((live_in.id.as_str(), live_in.sender.as_str(), live_in.text.as_str(), live_in.direction.as_str()), (id.as_str(), "bob", "live one", "in"));
+    let live_out = socket.next();
+    assert_eq!(live_out.text, "echo: live one");
+    assert_eq!(live_out.direction, "out");
+    assert_eq!(live_out.reply_to.as_deref(), Some(id.as_str()));
+    socket.assert_quiet("after the live reply");
+    assert_eq!(chat.messages(Some(&out2.id), None), vec![live_in, live_out], "frames equal the stored messages");
+}
+
+#[test]
+fn without_cursor_the_whole_conversation_is_sent() {
+    let host = Host::start("");
+    let chat = host.conversation("echo", "ws-all");
+    exchange(&chat, "one");
+    exchange(&chat, "two");
+    let stored = chat.messages(None, None);
+    assert_eq!(stored.len(), 4);
+
+    let mut socket = Socket::open(&chat.ws_url(None));
+    let received: Vec<Message> = (0..4).map(|_| socket.next()).collect();
+    assert_eq!(received, stored);
+    socket.assert_quiet("after the whole history");
+
+    // Reconnecting after the last id seen sends nothing old, then live ones.
+    drop(socket);
+    let last = stored.last().unwrap().id.clone();
+    let mut socket = Socket::open(&chat.ws_url(Some(&last)));
+    socket.assert_quiet("after reconnecting at the last id");
+    let id = chat.post_message("alice", "three");
+    assert_eq!(socket.next().id, id);
+    assert_eq!(socket.next().reply_to.as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn live_messages_reach_every_socket_of_the_conversation_only() {
+    let host = Host::start("");
+    let chat = host.conversation("echo", "ws-shared");
+    let elsewhere = host.conversation("echo", "ws-elsewhere");
+    let mut first = Socket::open(&chat.ws_url(None));
+    let mut second = Socket::open(&chat.ws_url(None));
+    let mut other = Socket::open(&elsewhere.ws_url(None));
+    first.assert_quiet("an empty conversation");
+
+    let id = chat.post_message("alice", "to all");
+    for socket in [&mut first, &mut second] {
+        assert_eq!(socket.next().id, id);
+        assert_eq!(socket.next().text, "echo: to all");
+    }
+    other.assert_quiet("a socket of another conversation");
+}
+
+#[test]
+fn bad_websocket_requests_are_refused() {
+    let host = Host::start("");
+    let status = |url: String| match Socket::try_open(&url) {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{url}: expected an HTTP error, got {e}"),
+        Ok(_) => panic!("{url}: the handshake succeeded"),
+    };
+    assert_eq!(status(host.conversation("no-such-bot", "x").ws_url(None)), 404);
+    assert_eq!(status(host.conversation("echo", "bad%20id").ws_url(None)), 400);
+    assert_eq!(status(host.conversation("echo", "ok").ws_url(Some("not-an-id"))), 400);
+}
