@@ -134,6 +134,9 @@ impl Bots {
             Some(asks) => grant.widened_by(&asks),
             None => grant,
         };
+        // Imports that even an approval of the asks would not cover: refuse.
+        let refusals = BotPolicy::import_refusals_of(&effective.widened_by(&manifest.asks), &inspected.imports);
+        anyhow::ensure!(refusals.is_empty(), "bot `{id}` is refused: {}", refusals.join("; "));
         let shortfalls = effective.shortfalls(&manifest.asks);
         if !shortfalls.is_empty() {
             let detail = shortfalls.iter().map(|s| format!("{}: asks {} but granted {}", s.capability, s.asked, s.granted)).collect::<Vec<_>>().join("; ");

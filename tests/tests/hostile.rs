@@ -38,10 +38,16 @@ impl Bots {
 
     /// Deploys hostile component `source` as bot `id`.
     fn deploy(self, id: &str, source: &str) -> Bots {
+        self.deploy_edited(id, source, |manifest| manifest)
+    }
+
+    /// Deploys `source` as `id` with its manifest passed through `edit`.
+    fn deploy_edited(self, id: &str, source: &str, edit: impl FnOnce(String) -> String) -> Bots {
         let wasm = hostile_dir().join(format!("{source}.wasm"));
         std::fs::copy(&wasm, self.dir.path().join(format!("{id}.wasm"))).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", wasm.display()));
         let manifest = std::fs::read_to_string(hostile_dir().join(format!("{source}.toml"))).unwrap();
         let manifest: String = manifest.lines().map(|l| if l.starts_with("id = ") { format!("id = \"{id}\"\n") } else { format!("{l}\n") }).collect();
+        let manifest = edit(manifest);
         std::fs::write(self.dir.path().join(format!("{id}.toml")), manifest).unwrap();
         self
     }
@@ -184,7 +190,8 @@ fn kv_writes_past_the_quota_are_refused() {
     assert_eq!(record["target"], "flood/63");
     // The writes before the refusal committed and count against the quota.
     let again = conversation.post_message("m", "more");
-    assert!(conversation.wait_for_reply(&again).text.starts_with("kv refused after 0 writes"));
+    let second = conversation.wait_for_reply(&again).text;
+    assert!(second.starts_with("kv refused after 63 writes"), "rewriting committed keys fits, a 64th key does not: {second}");
     assert_echo_answers(&host, 2);
 }
 
@@ -288,7 +295,9 @@ fn a_filesystem_import_is_refused_at_load() {
 
 #[test]
 fn an_import_without_its_grant_names_the_import_and_the_grant() {
-    let bots = Bots::new().deploy("nokv", "mischief");
+    // A manifest that hides its kv use: even approving its asks would not
+    // cover the import, so the load is refused outright.
+    let bots = Bots::new().deploy_edited("nokv", "mischief", |m| m.replace("[asks.kv]\nmax_bytes = 65536\nmax_keys = 100\n", ""));
     let config = "[bots.nokv.grant]\nsend = { per_conversation_per_minute = 5, per_bot_per_minute = 5 }\n";
     assert_refused(&bots, config, "nokv", &["aviary:bot/kv", "`kv` grant"]);
 }
@@ -324,9 +333,19 @@ impl Listener {
     }
 }
 
-fn fetcher_config(grants: &[String]) -> String {
+fn http_list(grants: &[String]) -> String {
     let list: Vec<String> = grants.iter().map(|g| format!("\"{g}\"")).collect();
-    format!("[bots.fetcher.grant]\nhttp = [{}]\nsend = {{ per_conversation_per_minute = 60, per_bot_per_minute = 600 }}\n", list.join(", "))
+    format!("http = [{}]", list.join(", "))
+}
+
+fn fetcher_config(grants: &[String]) -> String {
+    format!("[bots.fetcher.grant]\n{}\nsend = {{ per_conversation_per_minute = 60, per_bot_per_minute = 600 }}\n", http_list(grants))
+}
+
+/// The fetcher asking for exactly `grants`.
+fn fetcher_bots(grants: &[String]) -> Bots {
+    let asks = http_list(grants);
+    Bots::new().deploy_edited("fetcher", "fetcher", |m| m.replace("http = [\"http://127.0.0.1:1\"]", &asks))
 }
 
 /// Posts `url` to the fetcher, serving the listeners until it replies.
@@ -349,8 +368,9 @@ fn fetch(host: &Host, url: &str, listeners: &[&Listener]) -> (String, usize) {
 fn http_is_limited_to_granted_targets() {
     let granted = Listener::new();
     let other = Listener::new();
-    let bots = Bots::new().deploy("fetcher", "fetcher");
-    let host = start(&bots, &fetcher_config(&[format!("http://127.0.0.1:{}", granted.port())]));
+    let grants = [format!("http://127.0.0.1:{}", granted.port())];
+    let bots = fetcher_bots(&grants);
+    let host = start(&bots, &fetcher_config(&grants));
     // The granted loopback port, named by address: allowed, and it connects.
     let (reply, connections) = fetch(&host, &format!("http://127.0.0.1:{}/ok", granted.port()), &[&granted, &other]);
     assert_eq!((reply.as_str(), connections), ("status 204", 1));
@@ -368,8 +388,9 @@ fn http_is_limited_to_granted_targets() {
 #[test]
 fn a_granted_name_that_resolves_to_loopback_is_denied() {
     let listener = Listener::new();
-    let bots = Bots::new().deploy("fetcher", "fetcher");
-    let host = start(&bots, &fetcher_config(&[format!("http://localhost:{}", listener.port())]));
+    let grants = [format!("http://localhost:{}", listener.port())];
+    let bots = fetcher_bots(&grants);
+    let host = start(&bots, &fetcher_config(&grants));
     let (reply, connections) = fetch(&host, &format!("http://localhost:{}/", listener.port()), &[&listener]);
     assert_eq!((reply.as_str(), connections), ("error: ErrorCode::HttpRequestDenied", 0));
     let record = wait_for_audit(&host, "deny", "fetcher", Some("http"));

@@ -112,6 +112,16 @@ impl Capabilities {
         out
     }
 
+    /// Whether the named capability is present at all (as imports need it).
+    pub fn includes(&self, capability: &str) -> bool {
+        match capability {
+            "send" => self.send.is_some(),
+            "kv" => self.kv.is_some(),
+            "http" => !self.http.is_empty(),
+            _ => false,
+        }
+    }
+
     /// This grant widened to cover `asks` too (what an approval does).
     pub fn widened_by(&self, asks: &Capabilities) -> Capabilities {
         fn union(a: &[String], b: &[String]) -> Vec<String> {

@@ -34,19 +34,14 @@ impl BotPolicy {
         Ok(BotPolicy { send: SendLimiter::new(grant.send), kv: KvUsage::measure(tree, bot, grant.kv)?, secrets, grant })
     }
 
-    /// Whether the grant includes the named capability (as imports need it).
-    pub fn has(&self, capability: &str) -> bool {
-        match capability {
-            "send" => self.grant.send.is_some(),
-            "kv" => self.grant.kv.is_some(),
-            "http" => !self.grant.http.is_empty(),
-            _ => false,
-        }
+    /// Every import of `imports` that this policy's grant does not allow.
+    pub fn import_refusals(&self, imports: &[String]) -> Vec<String> {
+        Self::import_refusals_of(&self.grant, imports)
     }
 
-    /// Every import of `imports` that this grant does not allow, explained.
-    pub fn import_refusals(&self, imports: &[String]) -> Vec<String> {
-        imports.iter().filter_map(|import| imports::refusal(import, |g| self.has(g))).collect()
+    /// Every import of `imports` that `grant` does not allow, explained.
+    pub fn import_refusals_of(grant: &Capabilities, imports: &[String]) -> Vec<String> {
+        imports.iter().filter_map(|import| imports::refusal(import, |g| grant.includes(g))).collect()
     }
 }
 

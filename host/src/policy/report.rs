@@ -46,13 +46,7 @@ impl BotAudit {
         for target in grant.http.iter().filter(|t| !asks.http.contains(t)) {
             unused_grants.push(format!("http {target} (not asked for)"));
         }
-        let has = |name: &str| match name {
-            "kv" => grant.kv.is_some(),
-            "send" => grant.send.is_some(),
-            "http" => !grant.http.is_empty(),
-            _ => false,
-        };
-        let refused_imports = imports.iter().filter_map(|i| super::imports::refusal(i, has)).collect();
+        let refused_imports = super::BotPolicy::import_refusals_of(&grant, &imports);
         BotAudit {
             bot: bot.into(),
             version: version.into(),

@@ -149,8 +149,7 @@ impl Store {
     /// Hides a just-written message until the flush that carries it; call
     /// with the conversation's lane lock held, so ids arrive in order.
     fn written(&self, bot: &str, conversation: &str, id: &str) {
-        let generation = self.inner.group_commit.request();
-        self.inner.visibility.written(bot, conversation, id, generation);
+        self.inner.visibility.written(bot, conversation, id, || self.inner.group_commit.request());
     }
 
     /// Every event that was accepted but not yet handled, in acceptance order.

@@ -19,10 +19,17 @@ pub struct Visibility {
 }
 
 impl Visibility {
-    /// Records a message written to the store that becomes durable with
-    /// flush `generation`. Called in id order within a conversation.
-    pub fn written(&self, bot: &str, conversation: &str, id: &str, generation: u64) {
-        self.hidden.lock().entry((bot.to_owned(), conversation.to_owned())).or_default().push_back((id.to_owned(), generation));
+    /// Records a message written to the store; `request_flush` asks for the
+    /// flush that will carry it and returns that flush's generation. Called
+    /// in id order within a conversation.
+    ///
+    /// The flush is requested with the lock held so that [`Self::durable`]
+    /// for that generation cannot run before the message is recorded (it
+    /// would then stay hidden until some later flush).
+    pub fn written(&self, bot: &str, conversation: &str, id: &str, request_flush: impl FnOnce() -> u64) {
+        let mut hidden = self.hidden.lock();
+        let generation = request_flush();
+        hidden.entry((bot.to_owned(), conversation.to_owned())).or_default().push_back((id.to_owned(), generation));
     }
 
     /// Flush `generation` finished: reveal what it made durable and wake
@@ -74,8 +81,8 @@ mod tests {
     fn messages_stay_hidden_until_their_flush_and_wake_watchers_then() {
         let visibility = Visibility::default();
         let mut watcher = visibility.subscribe("b", "c");
-        visibility.written("b", "c", "01", 1);
-        visibility.written("b", "c", "02", 2);
+        visibility.written("b", "c", "01", || 1);
+        visibility.written("b", "c", "02", || 2);
         assert_eq!(visibility.first_hidden("b", "c").as_deref(), Some("01"));
         visibility.durable(1);
         assert_eq!(visibility.first_hidden("b", "c").as_deref(), Some("02"));
