@@ -143,9 +143,25 @@ fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(
     let conversations: Vec<String> = (0..256).map(|i| format!("d{i}")).collect();
     let before = timed.finished.load(Ordering::Acquire);
     let started = Instant::now();
-    for i in 0..total {
-        submit(&conversations[(i % 256) as usize], false)?;
-    }
+    // One submitter per core: admission (store writes) runs in parallel too.
+    std::thread::scope(|s| -> Result<()> {
+        let submitters = workers as u64;
+        let handles: Vec<_> = (0..submitters)
+            .map(|t| {
+                let (submit, conversations) = (&submit, &conversations);
+                s.spawn(move || -> Result<()> {
+                    for i in (t..total).step_by(submitters as usize) {
+                        submit(&conversations[(i % 256) as usize], false)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("submitter panicked")?;
+        }
+        Ok(())
+    })?;
     while timed.finished.load(Ordering::Acquire) < before + total {
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -10,6 +10,11 @@ use anyhow::Result;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+/// Shortest time between the starts of two flushes. A flush makes sled's
+/// writers wait, so flushing back to back would slow every write; pacing
+/// lets one flush carry all the writes of this window.
+const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Called with each generation once it is on disk.
 pub type OnDurable = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -34,6 +39,7 @@ impl GroupCommit {
         std::thread::Builder::new()
             .name("aviary-flush".into())
             .spawn(move || loop {
+                let started = std::time::Instant::now();
                 {
                     let mut wanted = worker.wanted.lock();
                     while !*wanted {
@@ -48,6 +54,9 @@ impl GroupCommit {
                 }
                 if done.send((generation, error)).is_err() {
                     return;
+                }
+                if let Some(rest) = MIN_FLUSH_INTERVAL.checked_sub(started.elapsed()) {
+                    std::thread::sleep(rest);
                 }
             })
             .expect("cannot start the flush thread");

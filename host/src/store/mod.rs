@@ -44,7 +44,12 @@ struct Inner {
     visibility: Arc<Visibility>,
     /// Serialises appends to the audit chain.
     audit_lock: Mutex<()>,
+    /// Sender keys known to be stored (see [`Store::claim_sender`]).
+    known_senders: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
+
+/// Bound of the known-senders cache; past it the cache starts afresh.
+const MAX_KNOWN_SENDERS: usize = 100_000;
 
 /// What [`Store::accept_inbound`] stored.
 #[derive(Debug, Clone)]
@@ -70,7 +75,7 @@ impl Store {
         let revealer = visibility.clone();
         let group_commit = GroupCommit::start(db.clone(), Box::new(move |generation| revealer.durable(generation)));
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, visibility, audit_lock: Mutex::new(()) }) })
+        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, visibility, audit_lock: Mutex::new(()), known_senders: Mutex::default() }) })
     }
 
     /// The tree that holds all state; the runtime reads bot kv from it.
@@ -81,11 +86,7 @@ impl Store {
     /// Stores an inbound message and the events it causes, durable only once
     /// [`Store::wait_durable`] returns.
     pub fn accept_inbound(&self, bot: &str, conversation: &str, sender: &str, text: &str) -> Result<Accepted> {
-        let is_new_sender = self
-            .inner
-            .state
-            .compare_and_swap(keys::sender(bot, conversation, sender), None as Option<&[u8]>, Some(b"".as_slice()))?
-            .is_ok();
+        let is_new_sender = self.claim_sender(bot, conversation, sender)?;
         let _lane = self.lane_lock(bot, conversation);
         let message = MessageRecord {
             id: self.next_id()?,
@@ -178,6 +179,22 @@ impl Store {
             .scan_prefix(keys::DEAD_LETTER)
             .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt dead letter")?))
             .collect()
+    }
+
+    /// Whether `sender` is new in the conversation (and marks it known).
+    /// A bounded in-memory set spares the store a write for known senders.
+    fn claim_sender(&self, bot: &str, conversation: &str, sender: &str) -> Result<bool> {
+        let key = keys::sender(bot, conversation, sender);
+        if self.inner.known_senders.lock().contains(&key) {
+            return Ok(false);
+        }
+        let is_new = self.inner.state.compare_and_swap(&key, None as Option<&[u8]>, Some(b"".as_slice()))?.is_ok();
+        let mut known = self.inner.known_senders.lock();
+        if known.len() >= MAX_KNOWN_SENDERS {
+            known.clear();
+        }
+        known.insert(key);
+        Ok(is_new)
     }
 
     fn pending(&self, bot: &str, conversation: &str, event: EventRecord) -> Result<PendingEvent> {
