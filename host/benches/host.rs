@@ -18,16 +18,17 @@ use aviary_host::app::App;
 use aviary_host::bots::Bots;
 use aviary_host::config::{Config, QueueConfig};
 use aviary_host::dispatch::Dispatcher;
+use aviary_host::policy::{BotPolicy, Capabilities, KvQuota, SendRate};
 use aviary_host::router::{Dispatch, Router};
+use aviary_host::runtime::{BotSpec, HandleError, LoadedBot, Manifest};
 use aviary_host::store::{PendingEvent, Store};
 use parking_lot::Mutex;
 use serde_json::json;
 
 fn main() -> Result<()> {
-    let bots_dir = std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/bots"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scratch = tempfile::tempdir()?;
-    let mut config = Config { plugins_dir: bots_dir, data_dir: scratch.path().join("data"), workers: cores, ..Config::default() };
+    let mut config = Config { plugins_dir: bots_dir(), data_dir: scratch.path().join("data"), workers: cores, ..Config::default() };
     config.queue = QueueConfig { per_conversation: 10_000, total: 1_000_000 };
     // The benchmark's own grant: rates high enough never to throttle it.
     config.policies_dir = scratch.path().join("no-policies");
@@ -42,6 +43,12 @@ fn main() -> Result<()> {
     eprintln!("raw: {raw:.0} events/s");
     let (dispatch, p50, p99) = dispatch_figures(&app.store, &app.bots, cores)?;
     eprintln!("dispatch: {dispatch:.0} events/s, p50 {p50:.1} us, p99 {p99:.1} us");
+    let overhead = policy_overhead_pct(&app)?;
+    eprintln!("policy overhead: {overhead:.2} %");
+    let (tried, contained) = hostile_containment(&app)?;
+    eprintln!("hostile: {contained} of {tried} contained");
+    let echo_p99_under_hostile = echo_p99_under_hostile(&app, cores * 2)?;
+    eprintln!("echo p99 under hostile load: {echo_p99_under_hostile:.1} us");
     drop(app);
 
     config.data_dir = scratch.path().join("http");
@@ -59,6 +66,10 @@ fn main() -> Result<()> {
             "dispatch_vs_raw": round1(raw / dispatch),
             "http_msgs_per_s": http.round(),
             "http_p99_ms": round1(http_p99),
+            "policy_overhead_pct": round1(overhead),
+            "hostile_tried": tried,
+            "hostile_contained": contained,
+            "echo_p99_us_under_hostile": round1(echo_p99_under_hostile),
         })
     );
     Ok(())
@@ -117,7 +128,7 @@ impl Dispatch for Timed {
 
 fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(f64, f64, f64)> {
     let timed = Arc::new(Timed {
-        inner: Dispatcher { bots: bots.clone(), store: store.clone() },
+        inner: Dispatcher::new(bots.clone(), store.clone()),
         started: Mutex::new(Default::default()),
         latencies: Mutex::new(Vec::new()),
         finished: AtomicU64::new(0),
@@ -237,5 +248,155 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
         all.sort();
         let p99 = all[((all.len() - 1) as f64 * 0.99) as usize].as_secs_f64() * 1e3;
         Ok((all.len() as f64 / elapsed, p99))
+    })
+}
+
+fn bots_dir() -> PathBuf {
+    std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/bots"))
+}
+
+fn hostile_dir() -> PathBuf {
+    std::env::var_os("AVIARY_HOSTILE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/hostile"))
+}
+
+/// The grant every benchmark hostile bot gets.
+fn hostile_grant() -> Capabilities {
+    Capabilities {
+        memory_mb: Some(16),
+        timeout_ms: Some(100),
+        send: Some(SendRate { per_conversation_per_minute: 5, per_bot_per_minute: 50 }),
+        kv: Some(KvQuota { max_bytes: 65536, max_keys: 100 }),
+        ..Capabilities::default()
+    }
+}
+
+/// Loads component `source` from the hostile directory as bot `id`.
+fn load_hostile(app: &App, id: &str, source: &str, mode: &str, policy_unchecked: bool) -> Result<LoadedBot> {
+    let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm"))).context("build the hostile bots first (`cargo xtask bench` does)")?;
+    let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(hostile_dir().join(format!("{source}.toml")))?)?;
+    manifest.id = id.into();
+    load_bot(app, manifest, &bytes, hostile_grant(), &[("mode", mode)], policy_unchecked)
+}
+
+fn load_bot(app: &App, manifest: Manifest, bytes: &[u8], grant: Capabilities, settings: &[(&str, &str)], unchecked: bool) -> Result<LoadedBot> {
+    let id = manifest.id.clone();
+    let policy = if unchecked { BotPolicy::unchecked(&id, grant, app.store.tree())? } else { BotPolicy::new(&id, grant, &Default::default(), app.store.tree())? };
+    let spec = BotSpec { manifest, policy, settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), max_retries: 0 };
+    app.runtime.load(app.runtime.inspect(bytes)?, spec, app.store.tree())
+}
+
+/// Echo's fresh-instance-and-handle time with the run-time policy checks
+/// against the same with them off, alternating rounds on one thread.
+fn policy_overhead_pct(app: &App) -> Result<f64> {
+    let bytes = std::fs::read(bots_dir().join("echo.wasm"))?;
+    let manifest = Manifest::read(&bots_dir().join("echo.toml"))?;
+    let grant = Capabilities {
+        send: Some(SendRate { per_conversation_per_minute: u32::MAX, per_bot_per_minute: u32::MAX }),
+        kv: Some(KvQuota { max_bytes: 1 << 30, max_keys: 1 << 20 }),
+        ..Capabilities::default()
+    };
+    let checked = load_bot(app, manifest.clone(), &bytes, grant.clone(), &[], false)?;
+    let unchecked = load_bot(app, manifest, &bytes, grant, &[], true)?;
+    let event = message_event(&app.store, "overhead", "hello")?;
+    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..20 {
+        for (bot, total) in [(&checked, &mut with), (&unchecked, &mut without)] {
+            let started = Instant::now();
+            for _ in 0..2_000 {
+                bot.handle(app.store.tree(), &event).result.expect("echo handles");
+            }
+            *total += started.elapsed();
+        }
+    }
+    Ok((with.as_secs_f64() / without.as_secs_f64() - 1.0) * 100.0)
+}
+
+/// Tries every hostile behaviour once; counts those the sandbox contained.
+fn hostile_containment(app: &App) -> Result<(u32, u32)> {
+    let mut tried = 0;
+    let mut contained = 0;
+    let event = message_event(&app.store, "hostile", "go")?;
+    let run_time: [(&str, fn(&aviary_host::runtime::Outcome) -> bool); 10] = [
+        ("loop", |o| matches!(o.result, Err(HandleError::Timeout(_)))),
+        ("memory-growth", |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory"))),
+        ("huge-alloc", |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory"))),
+        ("recursion", |o| matches!(o.result, Err(HandleError::Trap(_)))),
+        ("panic", |o| matches!(o.result, Err(HandleError::Trap(_)))),
+        ("kv-flood", |o| o.denials.iter().any(|d| d.capability == "kv")),
+        ("send-flood", |o| o.denials.iter().any(|d| d.capability == "send") && o.result.as_ref().is_ok_and(|e| e.sends.len() <= 5)),
+        ("oversized", |o| o.denials.iter().any(|d| d.capability == "send")),
+        ("log-flood", |o| o.result.is_err()),
+        ("snoop", |o| o.denials.iter().any(|d| d.capability == "secrets")),
+    ];
+    for (mode, was_contained) in run_time {
+        tried += 1;
+        let bot = load_hostile(app, &format!("bench-{mode}"), "mischief", mode, false)?;
+        if was_contained(&bot.handle(app.store.tree(), &event)) {
+            contained += 1;
+        } else {
+            eprintln!("hostile {mode}: NOT contained");
+        }
+    }
+    for (id, source, mode) in [("bench-init", "mischief", "init-trap"), ("bench-fs", "fs-reader", ""), ("bench-world", "other-world", ""), ("bench-wit", "future-wit", "")] {
+        tried += 1;
+        if load_hostile(app, id, source, mode, false).is_err() {
+            contained += 1;
+        } else {
+            eprintln!("hostile {id}: loaded, NOT contained");
+        }
+    }
+    tried += 1;
+    let manifest = Manifest { id: "bench-junk".into(), version: "0".into(), description: String::new(), asks: Capabilities::default() };
+    if load_bot(app, manifest, b"\0asm\x0d\0\x01\0junk", hostile_grant(), &[], false).is_err() {
+        contained += 1;
+    }
+    Ok((tried, contained))
+}
+
+/// Echo latency, one event at a time through the full path, while a
+/// looping bot and a memory hog are hammered on other conversations.
+fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
+    app.bots.insert(load_hostile(app, "bench-looper", "mischief", "loop", false)?);
+    app.bots.insert(load_hostile(app, "bench-hog", "mischief", "memory-growth", false)?);
+    let timed = Arc::new(Timed {
+        inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
+        started: Mutex::new(Default::default()),
+        latencies: Mutex::new(Vec::new()),
+        finished: AtomicU64::new(0),
+    });
+    let router = Router::start(workers, QueueConfig { per_conversation: 1_000, total: 100_000 }, timed.clone());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<f64> {
+        s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for bot in ["bench-looper", "bench-hog"] {
+                    let conversation = format!("h{}", n % 32);
+                    if let Ok(reservation) = router.reserve(bot, &conversation, 1) {
+                        let event = app.store.accept_inbound(bot, &conversation, "mallory", "go").expect("store").events.pop().unwrap();
+                        reservation.push(vec![event]);
+                    }
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let mut latencies = Vec::new();
+        for _ in 0..500 {
+            let start = Instant::now();
+            let reservation = router.reserve("echo", "bystander", 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event = message_event(&app.store, "bystander", "hello")?;
+            let seq = event.seq;
+            timed.started.lock().insert(seq, start);
+            reservation.push(vec![event]);
+            while timed.started.lock().contains_key(&seq) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            latencies.push(start.elapsed());
+        }
+        stop.store(true, Ordering::Relaxed);
+        latencies.sort();
+        Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
     })
 }

@@ -29,7 +29,7 @@ impl App {
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
         let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));
         bots.reload()?;
-        let dispatcher = Arc::new(Dispatcher { bots: bots.clone(), store: store.clone() });
+        let dispatcher = Arc::new(Dispatcher::new(bots.clone(), store.clone()));
         let router = Router::start(config.workers, config.queue.clone(), dispatcher);
         let pending = store.pending_events()?;
         if !pending.is_empty() {

@@ -23,7 +23,8 @@ pub struct Config {
     /// Directory of the admin's grants, one reviewable `<id>.toml` per bot.
     /// A file here wins over a `[bots.<id>.grant]` section.
     pub policies_dir: PathBuf,
-    /// Threads that run bot handlers. Conversations run in parallel up to this.
+    /// Threads that run bot handlers (default: twice the cores, at least 4).
+    /// Conversations run in parallel up to this.
     pub workers: usize,
     /// Bounds on queued events, beyond which new messages get HTTP 429.
     pub queue: QueueConfig,
@@ -68,7 +69,9 @@ impl Default for Config {
             data_dir: PathBuf::from(".aviary/data"),
             plugins_dir: PathBuf::from("bots"),
             policies_dir: PathBuf::from("policies"),
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            // More workers than cores: a bot held at its deadline must not
+            // leave the others without a thread.
+            workers: (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(4),
             queue: QueueConfig::default(),
             max_body_bytes: 64 * 1024,
             admin_token: None,

@@ -2,7 +2,11 @@
 //! re-runs on kv conflicts, bounded retries on failure, then a dead letter.
 //! Policy denials and contained failures go to the audit log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::bots::Bots;
 use crate::policy::Denial;
@@ -13,13 +17,25 @@ use crate::store::{AuditEntry, CommitError, PendingEvent, Store};
 /// Re-runs allowed when kv reads keep changing under an event.
 const MAX_CONFLICTS: u32 = 1000;
 
+/// How long a bot stays held to one worker after a trap or timeout.
+const QUARANTINE: Duration = Duration::from_secs(30);
+
 /// The production [`Dispatch`].
 pub struct Dispatcher {
     pub bots: Arc<Bots>,
     pub store: Store,
+    /// When each bot last trapped or ran out of time.
+    contained: Mutex<HashMap<String, Instant>>,
 }
 
 impl Dispatch for Dispatcher {
+    /// A bot that trapped or timed out recently runs one event at a time,
+    /// so a looping or memory-hungry bot cannot take every worker.
+    fn concurrency_limit(&self, bot: &str) -> Option<usize> {
+        let contained = self.contained.lock();
+        contained.get(bot).filter(|at| at.elapsed() < QUARANTINE).map(|_| 1)
+    }
+
     fn dispatch(&self, event: PendingEvent) {
         let Some(bot) = self.bots.get(&event.bot) else {
             self.give_up(&event, "the bot is not loaded", 0);
@@ -58,6 +74,10 @@ impl Dispatch for Dispatcher {
 }
 
 impl Dispatcher {
+    pub fn new(bots: Arc<Bots>, store: Store) -> Dispatcher {
+        Dispatcher { bots, store, contained: Mutex::default() }
+    }
+
     fn give_up(&self, event: &PendingEvent, error: &str, attempts: u32) {
         tracing::error!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempts, "event dead-lettered: {error}");
         if let Err(store_error) = self.store.dead_letter(event, error, attempts) {
@@ -93,6 +113,7 @@ impl Dispatcher {
             HandleError::Trap(message) if message.contains("out of bounds") || message.contains("call stack exhausted") => "stack",
             HandleError::Trap(_) => "trap",
         };
+        self.contained.lock().insert(bot.manifest.id.clone(), Instant::now());
         self.append(AuditEntry {
             action: "contain".into(),
             bot: bot.manifest.id.clone(),

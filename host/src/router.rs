@@ -16,6 +16,12 @@ use crate::store::PendingEvent;
 /// Runs one event to completion (including retries and dead-lettering).
 pub trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, event: PendingEvent);
+
+    /// How many events of `bot` may run at once; `None` for no limit. A
+    /// bot that misbehaves is held to few workers so the others keep theirs.
+    fn concurrency_limit(&self, _bot: &str) -> Option<usize> {
+        None
+    }
 }
 
 type LaneKey = (String, String);
@@ -29,6 +35,16 @@ struct Lane {
     scheduled: bool,
 }
 
+/// Lanes and the per-bot bookkeeping of how many of its events run.
+#[derive(Default)]
+struct Lanes {
+    by_key: HashMap<LaneKey, Lane>,
+    /// Events running now, per bot.
+    running: HashMap<String, usize>,
+    /// Lanes ready to run but held back by their bot's concurrency limit.
+    deferred: HashMap<String, VecDeque<LaneKey>>,
+}
+
 /// The router. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -36,7 +52,7 @@ pub struct Router {
 }
 
 struct Inner {
-    lanes: Mutex<HashMap<LaneKey, Lane>>,
+    lanes: Mutex<Lanes>,
     ready: Sender<LaneKey>,
     /// Events admitted and not yet finished, host-wide.
     queued: AtomicUsize,
@@ -59,7 +75,7 @@ impl Router {
     /// Starts `workers` threads that run events through `dispatcher`.
     pub fn start(workers: usize, limits: QueueConfig, dispatcher: Arc<dyn Dispatch>) -> Router {
         let (ready, ready_rx) = crossbeam_channel::unbounded();
-        let inner = Arc::new(Inner { lanes: Mutex::new(HashMap::new()), ready, queued: AtomicUsize::new(0), limits });
+        let inner = Arc::new(Inner { lanes: Mutex::new(Lanes::default()), ready, queued: AtomicUsize::new(0), limits });
         for n in 0..workers {
             let inner = inner.clone();
             let ready_rx = ready_rx.clone();
@@ -76,6 +92,7 @@ impl Router {
     pub fn reserve(&self, bot: &str, conversation: &str, count: usize) -> Result<Reservation, QueueFull> {
         let key = (bot.to_owned(), conversation.to_owned());
         let mut lanes = self.inner.lanes.lock();
+        let lanes = &mut lanes.by_key;
         let lane = lanes.entry(key.clone()).or_default();
         let in_lane = lane.queue.len() + lane.reserved + usize::from(lane.scheduled);
         if in_lane + count > self.inner.limits.per_conversation
@@ -98,7 +115,7 @@ impl Router {
             let key = (event.bot.clone(), event.conversation.clone());
             self.inner.queued.fetch_add(1, Ordering::Relaxed);
             let mut lanes = self.inner.lanes.lock();
-            let lane = lanes.entry(key.clone()).or_default();
+            let lane = lanes.by_key.entry(key.clone()).or_default();
             lane.queue.push_back(event);
             self.inner.schedule(lane, key);
         }
@@ -115,7 +132,7 @@ impl Reservation {
     pub fn push(mut self, events: Vec<PendingEvent>) {
         debug_assert!(events.len() <= self.count);
         let mut lanes = self.inner.lanes.lock();
-        let lane = lanes.entry(self.key.clone()).or_default();
+        let lane = lanes.by_key.entry(self.key.clone()).or_default();
         lane.reserved -= self.count;
         let unused = self.count - events.len();
         self.count = 0;
@@ -132,10 +149,10 @@ impl Drop for Reservation {
             return;
         }
         let mut lanes = self.inner.lanes.lock();
-        if let Some(lane) = lanes.get_mut(&self.key) {
+        if let Some(lane) = lanes.by_key.get_mut(&self.key) {
             lane.reserved -= self.count;
             if lane.queue.is_empty() && lane.reserved == 0 && !lane.scheduled {
-                lanes.remove(&self.key);
+                lanes.by_key.remove(&self.key);
             }
         }
         self.inner.queued.fetch_sub(self.count, Ordering::Relaxed);
@@ -152,17 +169,42 @@ impl Inner {
 
     fn work(&self, ready: &Receiver<LaneKey>, dispatcher: &dyn Dispatch) {
         while let Ok(key) = ready.recv() {
-            let event = self.lanes.lock().get_mut(&key).and_then(|lane| lane.queue.pop_front());
+            let bot = key.0.clone();
+            let event = {
+                let mut lanes = self.lanes.lock();
+                let running = lanes.running.get(&bot).copied().unwrap_or(0);
+                if dispatcher.concurrency_limit(&bot).is_some_and(|limit| running >= limit) {
+                    // The lane stays scheduled; it runs when one of its bot's events ends.
+                    lanes.deferred.entry(bot).or_default().push_back(key);
+                    continue;
+                }
+                *lanes.running.entry(bot.clone()).or_default() += 1;
+                lanes.by_key.get_mut(&key).and_then(|lane| lane.queue.pop_front())
+            };
             if let Some(event) = event {
                 dispatcher.dispatch(event);
                 self.queued.fetch_sub(1, Ordering::Relaxed);
             }
             let mut lanes = self.lanes.lock();
-            if let Some(lane) = lanes.get_mut(&key) {
+            if let Some(running) = lanes.running.get_mut(&bot) {
+                *running -= 1;
+                if *running == 0 {
+                    lanes.running.remove(&bot);
+                }
+            }
+            if let Some(waiting) = lanes.deferred.get_mut(&bot) {
+                if let Some(next) = waiting.pop_front() {
+                    let _ = self.ready.send(next);
+                }
+                if waiting.is_empty() {
+                    lanes.deferred.remove(&bot);
+                }
+            }
+            if let Some(lane) = lanes.by_key.get_mut(&key) {
                 lane.scheduled = false;
                 if lane.queue.is_empty() {
                     if lane.reserved == 0 {
-                        lanes.remove(&key);
+                        lanes.by_key.remove(&key);
                     }
                 } else {
                     self.schedule(lane, key);
@@ -232,6 +274,33 @@ mod tests {
             let order: Vec<u64> = seen.iter().filter(|(c, _)| c == conversation).map(|(_, s)| *s).collect();
             assert_eq!(order, vec![0, 1, 2, 3, 4]);
         }
+    }
+
+    /// Limits every bot to one running event.
+    struct OneAtATime(Arc<Recorder>);
+
+    impl Dispatch for OneAtATime {
+        fn dispatch(&self, event: PendingEvent) {
+            self.0.dispatch(event)
+        }
+
+        fn concurrency_limit(&self, _bot: &str) -> Option<usize> {
+            Some(1)
+        }
+    }
+
+    #[test]
+    fn a_limited_bot_runs_one_event_at_a_time_across_conversations() {
+        let recorder = Recorder::new(Duration::from_millis(10));
+        let router = Router::start(4, QueueConfig { per_conversation: 100, total: 1000 }, Arc::new(OneAtATime(recorder.clone())));
+        for seq in 0..3 {
+            for conversation in ["a", "b", "c", "d"] {
+                router.reserve("b", conversation, 1).unwrap().push(vec![event(conversation, seq)]);
+            }
+        }
+        wait_idle(&router);
+        assert_eq!(recorder.seen.lock().len(), 12, "deferred lanes all ran");
+        assert_eq!(recorder.most_active.load(Ordering::SeqCst), 1);
     }
 
     #[test]

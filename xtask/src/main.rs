@@ -73,9 +73,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_browser()?;
     build_host(root, false)?;
     build_shipped_bots(root, false)?;
-    for dir in HOSTILE_BOTS {
-        build_plugin(root, false, Path::new(dir), "target/hostile")?;
-    }
+    build_hostile_bots(root, false)?;
     run(Command::new(cargo()).args(["test", "--manifest-path", "plugins/Cargo.toml", "-p", "echo"]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
@@ -90,9 +88,18 @@ fn bench(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
+    build_hostile_bots(root, true)?;
     run(Command::new(cargo())
         .args(["bench", "-p", "aviary-host", "--bench", "host"])
-        .env("AVIARY_BOTS_DIR", root.join("target/bots")))
+        .env("AVIARY_BOTS_DIR", root.join("target/bots"))
+        .env("AVIARY_HOSTILE_DIR", root.join("target/hostile")))
+}
+
+fn build_hostile_bots(root: &Path, release: bool) -> Result<()> {
+    for dir in HOSTILE_BOTS {
+        build_plugin(root, release, Path::new(dir), "target/hostile")?;
+    }
+    Ok(())
 }
 
 fn build_host(_root: &Path, release: bool) -> Result<()> {

@@ -34,6 +34,12 @@ impl BotPolicy {
         Ok(BotPolicy { send: SendLimiter::new(grant.send), kv: KvUsage::measure(tree, bot, grant.kv)?, secrets, grant })
     }
 
+    /// The same grant with the run-time send checks switched off: the
+    /// baseline of the benchmark's `policy_overhead_pct`, never used to run bots.
+    pub fn unchecked(bot: &str, grant: Capabilities, tree: &sled::Tree) -> anyhow::Result<BotPolicy> {
+        Ok(BotPolicy { send: SendLimiter::unchecked(), ..BotPolicy::new(bot, grant, &BTreeMap::new(), tree)? })
+    }
+
     /// Every import of `imports` that this policy's grant does not allow.
     pub fn import_refusals(&self, imports: &[String]) -> Vec<String> {
         Self::import_refusals_of(&self.grant, imports)
