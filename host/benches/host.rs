@@ -124,6 +124,10 @@ impl Dispatch for Timed {
         }
         self.finished.fetch_add(1, Ordering::Release);
     }
+
+    fn concurrency_limit(&self, bot: &str) -> Option<usize> {
+        self.inner.concurrency_limit(bot)
+    }
 }
 
 fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(f64, f64, f64)> {
@@ -397,6 +401,7 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         }
         stop.store(true, Ordering::Relaxed);
         latencies.sort();
+        eprintln!("echo under hostile load: p50 {:?}, max {:?}", latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
         Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
     })
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 /// Shortest time between the starts of two flushes. A flush makes sled's
 /// writers wait, so flushing back to back would slow every write; pacing
 /// lets one flush carry all the writes of this window.
-const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Called with each generation once it is on disk.
 pub type OnDurable = Box<dyn Fn(u64) + Send + Sync>;

@@ -68,6 +68,7 @@ impl Store {
             .path(dir.join("store"))
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(200))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .with_context(|| format!("cannot open the store in {} (is another aviary running on it?)", dir.display()))?;
         let state = db.open_tree("state")?;
