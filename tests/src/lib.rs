@@ -45,6 +45,12 @@ pub fn bots_dir() -> PathBuf {
     std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/bots"))
 }
 
+/// The directory of built hostile test bots (`AVIARY_HOSTILE_DIR`, default
+/// `<workspace>/target/hostile`).
+pub fn hostile_dir() -> PathBuf {
+    std::env::var_os("AVIARY_HOSTILE_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/hostile"))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -6,19 +6,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aviary_e2e::{bots_dir, workspace_dir, Host};
+use aviary_e2e::{bots_dir, hostile_dir, Host};
 use serde_json::Value;
 
 /// Generous bound on an echo reply while a hostile bot runs: it proves the
 /// host is not stuck, it is not a speed target.
 const ECHO_BOUND: Duration = Duration::from_secs(10);
-
-fn hostile_dir() -> PathBuf {
-    std::env::var_os("AVIARY_HOSTILE_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/hostile"))
-}
 
 /// A plugins directory with echo and the given hostile bots, each copied
 /// under its own id from a built hostile component.

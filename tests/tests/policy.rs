@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use aviary_e2e::{aviary_bin, bots_dir, workspace_dir, Host};
+use aviary_e2e::{aviary_bin, bots_dir, hostile_dir, Host};
 use serde_json::Value;
 
 fn hostile(name: &str) -> std::path::PathBuf {
-    std::env::var_os("AVIARY_HOSTILE_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/hostile")).join(name)
+    hostile_dir().join(name)
 }
 
 /// Runs `aviary <args> --url <host> --data-dir <data>`; returns (exit ok, stdout, stderr).
