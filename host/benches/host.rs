@@ -28,16 +28,35 @@ use serde_json::json;
 fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scratch = tempfile::tempdir()?;
-    let mut config = Config { plugins_dir: bots_dir(), data_dir: scratch.path().join("data"), workers: cores, ..Config::default() };
-    config.queue = QueueConfig { per_conversation: 10_000, total: 1_000_000 };
+    let mut config = Config {
+        plugins_dir: bots_dir(),
+        data_dir: scratch.path().join("data"),
+        workers: cores,
+        ..Config::default()
+    };
+    config.queue = QueueConfig {
+        per_conversation: 10_000,
+        total: 1_000_000,
+    };
     // The benchmark's own grant: rates high enough never to throttle it.
     config.policies_dir = scratch.path().join("no-policies");
     let mut echo = aviary_host::config::BotConfig::default();
-    echo.grant.send = Some(aviary_host::policy::SendRate { per_conversation_per_minute: u32::MAX, per_bot_per_minute: u32::MAX });
-    echo.grant.kv = Some(aviary_host::policy::KvQuota { max_bytes: 1 << 30, max_keys: 1 << 20 });
+    echo.grant.send = Some(aviary_host::policy::SendRate {
+        per_conversation_per_minute: u32::MAX,
+        per_bot_per_minute: u32::MAX,
+    });
+    echo.grant.kv = Some(aviary_host::policy::KvQuota {
+        max_bytes: 1 << 30,
+        max_keys: 1 << 20,
+    });
     config.bots.insert("echo".into(), echo);
-    let app = App::start(config.clone()).context("cannot start the host; build the bots first (`cargo xtask bench` does)")?;
-    anyhow::ensure!(app.bots.get("echo").is_some(), "the echo bot did not load: {:?}", app.bots.list());
+    let app = App::start(config.clone())
+        .context("cannot start the host; build the bots first (`cargo xtask bench` does)")?;
+    anyhow::ensure!(
+        app.bots.get("echo").is_some(),
+        "the echo bot did not load: {:?}",
+        app.bots.list()
+    );
 
     let raw = raw_events_per_s(&app, cores);
     eprintln!("raw: {raw:.0} events/s");
@@ -80,7 +99,11 @@ fn round1(x: f64) -> f64 {
 }
 
 fn message_event(store: &Store, conversation: &str, text: &str) -> Result<PendingEvent> {
-    Ok(store.accept_inbound("echo", conversation, "bench", text)?.events.pop().expect("a message event"))
+    Ok(store
+        .accept_inbound("echo", conversation, "bench", text)?
+        .events
+        .pop()
+        .expect("a message event"))
 }
 
 /// Fresh instance + `handle` of the echo bot, on `threads` threads for 2 s.
@@ -95,7 +118,9 @@ fn raw_events_per_s(app: &App, threads: usize) -> f64 {
             s.spawn(|| {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    bot.handle(app.store.tree(), &event).result.expect("echo handles");
+                    bot.handle(app.store.tree(), &event)
+                        .result
+                        .expect("echo handles");
                     n += 1;
                 }
                 done.fetch_add(n, Ordering::Relaxed);
@@ -137,7 +162,14 @@ fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(
         latencies: Mutex::new(Vec::new()),
         finished: AtomicU64::new(0),
     });
-    let router = Router::start(workers, QueueConfig { per_conversation: 100_000, total: 1_000_000 }, timed.clone());
+    let router = Router::start(
+        workers,
+        QueueConfig {
+            per_conversation: 100_000,
+            total: 1_000_000,
+        },
+        timed.clone(),
+    );
     let submit = |conversation: &str, timed_event: bool| -> Result<()> {
         let reservation = loop {
             match router.reserve("echo", conversation, 1) {
@@ -196,14 +228,24 @@ fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(
 }
 
 fn http_figures(mut config: Config) -> Result<(f64, f64)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     config.listen = format!("127.0.0.1:{port}").parse()?;
     let app = App::start(config)?;
-    let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     server.spawn(async move { app.serve().await });
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     client_rt.block_on(async move {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..100 {
             if client.get(format!("{base}/healthz")).send().await.is_ok() {
@@ -224,14 +266,22 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
                 let mut cursor: Option<String> = None;
                 while started.elapsed() < run_for {
                     let sent = Instant::now();
-                    let posted: serde_json::Value = client.post(&url).json(&json!({"sender": "bench", "text": "hi"})).send().await?.error_for_status()?.json().await?;
+                    let posted: serde_json::Value = client
+                        .post(&url)
+                        .json(&json!({"sender": "bench", "text": "hi"}))
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?;
                     let id = posted["id"].as_str().context("no id")?.to_owned();
                     'reply: loop {
                         let mut get = client.get(&url).query(&[("wait", "5")]);
                         if let Some(after) = &cursor {
                             get = get.query(&[("after", after)]);
                         }
-                        let page: serde_json::Value = get.send().await?.error_for_status()?.json().await?;
+                        let page: serde_json::Value =
+                            get.send().await?.error_for_status()?.json().await?;
                         for message in page["messages"].as_array().context("no messages")? {
                             cursor = message["id"].as_str().map(str::to_owned);
                             if message["reply_to"].as_str() == Some(id.as_str()) {
@@ -256,11 +306,15 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
 }
 
 fn bots_dir() -> PathBuf {
-    std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/bots"))
+    std::env::var_os("AVIARY_BOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../target/bots"))
 }
 
 fn hostile_dir() -> PathBuf {
-    std::env::var_os("AVIARY_HOSTILE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../target/hostile"))
+    std::env::var_os("AVIARY_HOSTILE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../target/hostile"))
 }
 
 /// The grant every benchmark hostile bot gets.
@@ -268,25 +322,67 @@ fn hostile_grant() -> Capabilities {
     Capabilities {
         memory_mb: Some(16),
         timeout_ms: Some(100),
-        send: Some(SendRate { per_conversation_per_minute: 5, per_bot_per_minute: 50 }),
-        kv: Some(KvQuota { max_bytes: 65536, max_keys: 100 }),
+        send: Some(SendRate {
+            per_conversation_per_minute: 5,
+            per_bot_per_minute: 50,
+        }),
+        kv: Some(KvQuota {
+            max_bytes: 65536,
+            max_keys: 100,
+        }),
         ..Capabilities::default()
     }
 }
 
 /// Loads component `source` from the hostile directory as bot `id`.
-fn load_hostile(app: &App, id: &str, source: &str, mode: &str, policy_unchecked: bool) -> Result<LoadedBot> {
-    let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm"))).context("build the hostile bots first (`cargo xtask bench` does)")?;
-    let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(hostile_dir().join(format!("{source}.toml")))?)?;
+fn load_hostile(
+    app: &App,
+    id: &str,
+    source: &str,
+    mode: &str,
+    policy_unchecked: bool,
+) -> Result<LoadedBot> {
+    let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm")))
+        .context("build the hostile bots first (`cargo xtask bench` does)")?;
+    let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(
+        hostile_dir().join(format!("{source}.toml")),
+    )?)?;
     manifest.id = id.into();
-    load_bot(app, manifest, &bytes, hostile_grant(), &[("mode", mode)], policy_unchecked)
+    load_bot(
+        app,
+        manifest,
+        &bytes,
+        hostile_grant(),
+        &[("mode", mode)],
+        policy_unchecked,
+    )
 }
 
-fn load_bot(app: &App, manifest: Manifest, bytes: &[u8], grant: Capabilities, settings: &[(&str, &str)], unchecked: bool) -> Result<LoadedBot> {
+fn load_bot(
+    app: &App,
+    manifest: Manifest,
+    bytes: &[u8],
+    grant: Capabilities,
+    settings: &[(&str, &str)],
+    unchecked: bool,
+) -> Result<LoadedBot> {
     let id = manifest.id.clone();
-    let policy = if unchecked { BotPolicy::unchecked(&id, grant, app.store.tree())? } else { BotPolicy::new(&id, grant, &Default::default(), app.store.tree())? };
-    let spec = BotSpec { manifest, policy, settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), max_retries: 0 };
-    app.runtime.load(app.runtime.inspect(bytes)?, spec, app.store.tree())
+    let policy = if unchecked {
+        BotPolicy::unchecked(&id, grant, app.store.tree())?
+    } else {
+        BotPolicy::new(&id, grant, &Default::default(), app.store.tree())?
+    };
+    let spec = BotSpec {
+        manifest,
+        policy,
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        max_retries: 0,
+    };
+    app.runtime
+        .load(app.runtime.inspect(bytes)?, spec, app.store.tree())
 }
 
 /// Echo's fresh-instance-and-handle time with the run-time policy checks
@@ -295,8 +391,14 @@ fn policy_overhead_pct(app: &App) -> Result<f64> {
     let bytes = std::fs::read(bots_dir().join("echo.wasm"))?;
     let manifest = Manifest::read(&bots_dir().join("echo.toml"))?;
     let grant = Capabilities {
-        send: Some(SendRate { per_conversation_per_minute: u32::MAX, per_bot_per_minute: u32::MAX }),
-        kv: Some(KvQuota { max_bytes: 1 << 30, max_keys: 1 << 20 }),
+        send: Some(SendRate {
+            per_conversation_per_minute: u32::MAX,
+            per_bot_per_minute: u32::MAX,
+        }),
+        kv: Some(KvQuota {
+            max_bytes: 1 << 30,
+            max_keys: 1 << 20,
+        }),
         ..Capabilities::default()
     };
     let checked = load_bot(app, manifest.clone(), &bytes, grant.clone(), &[], false)?;
@@ -307,7 +409,9 @@ fn policy_overhead_pct(app: &App) -> Result<f64> {
         for (bot, total) in [(&checked, &mut with), (&unchecked, &mut without)] {
             let started = Instant::now();
             for _ in 0..2_000 {
-                bot.handle(app.store.tree(), &event).result.expect("echo handles");
+                bot.handle(app.store.tree(), &event)
+                    .result
+                    .expect("echo handles");
             }
             *total += started.elapsed();
         }
@@ -322,15 +426,32 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     let event = message_event(&app.store, "hostile", "go")?;
     let run_time: [(&str, fn(&aviary_host::runtime::Outcome) -> bool); 10] = [
         ("loop", |o| matches!(o.result, Err(HandleError::Timeout(_)))),
-        ("memory-growth", |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory"))),
-        ("huge-alloc", |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory"))),
-        ("recursion", |o| matches!(o.result, Err(HandleError::Trap(_)))),
+        (
+            "memory-growth",
+            |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory")),
+        ),
+        (
+            "huge-alloc",
+            |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory")),
+        ),
+        ("recursion", |o| {
+            matches!(o.result, Err(HandleError::Trap(_)))
+        }),
         ("panic", |o| matches!(o.result, Err(HandleError::Trap(_)))),
-        ("kv-flood", |o| o.denials.iter().any(|d| d.capability == "kv")),
-        ("send-flood", |o| o.denials.iter().any(|d| d.capability == "send") && o.result.as_ref().is_ok_and(|e| e.sends.len() <= 5)),
-        ("oversized", |o| o.denials.iter().any(|d| d.capability == "send")),
+        ("kv-flood", |o| {
+            o.denials.iter().any(|d| d.capability == "kv")
+        }),
+        ("send-flood", |o| {
+            o.denials.iter().any(|d| d.capability == "send")
+                && o.result.as_ref().is_ok_and(|e| e.sends.len() <= 5)
+        }),
+        ("oversized", |o| {
+            o.denials.iter().any(|d| d.capability == "send")
+        }),
         ("log-flood", |o| o.result.is_err()),
-        ("snoop", |o| o.denials.iter().any(|d| d.capability == "secrets")),
+        ("snoop", |o| {
+            o.denials.iter().any(|d| d.capability == "secrets")
+        }),
     ];
     for (mode, was_contained) in run_time {
         tried += 1;
@@ -341,7 +462,12 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
             eprintln!("hostile {mode}: NOT contained");
         }
     }
-    for (id, source, mode) in [("bench-init", "mischief", "init-trap"), ("bench-fs", "fs-reader", ""), ("bench-world", "other-world", ""), ("bench-wit", "future-wit", "")] {
+    for (id, source, mode) in [
+        ("bench-init", "mischief", "init-trap"),
+        ("bench-fs", "fs-reader", ""),
+        ("bench-world", "other-world", ""),
+        ("bench-wit", "future-wit", ""),
+    ] {
         tried += 1;
         if load_hostile(app, id, source, mode, false).is_err() {
             contained += 1;
@@ -350,8 +476,22 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
         }
     }
     tried += 1;
-    let manifest = Manifest { id: "bench-junk".into(), version: "0".into(), description: String::new(), asks: Capabilities::default() };
-    if load_bot(app, manifest, b"\0asm\x0d\0\x01\0junk", hostile_grant(), &[], false).is_err() {
+    let manifest = Manifest {
+        id: "bench-junk".into(),
+        version: "0".into(),
+        description: String::new(),
+        asks: Capabilities::default(),
+    };
+    if load_bot(
+        app,
+        manifest,
+        b"\0asm\x0d\0\x01\0junk",
+        hostile_grant(),
+        &[],
+        false,
+    )
+    .is_err()
+    {
         contained += 1;
     }
     Ok((tried, contained))
@@ -360,15 +500,34 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
 /// Echo latency, one event at a time through the full path, while a
 /// looping bot and a memory hog are hammered on other conversations.
 fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
-    app.bots.insert(load_hostile(app, "bench-looper", "mischief", "loop", false)?);
-    app.bots.insert(load_hostile(app, "bench-hog", "mischief", "memory-growth", false)?);
+    app.bots.insert(load_hostile(
+        app,
+        "bench-looper",
+        "mischief",
+        "loop",
+        false,
+    )?);
+    app.bots.insert(load_hostile(
+        app,
+        "bench-hog",
+        "mischief",
+        "memory-growth",
+        false,
+    )?);
     let timed = Arc::new(Timed {
         inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
         started: Mutex::new(Default::default()),
         latencies: Mutex::new(Vec::new()),
         finished: AtomicU64::new(0),
     });
-    let router = Router::start(workers, QueueConfig { per_conversation: 1_000, total: 100_000 }, timed.clone());
+    let router = Router::start(
+        workers,
+        QueueConfig {
+            per_conversation: 1_000,
+            total: 100_000,
+        },
+        timed.clone(),
+    );
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<f64> {
         s.spawn(|| {
@@ -377,7 +536,13 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
                 for bot in ["bench-looper", "bench-hog"] {
                     let conversation = format!("h{}", n % 32);
                     if let Ok(reservation) = router.reserve(bot, &conversation, 1) {
-                        let event = app.store.accept_inbound(bot, &conversation, "mallory", "go").expect("store").events.pop().unwrap();
+                        let event = app
+                            .store
+                            .accept_inbound(bot, &conversation, "mallory", "go")
+                            .expect("store")
+                            .events
+                            .pop()
+                            .unwrap();
                         reservation.push(vec![event]);
                     }
                     n += 1;
@@ -389,7 +554,9 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         let mut latencies = Vec::new();
         for _ in 0..500 {
             let start = Instant::now();
-            let reservation = router.reserve("echo", "bystander", 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let reservation = router
+                .reserve("echo", "bystander", 1)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let event = message_event(&app.store, "bystander", "hello")?;
             let seq = event.seq;
             timed.started.lock().insert(seq, start);
@@ -401,7 +568,11 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         }
         stop.store(true, Ordering::Relaxed);
         latencies.sort();
-        eprintln!("echo under hostile load: p50 {:?}, max {:?}", latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+        eprintln!(
+            "echo under hostile load: p50 {:?}, max {:?}",
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() - 1]
+        );
         Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
     })
 }

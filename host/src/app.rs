@@ -33,29 +33,54 @@ impl App {
         let router = Router::start(config.workers, config.queue.clone(), dispatcher);
         let pending = store.pending_events()?;
         if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "resuming events accepted before the last stop");
+            tracing::info!(
+                count = pending.len(),
+                "resuming events accepted before the last stop"
+            );
         }
         router.requeue(pending);
-        Ok(App { config, store, router, bots, runtime })
+        Ok(App {
+            config,
+            store,
+            router,
+            bots,
+            runtime,
+        })
     }
 
     /// Serves the web channel until Ctrl-C or SIGTERM.
     pub async fn serve(self) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (is it in use? set `listen` or --listen)", self.config.listen))?;
-        let state = WebState { store: self.store.clone(), router: self.router.clone(), bots: self.bots.clone() };
-        let token = crate::admin::load_or_create_token(self.config.admin_token.as_deref(), &self.config.data_dir)?;
-        let routes = crate::admin::routes(state.clone(), token).merge(web::routes(state, self.config.max_body_bytes));
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (is it in use? set `listen` or --listen)",
+                    self.config.listen
+                )
+            })?;
+        let state = WebState {
+            store: self.store.clone(),
+            router: self.router.clone(),
+            bots: self.bots.clone(),
+        };
+        let token = crate::admin::load_or_create_token(
+            self.config.admin_token.as_deref(),
+            &self.config.data_dir,
+        )?;
+        let routes = crate::admin::routes(state.clone(), token)
+            .merge(web::routes(state, self.config.max_body_bytes));
         tracing::info!("aviary is serving on http://{}", listener.local_addr()?);
-        axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
+        axum::serve(listener, routes)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         self.store.flush()?;
         Ok(())
     }
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("cannot watch SIGTERM");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot watch SIGTERM");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -170,10 +170,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => up(args)?,
         Command::Plugin(PluginCommand::Build { dir, out }) => {
             let built = crate::plugin_build::build(&dir, &out)?;
-            println!("built bot `{}` {} into {}", built.id, built.version, built.wasm.display());
+            println!(
+                "built bot `{}` {} into {}",
+                built.id,
+                built.version,
+                built.wasm.display()
+            );
         }
-        Command::Reload(admin) => print_bots(&admin.client()?.post("/api/v1/admin/reload", &json!({}))?),
-        Command::DeadLetters(admin) => println!("{}", serde_json::to_string_pretty(&admin.client()?.get("/api/v1/admin/dead-letters")?["dead_letters"])?),
+        Command::Reload(admin) => {
+            print_bots(&admin.client()?.post("/api/v1/admin/reload", &json!({}))?)
+        }
+        Command::DeadLetters(admin) => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &admin.client()?.get("/api/v1/admin/dead-letters")?["dead_letters"]
+            )?
+        ),
         Command::Policy(command) => return policy(command),
         Command::Audit(command) => return audit(command),
     }
@@ -191,7 +203,8 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&body["bots"])?);
             } else {
-                let audits: Vec<BotAudit> = serde_json::from_value(body["bots"].clone()).context("unexpected audit answer")?;
+                let audits: Vec<BotAudit> = serde_json::from_value(body["bots"].clone())
+                    .context("unexpected audit answer")?;
                 for audit in audits {
                     println!("{}", audit.to_text());
                 }
@@ -205,12 +218,22 @@ fn policy(command: PolicyCommand) -> Result<ExitCode> {
                 print_diff(&diff);
             }
         }
-        PolicyCommand::Approve { bot, version, admin } => {
-            print_bots(&admin.client()?.post("/api/v1/admin/policy/approve", &json!({ "bot": bot, "version": version }))?)
-        }
-        PolicyCommand::Reject { bot, version, admin } => {
-            print_bots(&admin.client()?.post("/api/v1/admin/policy/reject", &json!({ "bot": bot, "version": version }))?)
-        }
+        PolicyCommand::Approve {
+            bot,
+            version,
+            admin,
+        } => print_bots(&admin.client()?.post(
+            "/api/v1/admin/policy/approve",
+            &json!({ "bot": bot, "version": version }),
+        )?),
+        PolicyCommand::Reject {
+            bot,
+            version,
+            admin,
+        } => print_bots(&admin.client()?.post(
+            "/api/v1/admin/policy/reject",
+            &json!({ "bot": bot, "version": version }),
+        )?),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -223,8 +246,21 @@ fn audit(command: AuditCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&body["records"])?);
             } else {
                 for r in body["records"].as_array().into_iter().flatten() {
-                    let opt = |k: &str| r[k].as_str().map(|s| format!(" {k}={s}")).unwrap_or_default();
-                    println!("#{} {} {} bot={}{}{} {}", r["seq"], r["at"], r["action"].as_str().unwrap_or(""), r["bot"].as_str().unwrap_or(""), opt("capability"), opt("target"), r["detail"].as_str().unwrap_or(""));
+                    let opt = |k: &str| {
+                        r[k].as_str()
+                            .map(|s| format!(" {k}={s}"))
+                            .unwrap_or_default()
+                    };
+                    println!(
+                        "#{} {} {} bot={}{}{} {}",
+                        r["seq"],
+                        r["at"],
+                        r["action"].as_str().unwrap_or(""),
+                        r["bot"].as_str().unwrap_or(""),
+                        opt("capability"),
+                        opt("target"),
+                        r["detail"].as_str().unwrap_or("")
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -235,7 +271,11 @@ fn audit(command: AuditCommand) -> Result<ExitCode> {
                 println!("audit log intact: {} records", body["records"]);
                 Ok(ExitCode::SUCCESS)
             } else {
-                println!("audit log BROKEN at record {}: {}", body["broken_at"], body["reason"].as_str().unwrap_or(""));
+                println!(
+                    "audit log BROKEN at record {}: {}",
+                    body["broken_at"],
+                    body["reason"].as_str().unwrap_or("")
+                );
                 Ok(ExitCode::FAILURE)
             }
         }
@@ -246,16 +286,29 @@ fn diff_builds(old: &Path, new: &Path) -> Result<BuildDiff> {
     let cache = tempfile_dir()?;
     let runtime = Runtime::new(&cache)?;
     let read = |path: &Path| -> Result<(Vec<String>, crate::policy::Capabilities)> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let imports = runtime.inspect(&bytes).with_context(|| format!("{} is not a component", path.display()))?.imports;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let imports = runtime
+            .inspect(&bytes)
+            .with_context(|| format!("{} is not a component", path.display()))?
+            .imports;
         let manifest = path.with_extension("toml");
-        let asks = if manifest.exists() { Manifest::read(&manifest)?.asks } else { Default::default() };
+        let asks = if manifest.exists() {
+            Manifest::read(&manifest)?.asks
+        } else {
+            Default::default()
+        };
         Ok((imports, asks))
     };
     let (old_imports, old_asks) = read(old)?;
     let (new_imports, new_asks) = read(new)?;
     let _ = std::fs::remove_dir_all(&cache);
-    Ok(BuildDiff::new(&old_imports, &new_imports, &old_asks, &new_asks))
+    Ok(BuildDiff::new(
+        &old_imports,
+        &new_imports,
+        &old_asks,
+        &new_asks,
+    ))
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
@@ -272,19 +325,43 @@ fn print_diff(diff: &BuildDiff) {
         println!("- import {import}");
     }
     for ask in &diff.added_asks {
-        println!("+ asks {}: {} (was {})", ask.capability, ask.asked, ask.granted);
+        println!(
+            "+ asks {}: {} (was {})",
+            ask.capability, ask.asked, ask.granted
+        );
     }
     for ask in &diff.dropped_asks {
-        println!("- asks {}: {} (now {})", ask.capability, ask.asked, ask.granted);
+        println!(
+            "- asks {}: {} (now {})",
+            ask.capability, ask.asked, ask.granted
+        );
     }
-    println!("{}", if diff.escalates() { "the new build asks for more: an upgrade will be held for approval" } else { "the new build asks for nothing more" });
+    println!(
+        "{}",
+        if diff.escalates() {
+            "the new build asks for more: an upgrade will be held for approval"
+        } else {
+            "the new build asks for nothing more"
+        }
+    );
 }
 
 fn print_bots(body: &Value) {
     for bot in body["bots"].as_array().into_iter().flatten() {
-        let pending = bot["pending"]["version"].as_str().map(|v| format!(" (version {v} held for approval)")).unwrap_or_default();
-        let error = bot["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
-        println!("{} {} {}{pending}{error}", bot["id"].as_str().unwrap_or(""), bot["version"].as_str().unwrap_or(""), bot["status"].as_str().unwrap_or(""));
+        let pending = bot["pending"]["version"]
+            .as_str()
+            .map(|v| format!(" (version {v} held for approval)"))
+            .unwrap_or_default();
+        let error = bot["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        println!(
+            "{} {} {}{pending}{error}",
+            bot["id"].as_str().unwrap_or(""),
+            bot["version"].as_str().unwrap_or(""),
+            bot["status"].as_str().unwrap_or("")
+        );
     }
 }
 
@@ -303,11 +380,19 @@ fn up(args: UpArgs) -> Result<()> {
         config.policies_dir = dir;
     }
     let app = App::start(config)?;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(app.serve())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(app.serve())
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AVIARY_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("AVIARY_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }

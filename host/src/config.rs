@@ -82,24 +82,37 @@ impl Default for Config {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { per_conversation: 1024, total: 100_000 }
+        QueueConfig {
+            per_conversation: 1024,
+            total: 100_000,
+        }
     }
 }
 
 impl Default for BotConfig {
     fn default() -> Self {
-        BotConfig { grant: Capabilities::default(), secrets: BTreeMap::new(), max_retries: 2, settings: BTreeMap::new() }
+        BotConfig {
+            grant: Capabilities::default(),
+            secrets: BTreeMap::new(),
+            max_retries: 2,
+            settings: BTreeMap::new(),
+        }
     }
 }
 
 impl Config {
     /// Reads `path`, or returns the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config> {
-        let Some(path) = path else { return Ok(Config::default()) };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let config: Config = toml::from_str(&text).with_context(|| {
-            format!("{} is not a valid aviary config (see `aviary up --help`)", path.display())
+            format!(
+                "{} is not a valid aviary config (see `aviary up --help`)",
+                path.display()
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -115,16 +128,25 @@ impl Config {
     pub fn grant(&self, id: &str) -> Result<Capabilities> {
         let path = self.policies_dir.join(format!("{id}.toml"));
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid policy", path.display())),
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid policy", path.display())),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(self.bot(id).grant),
-            Err(error) => Err(error).with_context(|| format!("cannot read the policy {}", path.display())),
+            Err(error) => {
+                Err(error).with_context(|| format!("cannot read the policy {}", path.display()))
+            }
         }
     }
 
     fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.workers > 0, "`workers` must be at least 1");
-        anyhow::ensure!(self.queue.per_conversation > 0, "`queue.per_conversation` must be at least 1");
-        anyhow::ensure!(self.queue.total >= self.queue.per_conversation, "`queue.total` must be at least `queue.per_conversation`");
+        anyhow::ensure!(
+            self.queue.per_conversation > 0,
+            "`queue.per_conversation` must be at least 1"
+        );
+        anyhow::ensure!(
+            self.queue.total >= self.queue.per_conversation,
+            "`queue.total` must be at least `queue.per_conversation`"
+        );
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }
@@ -135,13 +157,19 @@ impl Config {
 /// Checks the numbers of a grant; `what` names it in errors.
 pub fn validate_grant(what: &str, grant: &Capabilities) -> Result<()> {
     if let Some(memory) = grant.memory_mb {
-        anyhow::ensure!((1..=4096).contains(&memory), "{what}.memory_mb must be between 1 and 4096");
+        anyhow::ensure!(
+            (1..=4096).contains(&memory),
+            "{what}.memory_mb must be between 1 and 4096"
+        );
     }
     if let Some(timeout) = grant.timeout_ms {
         anyhow::ensure!(timeout >= 10, "{what}.timeout_ms must be at least 10");
     }
     for target in &grant.http {
-        anyhow::ensure!(crate::policy::egress::Target::parse(target).is_some(), "{what}.http entry `{target}` is not scheme://host:port");
+        anyhow::ensure!(
+            crate::policy::egress::Target::parse(target).is_some(),
+            "{what}.http entry `{target}` is not scheme://host:port"
+        );
     }
     Ok(())
 }

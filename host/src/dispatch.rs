@@ -33,7 +33,10 @@ impl Dispatch for Dispatcher {
     /// so a looping or memory-hungry bot cannot take every worker.
     fn concurrency_limit(&self, bot: &str) -> Option<usize> {
         let contained = self.contained.lock();
-        contained.get(bot).filter(|at| at.elapsed() < QUARANTINE).map(|_| 1)
+        contained
+            .get(bot)
+            .filter(|at| at.elapsed() < QUARANTINE)
+            .map(|_| 1)
     }
 
     fn dispatch(&self, event: PendingEvent) {
@@ -75,7 +78,11 @@ impl Dispatch for Dispatcher {
 
 impl Dispatcher {
     pub fn new(bots: Arc<Bots>, store: Store) -> Dispatcher {
-        Dispatcher { bots, store, contained: Mutex::default() }
+        Dispatcher {
+            bots,
+            store,
+            contained: Mutex::default(),
+        }
     }
 
     fn give_up(&self, event: &PendingEvent, error: &str, attempts: u32) {
@@ -93,13 +100,20 @@ impl Dispatcher {
                 continue;
             }
             seen.push((denial.capability, &denial.target));
-            let repeats = denials.iter().filter(|d| d.capability == denial.capability && d.target == denial.target).count();
+            let repeats = denials
+                .iter()
+                .filter(|d| d.capability == denial.capability && d.target == denial.target)
+                .count();
             self.append(AuditEntry {
                 action: "deny".into(),
                 bot: event.bot.clone(),
                 capability: Some(denial.capability.into()),
                 target: Some(denial.target.clone()),
-                detail: if repeats > 1 { format!("{} ({repeats} times in one event)", denial.reason) } else { denial.reason.clone() },
+                detail: if repeats > 1 {
+                    format!("{} ({repeats} times in one event)", denial.reason)
+                } else {
+                    denial.reason.clone()
+                },
             });
         }
     }
@@ -110,10 +124,17 @@ impl Dispatcher {
             HandleError::Bot(_) => return,
             HandleError::Timeout(_) => "cpu_time",
             HandleError::Trap(message) if message.contains("growing memory") => "memory",
-            HandleError::Trap(message) if message.contains("out of bounds") || message.contains("call stack exhausted") => "stack",
+            HandleError::Trap(message)
+                if message.contains("out of bounds")
+                    || message.contains("call stack exhausted") =>
+            {
+                "stack"
+            }
             HandleError::Trap(_) => "trap",
         };
-        self.contained.lock().insert(bot.manifest.id.clone(), Instant::now());
+        self.contained
+            .lock()
+            .insert(bot.manifest.id.clone(), Instant::now());
         self.append(AuditEntry {
             action: "contain".into(),
             bot: bot.manifest.id.clone(),

@@ -3,7 +3,10 @@
 /// Bot and conversation ids: 1 to 128 of `[A-Za-z0-9._:-]`. Never `/`,
 /// which separates parts of store keys.
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 #[cfg(test)]

@@ -17,10 +17,19 @@ pub struct Built {
 
 /// Builds the bot crate in `dir` (release, wasm32-wasip2) into `out`.
 pub fn build(dir: &Path, out: &Path) -> Result<Built> {
-    let manifest = Manifest::read(&dir.join("bot.toml")).context("a bot crate needs a bot.toml manifest beside its Cargo.toml")?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
+    let manifest = Manifest::read(&dir.join("bot.toml"))
+        .context("a bot crate needs a bot.toml manifest beside its Cargo.toml")?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target"));
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -28,16 +37,31 @@ pub fn build(dir: &Path, out: &Path) -> Result<Built> {
         .context("cannot run cargo")?;
     anyhow::ensure!(status.success(), "cargo build failed for {} (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)", dir.display());
     let crate_name = crate_name(dir)?;
-    let built = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let built = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let wasm = out.join(format!("{}.wasm", manifest.id));
-    std::fs::copy(&built, &wasm).with_context(|| format!("cannot copy {} (does the crate have crate-type = [\"cdylib\"]?)", built.display()))?;
-    std::fs::copy(dir.join("bot.toml"), out.join(format!("{}.toml", manifest.id)))?;
-    Ok(Built { id: manifest.id, version: manifest.version, wasm })
+    std::fs::copy(&built, &wasm).with_context(|| {
+        format!(
+            "cannot copy {} (does the crate have crate-type = [\"cdylib\"]?)",
+            built.display()
+        )
+    })?;
+    std::fs::copy(
+        dir.join("bot.toml"),
+        out.join(format!("{}.toml", manifest.id)),
+    )?;
+    Ok(Built {
+        id: manifest.id,
+        version: manifest.version,
+        wasm,
+    })
 }
 
 fn crate_name(dir: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(dir.join("Cargo.toml")).with_context(|| format!("{} has no Cargo.toml", dir.display()))?;
+    let text = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .with_context(|| format!("{} has no Cargo.toml", dir.display()))?;
     let value: toml::Value = toml::from_str(&text)?;
     value
         .get("package")

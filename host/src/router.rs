@@ -75,7 +75,12 @@ impl Router {
     /// Starts `workers` threads that run events through `dispatcher`.
     pub fn start(workers: usize, limits: QueueConfig, dispatcher: Arc<dyn Dispatch>) -> Router {
         let (ready, ready_rx) = crossbeam_channel::unbounded();
-        let inner = Arc::new(Inner { lanes: Mutex::new(Lanes::default()), ready, queued: AtomicUsize::new(0), limits });
+        let inner = Arc::new(Inner {
+            lanes: Mutex::new(Lanes::default()),
+            ready,
+            queued: AtomicUsize::new(0),
+            limits,
+        });
         for n in 0..workers {
             let inner = inner.clone();
             let ready_rx = ready_rx.clone();
@@ -89,7 +94,12 @@ impl Router {
     }
 
     /// Takes room for `count` events in a conversation, or says it is full.
-    pub fn reserve(&self, bot: &str, conversation: &str, count: usize) -> Result<Reservation, QueueFull> {
+    pub fn reserve(
+        &self,
+        bot: &str,
+        conversation: &str,
+        count: usize,
+    ) -> Result<Reservation, QueueFull> {
         let key = (bot.to_owned(), conversation.to_owned());
         let mut lanes = self.inner.lanes.lock();
         let lanes = &mut lanes.by_key;
@@ -105,7 +115,11 @@ impl Router {
         }
         lane.reserved += count;
         self.inner.queued.fetch_add(count, Ordering::Relaxed);
-        Ok(Reservation { inner: self.inner.clone(), key, count })
+        Ok(Reservation {
+            inner: self.inner.clone(),
+            key,
+            count,
+        })
     }
 
     /// Queues events that are already stored (recovery after a restart),
@@ -173,13 +187,19 @@ impl Inner {
             let event = {
                 let mut lanes = self.lanes.lock();
                 let running = lanes.running.get(&bot).copied().unwrap_or(0);
-                if dispatcher.concurrency_limit(&bot).is_some_and(|limit| running >= limit) {
+                if dispatcher
+                    .concurrency_limit(&bot)
+                    .is_some_and(|limit| running >= limit)
+                {
                     // The lane stays scheduled; it runs when one of its bot's events ends.
                     lanes.deferred.entry(bot).or_default().push_back(key);
                     continue;
                 }
                 *lanes.running.entry(bot.clone()).or_default() += 1;
-                lanes.by_key.get_mut(&key).and_then(|lane| lane.queue.pop_front())
+                lanes
+                    .by_key
+                    .get_mut(&key)
+                    .and_then(|lane| lane.queue.pop_front())
             };
             if let Some(event) = event {
                 dispatcher.dispatch(event);
@@ -229,7 +249,12 @@ mod tests {
 
     impl Recorder {
         fn new(delay: Duration) -> Arc<Recorder> {
-            Arc::new(Recorder { seen: Mutex::new(Vec::new()), delay, active: Default::default(), most_active: Default::default() })
+            Arc::new(Recorder {
+                seen: Mutex::new(Vec::new()),
+                delay,
+                active: Default::default(),
+                most_active: Default::default(),
+            })
         }
     }
 
@@ -244,7 +269,14 @@ mod tests {
     }
 
     fn event(conversation: &str, seq: u64) -> PendingEvent {
-        PendingEvent { seq, bot: "b".into(), conversation: conversation.into(), event: EventRecord::ContactAdded { contact: "x".into() } }
+        PendingEvent {
+            seq,
+            bot: "b".into(),
+            conversation: conversation.into(),
+            event: EventRecord::ContactAdded {
+                contact: "x".into(),
+            },
+        }
     }
 
     fn wait_idle(router: &Router) {
@@ -260,18 +292,35 @@ mod tests {
     #[test]
     fn one_conversation_runs_in_order_and_conversations_in_parallel() {
         let recorder = Recorder::new(Duration::from_millis(20));
-        let router = Router::start(4, QueueConfig { per_conversation: 100, total: 1000 }, recorder.clone());
+        let router = Router::start(
+            4,
+            QueueConfig {
+                per_conversation: 100,
+                total: 1000,
+            },
+            recorder.clone(),
+        );
         for seq in 0..5 {
             for conversation in ["a", "b", "c", "d"] {
-                router.reserve("b", conversation, 1).unwrap().push(vec![event(conversation, seq)]);
+                router
+                    .reserve("b", conversation, 1)
+                    .unwrap()
+                    .push(vec![event(conversation, seq)]);
             }
         }
         wait_idle(&router);
-        assert!(recorder.most_active.load(Ordering::SeqCst) >= 2, "conversations never ran in parallel");
+        assert!(
+            recorder.most_active.load(Ordering::SeqCst) >= 2,
+            "conversations never ran in parallel"
+        );
         let seen = recorder.seen.lock();
         assert_eq!(seen.len(), 20);
         for conversation in ["a", "b", "c", "d"] {
-            let order: Vec<u64> = seen.iter().filter(|(c, _)| c == conversation).map(|(_, s)| *s).collect();
+            let order: Vec<u64> = seen
+                .iter()
+                .filter(|(c, _)| c == conversation)
+                .map(|(_, s)| *s)
+                .collect();
             assert_eq!(order, vec![0, 1, 2, 3, 4]);
         }
     }
@@ -292,10 +341,20 @@ mod tests {
     #[test]
     fn a_limited_bot_runs_one_event_at_a_time_across_conversations() {
         let recorder = Recorder::new(Duration::from_millis(10));
-        let router = Router::start(4, QueueConfig { per_conversation: 100, total: 1000 }, Arc::new(OneAtATime(recorder.clone())));
+        let router = Router::start(
+            4,
+            QueueConfig {
+                per_conversation: 100,
+                total: 1000,
+            },
+            Arc::new(OneAtATime(recorder.clone())),
+        );
         for seq in 0..3 {
             for conversation in ["a", "b", "c", "d"] {
-                router.reserve("b", conversation, 1).unwrap().push(vec![event(conversation, seq)]);
+                router
+                    .reserve("b", conversation, 1)
+                    .unwrap()
+                    .push(vec![event(conversation, seq)]);
             }
         }
         wait_idle(&router);
@@ -306,13 +365,23 @@ mod tests {
     #[test]
     fn full_lanes_refuse_and_unused_reservations_give_room_back() {
         let recorder = Recorder::new(Duration::from_millis(200));
-        let router = Router::start(1, QueueConfig { per_conversation: 2, total: 3 }, recorder);
+        let router = Router::start(
+            1,
+            QueueConfig {
+                per_conversation: 2,
+                total: 3,
+            },
+            recorder,
+        );
         let first = router.reserve("b", "a", 2).unwrap();
         assert!(router.reserve("b", "a", 1).is_err(), "lane bound");
         let other = router.reserve("b", "z", 1).unwrap();
         assert!(router.reserve("b", "y", 1).is_err(), "host bound");
         drop(other);
-        assert!(router.reserve("b", "y", 1).is_ok(), "a dropped reservation frees its room");
+        assert!(
+            router.reserve("b", "y", 1).is_ok(),
+            "a dropped reservation frees its room"
+        );
         first.push(vec![event("a", 1)]);
         assert_eq!(router.queued(), 1);
     }

@@ -200,7 +200,11 @@ impl Settings {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Settings {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Settings(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Settings(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -243,7 +247,9 @@ macro_rules! export_bot {
                     <$bot as $crate::Bot>::init(&settings)
                 }
 
-                fn handle(event: $crate::Event) -> ::core::result::Result<(), ::std::string::String> {
+                fn handle(
+                    event: $crate::Event,
+                ) -> ::core::result::Result<(), ::std::string::String> {
                     let mut bot = <$bot as ::core::default::Default>::default();
                     <$bot as $crate::Bot>::handle(&mut bot, &mut $crate::WasmHost, event)
                 }
@@ -252,7 +258,7 @@ macro_rules! export_bot {
             // Only components carry the exports: their names (`aviary:bot/...`)
             // are not valid symbols for a native cdylib's linker.
             #[cfg(target_arch = "wasm32")]
-            $crate::bindings::__export_bot_world!(__AviaryExport with_types_in $crate::bindings);
+    $crate::bindings::__export_bot_world!(__AviaryExport with_types_in $crate::bindings);
         };
     };
 }

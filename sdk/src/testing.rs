@@ -100,7 +100,10 @@ impl TestHost {
     pub fn contact_added(conversation: &str, contact: &str) -> Event {
         Event::ContactAdded(ContactAdded {
             conversation: conversation.into(),
-            contact: Contact { id: contact.into(), display_name: None },
+            contact: Contact {
+                id: contact.into(),
+                display_name: None,
+            },
         })
     }
 
@@ -148,14 +151,18 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(Error::Invalid(format!("kv keys must be 1 to {MAX_KEY_BYTES} bytes")));
+        return Err(Error::Invalid(format!(
+            "kv keys must be 1 to {MAX_KEY_BYTES} bytes"
+        )));
     }
     Ok(())
 }
 
 fn check_value(value: &[u8]) -> Result<(), Error> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(Error::Invalid(format!("kv values must be at most {MAX_VALUE_BYTES} bytes")));
+        return Err(Error::Invalid(format!(
+            "kv values must be at most {MAX_VALUE_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -164,7 +171,11 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 /// up to [`MAX_VALUE_BYTES`], counters stored as decimal text.
 impl Host for TestHost {
     fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
-        self.sent.push(Sent { conversation: conversation.into(), text: text.into(), reply_to: None });
+        self.sent.push(Sent {
+            conversation: conversation.into(),
+            text: text.into(),
+            reply_to: None,
+        });
         Ok(())
     }
 
@@ -201,7 +212,10 @@ impl Host for TestHost {
 
     fn kv_list_keys(&mut self, prefix: &str) -> Result<Vec<String>, Error> {
         let keys = self.kv.range(prefix.to_string()..).map(|(k, _)| k);
-        Ok(keys.take_while(|k| k.starts_with(prefix)).cloned().collect())
+        Ok(keys
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
@@ -211,11 +225,15 @@ impl Host for TestHost {
             Some(bytes) => std::str::from_utf8(bytes)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| Error::Invalid(format!("kv key `{key}` does not hold a decimal integer")))?,
+                .ok_or_else(|| {
+                    Error::Invalid(format!("kv key `{key}` does not hold a decimal integer"))
+                })?,
         };
-        let new = current
-            .checked_add(delta)
-            .ok_or_else(|| Error::Invalid(format!("incrementing `{key}` overflows a signed 64-bit integer")))?;
+        let new = current.checked_add(delta).ok_or_else(|| {
+            Error::Invalid(format!(
+                "incrementing `{key}` overflows a signed 64-bit integer"
+            ))
+        })?;
         self.kv.insert(key.into(), new.to_string().into_bytes());
         Ok(new)
     }
@@ -275,9 +293,15 @@ mod tests {
     fn kv_rejects_bad_keys_and_huge_values() {
         let mut host = TestHost::new();
         assert!(matches!(host.kv_get(""), Err(Error::Invalid(_))));
-        assert!(matches!(host.kv_set(&"k".repeat(MAX_KEY_BYTES + 1), b""), Err(Error::Invalid(_))));
+        assert!(matches!(
+            host.kv_set(&"k".repeat(MAX_KEY_BYTES + 1), b""),
+            Err(Error::Invalid(_))
+        ));
         host.kv_set(&"k".repeat(MAX_KEY_BYTES), b"").unwrap();
-        assert!(matches!(host.kv_set("big", &vec![0; MAX_VALUE_BYTES + 1]), Err(Error::Invalid(_))));
+        assert!(matches!(
+            host.kv_set("big", &vec![0; MAX_VALUE_BYTES + 1]),
+            Err(Error::Invalid(_))
+        ));
         assert!(host.kv().get("big").is_none());
     }
 
@@ -300,10 +324,20 @@ mod tests {
         assert_eq!(host.kv_increment("n", 41).unwrap(), 42);
         assert_eq!(host.kv_increment("m", -3).unwrap(), -3);
         host.kv_set("text", b"hello").unwrap();
-        assert!(matches!(host.kv_increment("text", 1), Err(Error::Invalid(_))));
+        assert!(matches!(
+            host.kv_increment("text", 1),
+            Err(Error::Invalid(_))
+        ));
         host.kv_set("max", i64::MAX.to_string().as_bytes()).unwrap();
-        assert!(matches!(host.kv_increment("max", 1), Err(Error::Invalid(_))));
-        assert_eq!(host.kv_get("n").unwrap(), Some(b"42".to_vec()), "counters are decimal text");
+        assert!(matches!(
+            host.kv_increment("max", 1),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(
+            host.kv_get("n").unwrap(),
+            Some(b"42".to_vec()),
+            "counters are decimal text"
+        );
         host.kv_set("typed", b"-7").unwrap();
         assert_eq!(host.kv_increment("typed", 10).unwrap(), 3);
     }
@@ -312,12 +346,18 @@ mod tests {
     fn kv_compare_and_swap() {
         let mut host = TestHost::new();
         // absent -> set, only when expecting absent
-        assert!(!host.kv_compare_and_swap("k", Some(b"x"), Some(b"y")).unwrap());
+        assert!(!host
+            .kv_compare_and_swap("k", Some(b"x"), Some(b"y"))
+            .unwrap());
         assert!(host.kv_compare_and_swap("k", None, Some(b"v1")).unwrap());
         assert!(!host.kv_compare_and_swap("k", None, Some(b"v2")).unwrap());
         // present -> replace on match only
-        assert!(!host.kv_compare_and_swap("k", Some(b"nope"), Some(b"v2")).unwrap());
-        assert!(host.kv_compare_and_swap("k", Some(b"v1"), Some(b"v2")).unwrap());
+        assert!(!host
+            .kv_compare_and_swap("k", Some(b"nope"), Some(b"v2"))
+            .unwrap());
+        assert!(host
+            .kv_compare_and_swap("k", Some(b"v1"), Some(b"v2"))
+            .unwrap());
         assert_eq!(host.kv_get("k").unwrap(), Some(b"v2".to_vec()));
         // none as new deletes
         assert!(host.kv_compare_and_swap("k", Some(b"v2"), None).unwrap());
@@ -334,8 +374,16 @@ mod tests {
         assert_eq!(
             host.sent(),
             [
-                Sent { conversation: "c1".into(), text: "hello".into(), reply_to: None },
-                Sent { conversation: "c2".into(), text: "answer".into(), reply_to: Some("m7".into()) },
+                Sent {
+                    conversation: "c1".into(),
+                    text: "hello".into(),
+                    reply_to: None
+                },
+                Sent {
+                    conversation: "c2".into(),
+                    text: "answer".into(),
+                    reply_to: Some("m7".into())
+                },
             ]
         );
         assert_eq!(host.typing_in(), ["c1"]);
@@ -346,7 +394,9 @@ mod tests {
 
     #[test]
     fn config_and_secrets() {
-        let mut host = TestHost::new().with_setting("prefix", ">> ").with_secret("token", "s3cr3t");
+        let mut host = TestHost::new()
+            .with_setting("prefix", ">> ")
+            .with_secret("token", "s3cr3t");
         assert_eq!(host.config("prefix").as_deref(), Some(">> "));
         assert_eq!(host.config("missing"), None);
         assert_eq!(host.secret("token").unwrap(), "s3cr3t");
@@ -356,13 +406,17 @@ mod tests {
     #[test]
     fn messages_get_increasing_ids_and_timestamps() {
         let mut host = TestHost::new();
-        let (Event::Message(a), Event::Message(b)) =
-            (host.message("c", "alice", "one"), host.message("c", "bob", "two"))
-        else {
+        let (Event::Message(a), Event::Message(b)) = (
+            host.message("c", "alice", "one"),
+            host.message("c", "bob", "two"),
+        ) else {
             panic!("expected messages");
         };
         assert!(a.id < b.id && a.at < b.at);
-        assert_eq!((a.conversation.as_str(), a.sender.as_str(), a.text.as_str()), ("c", "alice", "one"));
+        assert_eq!(
+            (a.conversation.as_str(), a.sender.as_str(), a.text.as_str()),
+            ("c", "alice", "one")
+        );
     }
 
     /// Counts events in `self` (to check freshness) and in kv; fails on "fail".
@@ -381,9 +435,12 @@ mod tests {
 
         fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
             self.seen += 1;
-            let Event::Message(msg) = event else { return Ok(()) };
+            let Event::Message(msg) = event else {
+                return Ok(());
+            };
             let n = host.kv_increment("n", 1).map_err(|e| e.to_string())?;
-            host.reply_to(&msg, &format!("{n} {}", self.seen)).map_err(|e| e.to_string())?;
+            host.reply_to(&msg, &format!("{n} {}", self.seen))
+                .map_err(|e| e.to_string())?;
             if msg.text == "fail" {
                 return Err("failed".into());
             }
@@ -411,7 +468,10 @@ mod tests {
     #[test]
     fn init_sees_settings() {
         assert!(TestHost::new().init::<Counter>().is_ok());
-        let err = TestHost::new().with_setting("mode", "bad").init::<Counter>().unwrap_err();
+        let err = TestHost::new()
+            .with_setting("mode", "bad")
+            .init::<Counter>()
+            .unwrap_err();
         assert!(err.contains("mode"));
     }
 }

@@ -32,23 +32,32 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The repository root: the parent of this crate's directory.
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `aviary` binary under test.
 pub fn aviary_bin() -> PathBuf {
-    std::env::var_os("AVIARY_BIN").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/debug/aviary"))
+    std::env::var_os("AVIARY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target/debug/aviary"))
 }
 
 /// The directory of built bots (`<id>.wasm` + `<id>.toml`).
 pub fn bots_dir() -> PathBuf {
-    std::env::var_os("AVIARY_BOTS_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/bots"))
+    std::env::var_os("AVIARY_BOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target/bots"))
 }
 
 /// The directory of built hostile test bots (`AVIARY_HOSTILE_DIR`, default
 /// `<workspace>/target/hostile`).
 pub fn hostile_dir() -> PathBuf {
-    std::env::var_os("AVIARY_HOSTILE_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_dir().join("target/hostile"))
+    std::env::var_os("AVIARY_HOSTILE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target/hostile"))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -100,7 +109,10 @@ impl Answer {
     pub fn error(&self) -> &str {
         match self.body.get("error").and_then(Value::as_str) {
             Some(message) if !message.is_empty() => message,
-            _ => panic!("expected a JSON body {{\"error\": \"...\"}} with status {}, got {:?}", self.status, self.raw),
+            _ => panic!(
+                "expected a JSON body {{\"error\": \"...\"}} with status {}, got {:?}",
+                self.status, self.raw
+            ),
         }
     }
 }
@@ -130,7 +142,10 @@ impl Host {
 
     /// Like [`start`](Self::start) with another plugins directory.
     pub fn start_with_plugins(config_toml: &str, plugins_dir: &Path) -> Host {
-        let dir = tempfile::Builder::new().prefix("aviary-e2e-").tempdir().expect("create a temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("aviary-e2e-")
+            .tempdir()
+            .expect("create a temp dir");
         std::fs::write(dir.path().join("aviary.toml"), config_toml).expect("write aviary.toml");
         std::fs::create_dir_all(dir.path().join("data")).expect("create the data dir");
         let client = Client::builder()
@@ -138,7 +153,13 @@ impl Host {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("build the HTTP client");
-        let mut host = Host { dir, port: 0, plugins_dir: plugins_dir.to_path_buf(), child: None, client };
+        let mut host = Host {
+            dir,
+            port: 0,
+            plugins_dir: plugins_dir.to_path_buf(),
+            child: None,
+            client,
+        };
         host.launch(None);
         host
     }
@@ -208,7 +229,12 @@ impl Host {
 
     /// `GET path` → status and JSON body.
     pub fn get(&self, path: &str) -> Answer {
-        Answer::read(self.client.get(self.url(path)).send().unwrap_or_else(|e| panic!("GET {path}: {e}")))
+        Answer::read(
+            self.client
+                .get(self.url(path))
+                .send()
+                .unwrap_or_else(|e| panic!("GET {path}: {e}")),
+        )
     }
 
     /// `POST path` with a raw body and `Content-Type: application/json`.
@@ -226,13 +252,26 @@ impl Host {
     /// The `bots` array of `GET /api/v1/bots`.
     pub fn bots(&self) -> Vec<Value> {
         let answer = self.get("/api/v1/bots");
-        assert_eq!(answer.status, StatusCode::OK, "GET /api/v1/bots: {}", answer.raw);
-        answer.body["bots"].as_array().unwrap_or_else(|| panic!("no `bots` array in {}", answer.raw)).clone()
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "GET /api/v1/bots: {}",
+            answer.raw
+        );
+        answer.body["bots"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `bots` array in {}", answer.raw))
+            .clone()
     }
 
     /// The message endpoints of one conversation with one bot.
     pub fn conversation(&self, bot: &str, conversation: &str) -> Conversation {
-        Conversation { client: self.client.clone(), base: self.base_url(), bot: bot.to_owned(), conversation: conversation.to_owned() }
+        Conversation {
+            client: self.client.clone(),
+            base: self.base_url(),
+            bot: bot.to_owned(),
+            conversation: conversation.to_owned(),
+        }
     }
 
     /// Spawns the host and waits for `/healthz`. When `port` is given it is
@@ -242,7 +281,9 @@ impl Host {
         for attempt in 1.. {
             let log_offset = self.log().len();
             self.spawn(port);
-            let Err(failure) = self.wait_healthy() else { return };
+            let Err(failure) = self.wait_healthy() else {
+                return;
+            };
             self.kill();
             let log = self.log();
             let this_run = log.get(log_offset..).unwrap_or(&log).to_owned();
@@ -273,7 +314,11 @@ impl Host {
             "the aviary binary {} does not exist: build it (`cargo build -p aviary-host`) or run `cargo xtask test`",
             bin.display()
         );
-        let mut log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open host.log");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open host.log");
         writeln!(log, "===== aviary up on 127.0.0.1:{port} =====").expect("write host.log");
         let stderr = log.try_clone().expect("clone the log handle");
         let child = Command::new(&bin)
@@ -300,12 +345,17 @@ impl Host {
 
     fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let probe = Client::builder().timeout(Duration::from_secs(2)).build().expect("build the probe client");
+        let probe = Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("build the probe client");
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(format!("the process exited with {status} before answering /healthz"));
+                    return Err(format!(
+                        "the process exited with {status} before answering /healthz"
+                    ));
                 }
             }
             if let Ok(response) = probe.get(self.url("/healthz")).send() {
@@ -314,7 +364,9 @@ impl Host {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("/healthz did not answer 200 within {START_TIMEOUT:?}"));
+                return Err(format!(
+                    "/healthz did not answer 200 within {START_TIMEOUT:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -326,7 +378,11 @@ impl Drop for Host {
         self.kill();
         if std::thread::panicking() {
             // Show the end of the host's log beside the failure; keep the dir.
-            eprintln!("----- tail of {} -----\n{}", self.log_path().display(), tail(&self.log_path(), 8192));
+            eprintln!(
+                "----- tail of {} -----\n{}",
+                self.log_path().display(),
+                tail(&self.log_path(), 8192)
+            );
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
             eprintln!("(kept {})", dir.keep().display());
         }
@@ -334,7 +390,9 @@ impl Drop for Host {
 }
 
 fn tail(path: &Path, bytes: u64) -> String {
-    let Ok(mut file) = File::open(path) else { return String::new() };
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
     let length = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(length.saturating_sub(bytes)));
     let mut buffer = Vec::new();
@@ -354,13 +412,19 @@ pub struct Conversation {
 impl Conversation {
     /// `/api/v1/bots/{bot}/conversations/{conversation}/messages`
     pub fn path(&self) -> String {
-        format!("/api/v1/bots/{}/conversations/{}/messages", self.bot, self.conversation)
+        format!(
+            "/api/v1/bots/{}/conversations/{}/messages",
+            self.bot, self.conversation
+        )
     }
 
     /// `ws://.../ws?after=` URL of this conversation.
     pub fn ws_url(&self, after: Option<&str>) -> String {
         let base = self.base.replacen("http://", "ws://", 1);
-        let mut url = format!("{base}/api/v1/bots/{}/conversations/{}/ws", self.bot, self.conversation);
+        let mut url = format!(
+            "{base}/api/v1/bots/{}/conversations/{}/ws",
+            self.bot, self.conversation
+        );
         if let Some(after) = after {
             url.push_str("?after=");
             url.push_str(after);
@@ -380,9 +444,19 @@ impl Conversation {
 
     /// Posts a message, asserts 202 and returns its id.
     pub fn post_message(&self, sender: &str, text: &str) -> String {
-        let answer = self.try_post(sender, text).unwrap_or_else(|e| panic!("POST {}: {e}", self.path()));
-        assert_eq!(answer.status, StatusCode::ACCEPTED, "POST {} {text:?}: {}", self.path(), answer.raw);
-        let id = answer.body["id"].as_str().unwrap_or_else(|| panic!("no string `id` in {}", answer.raw));
+        let answer = self
+            .try_post(sender, text)
+            .unwrap_or_else(|e| panic!("POST {}: {e}", self.path()));
+        assert_eq!(
+            answer.status,
+            StatusCode::ACCEPTED,
+            "POST {} {text:?}: {}",
+            self.path(),
+            answer.raw
+        );
+        let id = answer.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string `id` in {}", answer.raw));
         assert!(!id.is_empty(), "empty id in {}", answer.raw);
         id.to_owned()
     }
@@ -414,9 +488,20 @@ impl Conversation {
     }
 
     /// Like [`messages`](Self::messages) with a `limit`.
-    pub fn page(&self, after: Option<&str>, wait: Option<f64>, limit: Option<usize>) -> Vec<Message> {
+    pub fn page(
+        &self,
+        after: Option<&str>,
+        wait: Option<f64>,
+        limit: Option<usize>,
+    ) -> Vec<Message> {
         let answer = self.get_page(after, wait, limit);
-        assert_eq!(answer.status, StatusCode::OK, "GET {} after={after:?}: {}", self.path(), answer.raw);
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "GET {} after={after:?}: {}",
+            self.path(),
+            answer.raw
+        );
         serde_json::from_value(answer.body["messages"].clone())
             .unwrap_or_else(|e| panic!("bad `messages` in {}: {e}", answer.raw))
     }
@@ -437,7 +522,12 @@ impl Conversation {
     /// and returns it; panics after [`REPLY_TIMEOUT`].
     pub fn wait_for_reply(&self, inbound_id: &str) -> Message {
         self.wait_for_reply_within(inbound_id, REPLY_TIMEOUT)
-            .unwrap_or_else(|| panic!("no reply to {inbound_id} in {} within {REPLY_TIMEOUT:?}", self.path()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no reply to {inbound_id} in {} within {REPLY_TIMEOUT:?}",
+                    self.path()
+                )
+            })
     }
 
     /// The reply to `inbound_id` if it arrives within `timeout`.
@@ -452,7 +542,10 @@ impl Conversation {
             }
             let wait = left.as_secs_f64().min(10.0);
             let page = self.messages(Some(&after), Some(wait));
-            if let Some(reply) = page.iter().find(|m| m.reply_to.as_deref() == Some(inbound_id)) {
+            if let Some(reply) = page
+                .iter()
+                .find(|m| m.reply_to.as_deref() == Some(inbound_id))
+            {
                 return Some(reply.clone());
             }
             if let Some(last) = page.last() {
@@ -465,12 +558,26 @@ impl Conversation {
 /// Asserts that `ids` increase strictly (fixed-width ids compare as strings).
 pub fn assert_increasing(messages: &[Message]) {
     for pair in messages.windows(2) {
-        assert_eq!(pair[0].id.len(), pair[1].id.len(), "ids differ in width: {:?} {:?}", pair[0].id, pair[1].id);
-        assert!(pair[0].id < pair[1].id, "ids out of order: {:?} then {:?}", pair[0], pair[1]);
+        assert_eq!(
+            pair[0].id.len(),
+            pair[1].id.len(),
+            "ids differ in width: {:?} {:?}",
+            pair[0].id,
+            pair[1].id
+        );
+        assert!(
+            pair[0].id < pair[1].id,
+            "ids out of order: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
     }
 }
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
 }

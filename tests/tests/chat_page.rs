@@ -40,10 +40,19 @@ impl Driver {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
-        let driver = Driver { child, port, profile: tempfile::tempdir().unwrap(), log };
+        let driver = Driver {
+            child,
+            port,
+            profile: tempfile::tempdir().unwrap(),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}: {}", driver.log());
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}: {}",
+                driver.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         driver
@@ -72,7 +81,12 @@ impl Driver {
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
-            .unwrap_or_else(|e| panic!("no Chromium session: {e}\nchromedriver log:\n{}", self.log()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no Chromium session: {e}\nchromedriver log:\n{}",
+                    self.log()
+                )
+            })
     }
 }
 
@@ -88,7 +102,10 @@ impl Drop for Driver {
 async fn wait_for(client: &Client, what: &str, script: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let value = client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{what}: script failed: {e}"));
+        let value = client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: script failed: {e}"));
         let truthy = match &value {
             Value::Null | Value::Bool(false) => false,
             Value::String(s) => !s.is_empty(),
@@ -125,17 +142,29 @@ async fn wait_for_reply_text(client: &Client, text: &str) {
         "return [...document.querySelectorAll('#messages .message.out')].some(e => e.textContent.includes({}));",
         json!(text)
     );
-    wait_for(client, &format!("the reply {text:?} in #messages"), &script, Duration::from_secs(30)).await;
+    wait_for(
+        client,
+        &format!("the reply {text:?} in #messages"),
+        &script,
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 async fn type_into(client: &Client, id: &str, text: &str) {
-    let field = client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("no #{id}: {e}"));
+    let field = client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"));
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -193,15 +222,27 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
     });
 
     // What the page sent is what the host stored, under the shown conversation.
-    let stored = host.conversation("echo", &conversation).messages(None, None);
-    let seen: Vec<(&str, &str, &str)> = stored.iter().map(|m| (m.direction.as_str(), m.sender.as_str(), m.text.as_str())).collect();
+    let stored = host
+        .conversation("echo", &conversation)
+        .messages(None, None);
+    let seen: Vec<(&str, &str, &str)> = stored
+        .iter()
+        .map(|m| (m.direction.as_str(), m.sender.as_str(), m.text.as_str()))
+        .collect();
     assert_eq!(
         seen,
-        [("in", "tester", "hello from chromium"), ("out", "echo", "echo: hello from chromium"), ("in", "tester", "second line"), ("out", "echo", "echo: second line")]
+        [
+            ("in", "tester", "hello from chromium"),
+            ("out", "echo", "echo: hello from chromium"),
+            ("in", "tester", "second line"),
+            ("out", "echo", "echo: second line")
+        ]
     );
 
     // A message from elsewhere (another client) in this conversation shows up live.
-    let id = host.conversation("echo", &conversation).post_message("someone-else", "from the API");
+    let id = host
+        .conversation("echo", &conversation)
+        .post_message("someone-else", "from the API");
     rt.block_on(wait_for_reply_text(&client, "echo: from the API"));
 
     // The host goes away and comes back: the page reconnects after the last
@@ -211,7 +252,11 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
     std::thread::sleep(Duration::from_secs(2));
     host.kill();
     host.restart();
-    assert_eq!(url, host.url("/"), "the restarted host took another port; the page cannot follow");
+    assert_eq!(
+        url,
+        host.url("/"),
+        "the restarted host took another port; the page cannot follow"
+    );
     rt.block_on(async {
         wait_for(
             &client,
@@ -221,12 +266,24 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
         )
         .await;
         type_into(&client, "text", "after the restart").await;
-        client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+        client
+            .find(Locator::Id("send"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         wait_for_reply_text(&client, "echo: after the restart").await;
         let messages = shown(&client).await;
-        assert_eq!(messages.len(), 8, "each message once after reconnecting: {messages:#?}");
+        assert_eq!(
+            messages.len(),
+            8,
+            "each message once after reconnecting: {messages:#?}"
+        );
     });
-    let stored = host.conversation("echo", &conversation).messages(None, None);
+    let stored = host
+        .conversation("echo", &conversation)
+        .messages(None, None);
     assert_eq!(stored.len(), 8);
     assert_eq!(stored[4].id, id);
 
@@ -260,7 +317,13 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
         assert!(!error.as_str().unwrap().is_empty());
         client.close().await.unwrap();
     });
-    assert_eq!(host.conversation("echo", &conversation).messages(None, None).len(), 8, "a refused message was stored");
+    assert_eq!(
+        host.conversation("echo", &conversation)
+            .messages(None, None)
+            .len(),
+        8,
+        "a refused message was stored"
+    );
     drop(driver);
 }
 
@@ -272,21 +335,43 @@ fn chat_page_opens_the_conversation_named_in_the_url_with_its_history() {
         let id = chat.post_message("alice", text);
         chat.wait_for_reply(&id);
     }
-    let stored: Vec<(String, String)> = chat.messages(None, None).into_iter().map(|m| (m.direction, m.text)).collect();
+    let stored: Vec<(String, String)> = chat
+        .messages(None, None)
+        .into_iter()
+        .map(|m| (m.direction, m.text))
+        .collect();
     let driver = Driver::start();
     let url = host.url("/#shared-link");
     runtime().block_on(async {
         let client = driver.session().await;
         client.goto(&url).await.unwrap();
-        wait_for(&client, "six messages", "return document.querySelectorAll('#messages .message').length >= 6;", Duration::from_secs(20)).await;
-        let conversation = client.find(Locator::Id("conversation")).await.unwrap().prop("value").await.unwrap();
+        wait_for(
+            &client,
+            "six messages",
+            "return document.querySelectorAll('#messages .message').length >= 6;",
+            Duration::from_secs(20),
+        )
+        .await;
+        let conversation = client
+            .find(Locator::Id("conversation"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap();
         assert_eq!(conversation.as_deref(), Some("shared-link"));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let messages = shown(&client).await;
         assert_eq!(messages.len(), stored.len(), "{messages:#?}");
         for ((class, content), (direction, text)) in messages.iter().zip(&stored) {
-            assert!(class.split(' ').any(|c| c == direction), "{class} for a message {direction}");
-            assert!(content.contains(text.as_str()), "{content:?} lacks {text:?}");
+            assert!(
+                class.split(' ').any(|c| c == direction),
+                "{class} for a message {direction}"
+            );
+            assert!(
+                content.contains(text.as_str()),
+                "{content:?} lacks {text:?}"
+            );
         }
         client.close().await.unwrap();
     });

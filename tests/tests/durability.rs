@@ -21,7 +21,16 @@ fn acknowledged_messages_survive_sigkill_and_are_answered_exactly_once() {
     let mut host = Host::start("workers = 1\n");
     // Six senders in conversations of their own, two sharing one.
     let chats: Vec<Conversation> = (0..SENDERS)
-        .map(|n| host.conversation("echo", &if n < 6 { format!("durable-{n}") } else { "durable-shared".to_owned() }))
+        .map(|n| {
+            host.conversation(
+                "echo",
+                &if n < 6 {
+                    format!("durable-{n}")
+                } else {
+                    "durable-shared".to_owned()
+                },
+            )
+        })
         .collect();
 
     let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default(); // (conversation, id, text)
@@ -41,7 +50,10 @@ fn acknowledged_messages_survive_sigkill_and_are_answered_exactly_once() {
                     match chat.try_post(&format!("sender-{n}"), &text) {
                         Ok(answer) if answer.status == StatusCode::ACCEPTED => {
                             let id = answer.body["id"].as_str().expect("id").to_owned();
-                            acked.lock().unwrap().push((chat.conversation.clone(), id, text));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((chat.conversation.clone(), id, text));
                             ack_count.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(answer) => panic!("POST answered {} {}", answer.status, answer.raw),
@@ -55,7 +67,11 @@ fn acknowledged_messages_survive_sigkill_and_are_answered_exactly_once() {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     while ack_count.load(Ordering::Relaxed) < KILL_AFTER_ACKS {
-        assert!(Instant::now() < deadline, "only {} posts acknowledged in 120 s", ack_count.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "only {} posts acknowledged in 120 s",
+            ack_count.load(Ordering::Relaxed)
+        );
         thread::sleep(Duration::from_millis(5));
     }
     host.kill();
@@ -69,13 +85,24 @@ fn acknowledged_messages_survive_sigkill_and_are_answered_exactly_once() {
     host.restart();
     let chats: Vec<Conversation> = {
         let names: BTreeSet<String> = chats.iter().map(|c| c.conversation.clone()).collect();
-        names.iter().map(|name| host.conversation("echo", name)).collect()
+        names
+            .iter()
+            .map(|name| host.conversation("echo", name))
+            .collect()
     };
 
     // Wait until every acknowledged message has a reply (they are queued
     // again on start), then let the host settle and look at everything.
-    let resumed = host.log().lines().filter(|l| l.contains("resuming")).map(str::to_owned).collect::<Vec<_>>();
-    eprintln!("{} posts acknowledged before SIGKILL; host on restart: {resumed:?}", acked.len());
+    let resumed = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("resuming"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    eprintln!(
+        "{} posts acknowledged before SIGKILL; host on restart: {resumed:?}",
+        acked.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let unanswered = unanswered(&chats, &acked);
@@ -101,25 +128,47 @@ fn acknowledged_messages_survive_sigkill_and_are_answered_exactly_once() {
         for message in all {
             let key = (chat.conversation.clone(), message.id.clone());
             if let Some(to) = &message.reply_to {
-                replies.entry((chat.conversation.clone(), to.clone())).or_default().push(message.clone());
+                replies
+                    .entry((chat.conversation.clone(), to.clone()))
+                    .or_default()
+                    .push(message.clone());
             }
             stored.insert(key, message);
         }
     }
     for (conversation, id, text) in &acked {
         let key = (conversation.clone(), id.clone());
-        let message = stored.get(&key).unwrap_or_else(|| panic!("acknowledged {id} ({text:?}) in {conversation} is lost"));
-        assert_eq!((message.text.as_str(), message.direction.as_str()), (text.as_str(), "in"), "{id} in {conversation}");
+        let message = stored
+            .get(&key)
+            .unwrap_or_else(|| panic!("acknowledged {id} ({text:?}) in {conversation} is lost"));
+        assert_eq!(
+            (message.text.as_str(), message.direction.as_str()),
+            (text.as_str(), "in"),
+            "{id} in {conversation}"
+        );
         let answers = replies.get(&key).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(answers.len(), 1, "{id} ({text:?}) in {conversation} was answered {} times: {answers:#?}", answers.len());
+        assert_eq!(
+            answers.len(),
+            1,
+            "{id} ({text:?}) in {conversation} was answered {} times: {answers:#?}",
+            answers.len()
+        );
         assert_eq!(answers[0].text, format!("echo: {text}"));
     }
     // Messages stored without a 202 reaching us (in flight at the kill) must
     // be answered at most once too, and every reply answers a stored message.
     for ((conversation, to), answers) in &replies {
-        assert_eq!(answers.len(), 1, "{to} in {conversation} was answered {} times: {answers:#?}", answers.len());
+        assert_eq!(
+            answers.len(),
+            1,
+            "{to} in {conversation} was answered {} times: {answers:#?}",
+            answers.len()
+        );
         let answered = stored.get(&(conversation.clone(), to.clone()));
-        assert!(answered.is_some_and(Message::is_in), "a reply answers {to}, which is no stored inbound message");
+        assert!(
+            answered.is_some_and(Message::is_in),
+            "a reply answers {to}, which is no stored inbound message"
+        );
     }
 
     // The restarted host still takes new messages.
@@ -161,11 +210,19 @@ fn served_history_survives_sigkill_unchanged() {
     // Every message the host served before the kill (ids, texts, replies)
     // is still there, unchanged: a client that saw a reply must not see it
     // vanish, nor a second answer to the same message appear.
-    assert_eq!(chat.all_messages(), before, "history served before SIGKILL changed after the restart");
+    assert_eq!(
+        chat.all_messages(),
+        before,
+        "history served before SIGKILL changed after the restart"
+    );
 
     // The bot's own storage survived, and new ids sort after the old ones.
     let id = chat.post_message("alice", "/recall");
-    assert!(id > before.last().unwrap().id, "new id {id} sorts before the old {}", before.last().unwrap().id);
+    assert!(
+        id > before.last().unwrap().id,
+        "new id {id} sorts before the old {}",
+        before.last().unwrap().id
+    );
     assert_eq!(chat.wait_for_reply(&id).text, "across restarts");
     let id = chat.post_message("alice", "/inc restarts");
     assert_eq!(chat.wait_for_reply(&id).text.trim(), "2");

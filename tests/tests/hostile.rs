@@ -24,10 +24,14 @@ struct Bots {
 
 impl Bots {
     fn new() -> Bots {
-        let dir = tempfile::Builder::new().prefix("aviary-hostile-bots-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("aviary-hostile-bots-")
+            .tempdir()
+            .unwrap();
         for ext in ["wasm", "toml"] {
             let from = bots_dir().join(format!("echo.{ext}"));
-            std::fs::copy(&from, dir.path().join(format!("echo.{ext}"))).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", from.display()));
+            std::fs::copy(&from, dir.path().join(format!("echo.{ext}")))
+                .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", from.display()));
         }
         Bots { dir }
     }
@@ -40,9 +44,20 @@ impl Bots {
     /// Deploys `source` as `id` with its manifest passed through `edit`.
     fn deploy_edited(self, id: &str, source: &str, edit: impl FnOnce(String) -> String) -> Bots {
         let wasm = hostile_dir().join(format!("{source}.wasm"));
-        std::fs::copy(&wasm, self.dir.path().join(format!("{id}.wasm"))).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", wasm.display()));
-        let manifest = std::fs::read_to_string(hostile_dir().join(format!("{source}.toml"))).unwrap();
-        let manifest: String = manifest.lines().map(|l| if l.starts_with("id = ") { format!("id = \"{id}\"\n") } else { format!("{l}\n") }).collect();
+        std::fs::copy(&wasm, self.dir.path().join(format!("{id}.wasm")))
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", wasm.display()));
+        let manifest =
+            std::fs::read_to_string(hostile_dir().join(format!("{source}.toml"))).unwrap();
+        let manifest: String = manifest
+            .lines()
+            .map(|l| {
+                if l.starts_with("id = ") {
+                    format!("id = \"{id}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
         let manifest = edit(manifest);
         std::fs::write(self.dir.path().join(format!("{id}.toml")), manifest).unwrap();
         self
@@ -66,14 +81,27 @@ fn start(bots: &Bots, config: &str) -> Host {
 }
 
 fn admin_get(host: &Host, path: &str) -> Value {
-    let token = std::fs::read_to_string(host.data_dir().join("admin.token")).expect("the host writes its admin token");
-    let response = host.client().get(host.url(path)).bearer_auth(token.trim()).send().unwrap();
-    assert!(response.status().is_success(), "GET {path}: {}", response.status());
+    let token = std::fs::read_to_string(host.data_dir().join("admin.token"))
+        .expect("the host writes its admin token");
+    let response = host
+        .client()
+        .get(host.url(path))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
     response.json().unwrap()
 }
 
 fn audit_records(host: &Host) -> Vec<Value> {
-    admin_get(host, "/api/v1/admin/audit?n=1000")["records"].as_array().unwrap().clone()
+    admin_get(host, "/api/v1/admin/audit?n=1000")["records"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Waits for an audit record of `action` by `bot` (and `capability`).
@@ -81,12 +109,18 @@ fn wait_for_audit(host: &Host, action: &str, bot: &str, capability: Option<&str>
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let found = audit_records(host).into_iter().find(|r| {
-            r["action"] == action && r["bot"] == bot && capability.is_none_or(|c| r["capability"] == c)
+            r["action"] == action
+                && r["bot"] == bot
+                && capability.is_none_or(|c| r["capability"] == c)
         });
         if let Some(record) = found {
             return record;
         }
-        assert!(Instant::now() < deadline, "no `{action}` audit record for {bot} {capability:?}: {:#?}", audit_records(host));
+        assert!(
+            Instant::now() < deadline,
+            "no `{action}` audit record for {bot} {capability:?}: {:#?}",
+            audit_records(host)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -94,7 +128,10 @@ fn wait_for_audit(host: &Host, action: &str, bot: &str, capability: Option<&str>
 fn wait_for_dead_letter(host: &Host, bot: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let letters = admin_get(host, "/api/v1/admin/dead-letters")["dead_letters"].as_array().unwrap().clone();
+        let letters = admin_get(host, "/api/v1/admin/dead-letters")["dead_letters"]
+            .as_array()
+            .unwrap()
+            .clone();
         if let Some(letter) = letters.into_iter().find(|l| l["event"]["bot"] == bot) {
             return letter;
         }
@@ -111,7 +148,11 @@ fn assert_echo_answers(host: &Host, count: usize) {
         let id = conversation.post_message("carol", &format!("still there {n}?"));
         let reply = conversation.wait_for_reply(&id);
         assert_eq!(reply.text, format!("echo: still there {n}?"));
-        assert!(started.elapsed() < ECHO_BOUND, "echo took {:?} while a hostile bot ran", started.elapsed());
+        assert!(
+            started.elapsed() < ECHO_BOUND,
+            "echo took {:?} while a hostile bot ran",
+            started.elapsed()
+        );
     }
 }
 
@@ -122,14 +163,27 @@ fn assert_contained(id: &str, mode: &str, capability: &str, error_part: &str) {
     let bots = Bots::new().deploy(id, "mischief");
     let host = start(&bots, &mischief(id, mode));
     let hostile = host.conversation(id, "attack");
-    let accepted: Vec<String> = (0..3).map(|n| hostile.post_message("mallory", &format!("go {n}"))).collect();
+    let accepted: Vec<String> = (0..3)
+        .map(|n| hostile.post_message("mallory", &format!("go {n}")))
+        .collect();
     assert_echo_answers(&host, 5);
     let letter = wait_for_dead_letter(&host, id);
-    assert!(letter["error"].as_str().unwrap().contains(error_part), "dead letter: {letter}");
+    assert!(
+        letter["error"].as_str().unwrap().contains(error_part),
+        "dead letter: {letter}"
+    );
     assert_eq!(letter["attempts"], 2, "one try and one retry");
     let record = wait_for_audit(&host, "contain", id, Some(capability));
-    assert!(record["detail"].as_str().unwrap().contains(error_part), "{record}");
-    let stored: Vec<String> = hostile.all_messages().into_iter().filter(|m| m.is_in()).map(|m| m.id).collect();
+    assert!(
+        record["detail"].as_str().unwrap().contains(error_part),
+        "{record}"
+    );
+    let stored: Vec<String> = hostile
+        .all_messages()
+        .into_iter()
+        .filter(|m| m.is_in())
+        .map(|m| m.id)
+        .collect();
     assert_eq!(stored, accepted, "accepted messages stay stored");
     // The bot is not poisoned: its next, harmless event gets an answer.
     let ping = hostile.post_message("mallory", "ping");
@@ -165,10 +219,24 @@ fn a_panic_traps() {
 fn a_trap_in_init_refuses_the_load_and_others_still_run() {
     let bots = Bots::new().deploy("bad-init", "mischief");
     let host = start(&bots, &mischief("bad-init", "init-trap"));
-    let status = host.bots().into_iter().find(|b| b["id"] == "bad-init").expect("the bot is listed");
+    let status = host
+        .bots()
+        .into_iter()
+        .find(|b| b["id"] == "bad-init")
+        .expect("the bot is listed");
     assert_eq!(status["status"], "failed");
-    assert!(status["error"].as_str().unwrap().contains("failed in init"), "{status}");
-    assert_eq!(host.conversation("bad-init", "c").try_post("m", "hi").unwrap().status, 404, "a refused bot takes no messages");
+    assert!(
+        status["error"].as_str().unwrap().contains("failed in init"),
+        "{status}"
+    );
+    assert_eq!(
+        host.conversation("bad-init", "c")
+            .try_post("m", "hi")
+            .unwrap()
+            .status,
+        404,
+        "a refused bot takes no messages"
+    );
     wait_for_audit(&host, "refuse", "bad-init", None);
     assert_echo_answers(&host, 2);
 }
@@ -181,13 +249,21 @@ fn kv_writes_past_the_quota_are_refused() {
     let id = conversation.post_message("m", "fill it");
     let reply = conversation.wait_for_reply(&id);
     // 64 KiB quota, 1 KiB values with ~8-byte keys: 63 writes fit.
-    assert!(reply.text.starts_with("kv refused after 63 writes") && reply.text.contains("QuotaExceeded"), "{}", reply.text);
+    assert!(
+        reply.text.starts_with("kv refused after 63 writes")
+            && reply.text.contains("QuotaExceeded"),
+        "{}",
+        reply.text
+    );
     let record = wait_for_audit(&host, "deny", "hoarder", Some("kv"));
     assert_eq!(record["target"], "flood/63");
     // The writes before the refusal committed and count against the quota.
     let again = conversation.post_message("m", "more");
     let second = conversation.wait_for_reply(&again).text;
-    assert!(second.starts_with("kv refused after 63 writes"), "rewriting committed keys fits, a 64th key does not: {second}");
+    assert!(
+        second.starts_with("kv refused after 63 writes"),
+        "rewriting committed keys fits, a 64th key does not: {second}"
+    );
     assert_echo_answers(&host, 2);
 }
 
@@ -198,9 +274,20 @@ fn sends_past_the_rate_are_refused() {
     let conversation = host.conversation("spammer", "c");
     conversation.post_message("m", "spam");
     let record = wait_for_audit(&host, "deny", "spammer", Some("send"));
-    assert!(record["detail"].as_str().unwrap().contains("995 times"), "{record}");
-    let out: Vec<_> = conversation.all_messages().into_iter().filter(|m| m.is_out()).collect();
-    assert_eq!(out.len(), 5, "exactly the 5 sends per minute the grant allows: {out:?}");
+    assert!(
+        record["detail"].as_str().unwrap().contains("995 times"),
+        "{record}"
+    );
+    let out: Vec<_> = conversation
+        .all_messages()
+        .into_iter()
+        .filter(|m| m.is_out())
+        .collect();
+    assert_eq!(
+        out.len(),
+        5,
+        "exactly the 5 sends per minute the grant allows: {out:?}"
+    );
     assert_echo_answers(&host, 2);
 }
 
@@ -211,8 +298,15 @@ fn an_oversized_outgoing_message_is_refused() {
     let conversation = host.conversation("shouter", "c");
     let id = conversation.post_message("m", "shout");
     let reply = conversation.wait_for_reply(&id);
-    assert!(reply.text.starts_with("oversized refused") && reply.text.contains("16384-byte limit"), "{}", reply.text);
-    assert!(conversation.all_messages().iter().all(|m| m.text.len() < 20_000));
+    assert!(
+        reply.text.starts_with("oversized refused") && reply.text.contains("16384-byte limit"),
+        "{}",
+        reply.text
+    );
+    assert!(conversation
+        .all_messages()
+        .iter()
+        .all(|m| m.text.len() < 20_000));
     wait_for_audit(&host, "deny", "shouter", Some("send"));
 }
 
@@ -220,21 +314,36 @@ fn an_oversized_outgoing_message_is_refused() {
 fn a_flood_of_log_output_is_capped() {
     let bots = Bots::new().deploy("chatterbox", "mischief");
     let host = start(&bots, &mischief("chatterbox", "log-flood"));
-    host.conversation("chatterbox", "c").post_message("m", "talk");
+    host.conversation("chatterbox", "c")
+        .post_message("m", "talk");
     wait_for_dead_letter(&host, "chatterbox");
     assert_echo_answers(&host, 2);
     // 10,000 log lines and 20,000 stdio lines of 10 kB per attempt: the host
     // keeps at most 100 log lines and 16 KiB of stdio per event.
-    let flood_lines = host.log().lines().filter(|l| l.contains("yyyyyyyyyy")).count();
+    let flood_lines = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("yyyyyyyyyy"))
+        .count();
     assert!(flood_lines > 0, "the bot's first lines are logged");
-    assert!(flood_lines <= 2 * (100 + 2), "{flood_lines} flood lines reached the host log");
-    assert!(host.log().len() < 8 * 1024 * 1024, "host log grew to {} bytes", host.log().len());
+    assert!(
+        flood_lines <= 2 * (100 + 2),
+        "{flood_lines} flood lines reached the host log"
+    );
+    assert!(
+        host.log().len() < 8 * 1024 * 1024,
+        "host log grew to {} bytes",
+        host.log().len()
+    );
 }
 
 #[test]
 fn another_bots_kv_and_secrets_are_out_of_reach() {
     let bots = Bots::new().deploy("snoop", "mischief");
-    let config = format!("{}[bots.echo]\nsecrets = {{ ECHO_TOKEN = \"hunter2\" }}\n", mischief("snoop", "snoop"));
+    let config = format!(
+        "{}[bots.echo]\nsecrets = {{ ECHO_TOKEN = \"hunter2\" }}\n",
+        mischief("snoop", "snoop")
+    );
     let host = start(&bots, &config);
     let echo = host.conversation("echo", "shared");
     let id = echo.post_message("alice", "/remember the cake is in the oven");
@@ -243,15 +352,25 @@ fn another_bots_kv_and_secrets_are_out_of_reach() {
     let id = snoop.post_message("mallory", "look");
     let reply = snoop.wait_for_reply(&id).text;
     assert!(reply.starts_with("found []"), "the snoop saw: {reply}");
-    assert!(!reply.contains("cake") && !reply.contains("hunter2"), "{reply}");
-    assert!(reply.contains("secret refused") && reply.contains("not granted"), "{reply}");
+    assert!(
+        !reply.contains("cake") && !reply.contains("hunter2"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("secret refused") && reply.contains("not granted"),
+        "{reply}"
+    );
     let record = wait_for_audit(&host, "deny", "snoop", Some("secrets"));
     assert_eq!(record["target"], "ECHO_TOKEN");
 }
 
 fn assert_refused(bots: &Bots, config: &str, id: &str, error_parts: &[&str]) {
     let host = start(bots, config);
-    let status = host.bots().into_iter().find(|b| b["id"] == id).unwrap_or_else(|| panic!("{id} is not listed: {:?}", host.bots()));
+    let status = host
+        .bots()
+        .into_iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not listed: {:?}", host.bots()));
     assert_eq!(status["status"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
     for part in error_parts {
@@ -265,36 +384,63 @@ fn assert_refused(bots: &Bots, config: &str, id: &str, error_parts: &[&str]) {
 #[test]
 fn malformed_component_bytes_are_refused() {
     let bots = Bots::new();
-    std::fs::write(bots.path().join("junk.wasm"), b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
-    std::fs::write(bots.path().join("junk.toml"), "id = \"junk\"\nversion = \"0.1.0\"\n").unwrap();
+    std::fs::write(
+        bots.path().join("junk.wasm"),
+        b"\0asm\x0d\0\x01\0 this is not a component",
+    )
+    .unwrap();
+    std::fs::write(
+        bots.path().join("junk.toml"),
+        "id = \"junk\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
     assert_refused(&bots, "", "junk", &["not a loadable component"]);
 }
 
 #[test]
 fn a_component_of_another_world_is_refused() {
     let bots = Bots::new().deploy("other", "other-world");
-    assert_refused(&bots, "", "other", &["does not export aviary:bot/handler@0.1.0"]);
+    assert_refused(
+        &bots,
+        "",
+        "other",
+        &["does not export aviary:bot/handler@0.1.0"],
+    );
 }
 
 #[test]
 fn an_incompatible_wit_version_is_refused() {
     let bots = Bots::new().deploy("future", "future-wit");
-    assert_refused(&bots, "", "future", &["does not export aviary:bot/handler@0.1.0"]);
+    assert_refused(
+        &bots,
+        "",
+        "future",
+        &["does not export aviary:bot/handler@0.1.0"],
+    );
 }
 
 #[test]
 fn a_filesystem_import_is_refused_at_load() {
     let bots = Bots::new().deploy("reader", "fs-reader");
-    let config = "[bots.reader.grant]\nsend = { per_conversation_per_minute = 5, per_bot_per_minute = 5 }\n";
-    assert_refused(&bots, config, "reader", &["wasi:filesystem/", "no grant allows", "no filesystem"]);
+    let config =
+        "[bots.reader.grant]\nsend = { per_conversation_per_minute = 5, per_bot_per_minute = 5 }\n";
+    assert_refused(
+        &bots,
+        config,
+        "reader",
+        &["wasi:filesystem/", "no grant allows", "no filesystem"],
+    );
 }
 
 #[test]
 fn an_import_without_its_grant_names_the_import_and_the_grant() {
     // A manifest that hides its kv use: even approving its asks would not
     // cover the import, so the load is refused outright.
-    let bots = Bots::new().deploy_edited("nokv", "mischief", |m| m.replace("[asks.kv]\nmax_bytes = 65536\nmax_keys = 100\n", ""));
-    let config = "[bots.nokv.grant]\nsend = { per_conversation_per_minute = 5, per_bot_per_minute = 5 }\n";
+    let bots = Bots::new().deploy_edited("nokv", "mischief", |m| {
+        m.replace("[asks.kv]\nmax_bytes = 65536\nmax_keys = 100\n", "")
+    });
+    let config =
+        "[bots.nokv.grant]\nsend = { per_conversation_per_minute = 5, per_bot_per_minute = 5 }\n";
     assert_refused(&bots, config, "nokv", &["aviary:bot/kv", "`kv` grant"]);
 }
 
@@ -319,7 +465,9 @@ impl Listener {
         let mut served = 0;
         while let Ok((mut stream, _)) = self.socket.accept() {
             stream.set_nonblocking(false).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
             let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
@@ -341,7 +489,9 @@ fn fetcher_config(grants: &[String]) -> String {
 /// The fetcher asking for exactly `grants`.
 fn fetcher_bots(grants: &[String]) -> Bots {
     let asks = http_list(grants);
-    Bots::new().deploy_edited("fetcher", "fetcher", |m| m.replace("http = [\"http://127.0.0.1:1\"]", &asks))
+    Bots::new().deploy_edited("fetcher", "fetcher", |m| {
+        m.replace("http = [\"http://127.0.0.1:1\"]", &asks)
+    })
 }
 
 /// Posts `url` to the fetcher, serving the listeners until it replies.
@@ -356,7 +506,10 @@ fn fetch(host: &Host, url: &str, listeners: &[&Listener]) -> (String, usize) {
             connections += listeners.iter().map(|l| l.serve_waiting()).sum::<usize>();
             return (reply.text, connections);
         }
-        assert!(Instant::now() < deadline, "the fetcher never replied about {url}");
+        assert!(
+            Instant::now() < deadline,
+            "the fetcher never replied about {url}"
+        );
     }
 }
 
@@ -368,17 +521,40 @@ fn http_is_limited_to_granted_targets() {
     let bots = fetcher_bots(&grants);
     let host = start(&bots, &fetcher_config(&grants));
     // The granted loopback port, named by address: allowed, and it connects.
-    let (reply, connections) = fetch(&host, &format!("http://127.0.0.1:{}/ok", granted.port()), &[&granted, &other]);
+    let (reply, connections) = fetch(
+        &host,
+        &format!("http://127.0.0.1:{}/ok", granted.port()),
+        &[&granted, &other],
+    );
     assert_eq!((reply.as_str(), connections), ("status 204", 1));
     // Another loopback port: denied, and no connection arrives.
-    let (reply, connections) = fetch(&host, &format!("http://127.0.0.1:{}/no", other.port()), &[&granted, &other]);
-    assert_eq!((reply.as_str(), connections), ("error: ErrorCode::HttpRequestDenied", 0));
+    let (reply, connections) = fetch(
+        &host,
+        &format!("http://127.0.0.1:{}/no", other.port()),
+        &[&granted, &other],
+    );
+    assert_eq!(
+        (reply.as_str(), connections),
+        ("error: ErrorCode::HttpRequestDenied", 0)
+    );
     // A host never granted: denied by name, before any DNS or socket.
     let (reply, _) = fetch(&host, "http://api.example.com/", &[]);
     assert_eq!(reply, "error: ErrorCode::HttpRequestDenied");
-    let denials: Vec<Value> = audit_records(&host).into_iter().filter(|r| r["action"] == "deny" && r["capability"] == "http").collect();
-    let targets: Vec<&str> = denials.iter().map(|r| r["target"].as_str().unwrap()).collect();
-    assert_eq!(targets, [format!("http://127.0.0.1:{}", other.port()).as_str(), "http://api.example.com:80"]);
+    let denials: Vec<Value> = audit_records(&host)
+        .into_iter()
+        .filter(|r| r["action"] == "deny" && r["capability"] == "http")
+        .collect();
+    let targets: Vec<&str> = denials
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            format!("http://127.0.0.1:{}", other.port()).as_str(),
+            "http://api.example.com:80"
+        ]
+    );
 }
 
 #[test]
@@ -387,8 +563,18 @@ fn a_granted_name_that_resolves_to_loopback_is_denied() {
     let grants = [format!("http://localhost:{}", listener.port())];
     let bots = fetcher_bots(&grants);
     let host = start(&bots, &fetcher_config(&grants));
-    let (reply, connections) = fetch(&host, &format!("http://localhost:{}/", listener.port()), &[&listener]);
-    assert_eq!((reply.as_str(), connections), ("error: ErrorCode::HttpRequestDenied", 0));
+    let (reply, connections) = fetch(
+        &host,
+        &format!("http://localhost:{}/", listener.port()),
+        &[&listener],
+    );
+    assert_eq!(
+        (reply.as_str(), connections),
+        ("error: ErrorCode::HttpRequestDenied", 0)
+    );
     let record = wait_for_audit(&host, "deny", "fetcher", Some("http"));
-    assert!(record["detail"].as_str().unwrap().contains("loopback"), "{record}");
+    assert!(
+        record["detail"].as_str().unwrap().contains("loopback"),
+        "{record}"
+    );
 }

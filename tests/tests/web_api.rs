@@ -15,7 +15,10 @@ fn echo_round_trip() {
     let chat = host.conversation("echo", "round-trip");
     let before = now_ms();
     let id = chat.post_message("alice", "hi there");
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "ids are hex, got {id:?}");
+    assert!(
+        id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "ids are hex, got {id:?}"
+    );
 
     let reply = chat.wait_for_reply(&id);
     assert_eq!(reply.text, "echo: hi there");
@@ -27,7 +30,14 @@ fn echo_round_trip() {
     assert_eq!(all.len(), 2, "one message in, one out: {all:#?}");
     let inbound = &all[0];
     assert_eq!(inbound.id, id);
-    assert_eq!((inbound.sender.as_str(), inbound.text.as_str(), inbound.direction.as_str()), ("alice", "hi there", "in"));
+    assert_eq!(
+        (
+            inbound.sender.as_str(),
+            inbound.text.as_str(),
+            inbound.direction.as_str()
+        ),
+        ("alice", "hi there", "in")
+    );
     assert_eq!(inbound.reply_to, None);
     assert_eq!(all[1], reply);
     assert_eq!(inbound.id.len(), reply.id.len(), "ids are fixed width");
@@ -40,7 +50,10 @@ fn echo_round_trip() {
             message.at
         );
     }
-    assert!(inbound.at <= reply.at, "the reply is not older than the message");
+    assert!(
+        inbound.at <= reply.at,
+        "the reply is not older than the message"
+    );
 }
 
 #[test]
@@ -51,7 +64,10 @@ fn unicode_text_survives_the_round_trip() {
     let id = chat.post_message("zoë", text);
     assert_eq!(chat.wait_for_reply(&id).text, format!("echo: {text}"));
     let stored = chat.messages(None, None);
-    assert_eq!((stored[0].sender.as_str(), stored[0].text.as_str()), ("zoë", text));
+    assert_eq!(
+        (stored[0].sender.as_str(), stored[0].text.as_str()),
+        ("zoë", text)
+    );
 }
 
 #[test]
@@ -74,21 +90,35 @@ fn long_poll_wakes_when_a_message_arrives() {
     let (page, waited) = poller.join().unwrap();
     assert!(!page.is_empty(), "the long poll returned no message");
     assert_eq!(page[0].id, id);
-    assert!(waited < Duration::from_secs(10), "the long poll took {waited:?}: it did not wake on the new message");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the long poll took {waited:?}: it did not wake on the new message"
+    );
 
     // Waiting after the inbound message returns with the reply in it.
     let started = Instant::now();
     let mut after = id.clone();
     let reply = loop {
         let page = chat.messages(Some(&after), Some(30.0));
-        assert!(!page.is_empty(), "a long poll with wait=30 returned [] after {:?}", started.elapsed());
-        if let Some(reply) = page.iter().find(|m| m.reply_to.as_deref() == Some(id.as_str())) {
+        assert!(
+            !page.is_empty(),
+            "a long poll with wait=30 returned [] after {:?}",
+            started.elapsed()
+        );
+        if let Some(reply) = page
+            .iter()
+            .find(|m| m.reply_to.as_deref() == Some(id.as_str()))
+        {
             break reply.clone();
         }
         after = page.last().unwrap().id.clone();
     };
     assert_eq!(reply.text, "echo: wake up");
-    assert!(started.elapsed() < Duration::from_secs(10), "the reply took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the reply took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -101,14 +131,27 @@ fn long_poll_returns_empty_after_wait() {
     let started = Instant::now();
     let page = chat.messages(Some(&reply.id), Some(1.5));
     let waited = started.elapsed();
-    assert!(page.is_empty(), "nothing was posted after the reply, got {page:#?}");
-    assert!(waited >= Duration::from_millis(1_300), "returned after {waited:?}, before the 1.5 s wait elapsed");
-    assert!(waited < Duration::from_secs(10), "returned after {waited:?}, long after the 1.5 s wait");
+    assert!(
+        page.is_empty(),
+        "nothing was posted after the reply, got {page:#?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1_300),
+        "returned after {waited:?}, before the 1.5 s wait elapsed"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "returned after {waited:?}, long after the 1.5 s wait"
+    );
 
     // Without `wait`, an empty page comes back at once.
     let started = Instant::now();
     assert!(chat.messages(Some(&reply.id), None).is_empty());
-    assert!(started.elapsed() < Duration::from_secs(1), "a GET without wait took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a GET without wait took {:?}",
+        started.elapsed()
+    );
 
     // An empty body is exactly {"messages": []}.
     let answer = chat.get_page(Some(&reply.id), Some(0.2), None);
@@ -131,7 +174,10 @@ fn messages_and_replies_keep_their_order() {
         expected.push(("out", format!("echo: {text}")));
     }
     let all = chat.messages(None, None);
-    let seen: Vec<(&str, String)> = all.iter().map(|m| (m.direction.as_str(), m.text.clone())).collect();
+    let seen: Vec<(&str, String)> = all
+        .iter()
+        .map(|m| (m.direction.as_str(), m.text.clone()))
+        .collect();
     let expected: Vec<(&str, String)> = expected.iter().map(|(d, t)| (*d, t.clone())).collect();
     assert_eq!(seen, expected);
     assert_increasing(&all);
@@ -141,33 +187,56 @@ fn messages_and_replies_keep_their_order() {
 
     // A burst without waiting: the bot still answers in the order sent, each
     // reply after the message it answers.
-    let burst: Vec<(String, String)> =
-        (0..20).map(|n| format!("burst {n:02}")).map(|text| (chat.post_message("bob", &text), text)).collect();
+    let burst: Vec<(String, String)> = (0..20)
+        .map(|n| format!("burst {n:02}"))
+        .map(|text| (chat.post_message("bob", &text), text))
+        .collect();
     let ids: Vec<String> = burst.iter().map(|(id, _)| id.clone()).collect();
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(ids, sorted, "ids of one conversation increase in the order posted");
+    assert_eq!(
+        ids, sorted,
+        "ids of one conversation increase in the order posted"
+    );
     chat.wait_for_reply(&ids[19]);
     let all = chat.all_messages();
     assert_increasing(&all);
     let tail = &all[10..];
-    let ins: Vec<&str> = tail.iter().filter(|m| m.is_in()).map(|m| m.text.as_str()).collect();
-    let outs: Vec<&str> = tail.iter().filter(|m| m.is_out()).map(|m| m.text.as_str()).collect();
+    let ins: Vec<&str> = tail
+        .iter()
+        .filter(|m| m.is_in())
+        .map(|m| m.text.as_str())
+        .collect();
+    let outs: Vec<&str> = tail
+        .iter()
+        .filter(|m| m.is_out())
+        .map(|m| m.text.as_str())
+        .collect();
     let sent: Vec<&str> = burst.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(ins, sent);
     let echoed: Vec<String> = sent.iter().map(|t| format!("echo: {t}")).collect();
-    assert_eq!(outs, echoed, "replies came in another order than the messages");
+    assert_eq!(
+        outs, echoed,
+        "replies came in another order than the messages"
+    );
     for (position, message) in tail.iter().enumerate() {
         if let Some(to) = &message.reply_to {
             let answered = tail[..position].iter().any(|m| &m.id == to);
-            assert!(answered, "reply {message:?} comes before the message it answers");
+            assert!(
+                answered,
+                "reply {message:?} comes before the message it answers"
+            );
         }
     }
 
     // Pages of 3 walk through the same sequence.
     let mut paged = Vec::new();
     loop {
-        let page = chat.page(paged.last().map(|m: &aviary_e2e::Message| m.id.as_str()), None, Some(3));
+        let page = chat.page(
+            paged.last().map(|m: &aviary_e2e::Message| m.id.as_str()),
+            None,
+            Some(3),
+        );
         assert!(page.len() <= 3, "limit=3 returned {} messages", page.len());
         if page.is_empty() {
             break;
@@ -189,8 +258,16 @@ fn conversations_stay_separate() {
     let red_id2 = red.post_message("alice", "red again");
     red.wait_for_reply(&red_id2);
 
-    let texts = |chat: &Conversation| chat.messages(None, None).into_iter().map(|m| m.text).collect::<Vec<_>>();
-    assert_eq!(texts(&red), ["to red", "echo: to red", "red again", "echo: red again"]);
+    let texts = |chat: &Conversation| {
+        chat.messages(None, None)
+            .into_iter()
+            .map(|m| m.text)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts(&red),
+        ["to red", "echo: to red", "red again", "echo: red again"]
+    );
     assert_eq!(texts(&blue), ["to blue", "echo: to blue"]);
     assert!(texts(&host.conversation("echo", "room-green")).is_empty());
 }
@@ -199,14 +276,28 @@ fn conversations_stay_separate() {
 fn bots_list_shows_the_echo_bot() {
     let host = Host::start("");
     let bots = host.bots();
-    let echo = bots.iter().find(|b| b["id"] == "echo").unwrap_or_else(|| panic!("no echo in {bots:#?}"));
+    let echo = bots
+        .iter()
+        .find(|b| b["id"] == "echo")
+        .unwrap_or_else(|| panic!("no echo in {bots:#?}"));
     assert_eq!(echo["status"], "running");
     assert!(echo["description"].is_string(), "description: {echo}");
 
     // The version is the one in the installed manifest.
-    let manifest: toml::Table = std::fs::read_to_string(bots_dir().join("echo.toml")).unwrap().parse().unwrap();
-    assert_eq!(echo["version"].as_str(), manifest["version"].as_str(), "{echo} vs the manifest {manifest}");
-    assert_eq!(echo["description"].as_str(), manifest.get("description").and_then(|d| d.as_str()), "{echo}");
+    let manifest: toml::Table = std::fs::read_to_string(bots_dir().join("echo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        echo["version"].as_str(),
+        manifest["version"].as_str(),
+        "{echo} vs the manifest {manifest}"
+    );
+    assert_eq!(
+        echo["description"].as_str(),
+        manifest.get("description").and_then(|d| d.as_str()),
+        "{echo}"
+    );
 }
 
 /// Asserts an error answer and that the conversation is still empty.
@@ -214,7 +305,10 @@ fn assert_rejected(answer: &Answer, status: StatusCode, chat: &Conversation, wha
     assert_eq!(answer.status, status, "{what}: {}", answer.raw);
     let message = answer.error();
     assert!(!message.is_empty(), "{what}");
-    assert!(chat.messages(None, None).is_empty(), "{what}: a rejected message was stored");
+    assert!(
+        chat.messages(None, None).is_empty(),
+        "{what}: a rejected message was stored"
+    );
 }
 
 #[test]
@@ -224,13 +318,37 @@ fn bad_requests_get_json_errors_and_store_nothing() {
     let path = chat.path();
 
     let cases: &[(&str, &str, StatusCode)] = &[
-        ("malformed JSON", r#"{"sender":"alice","text":"hi""#, StatusCode::BAD_REQUEST),
+        (
+            "malformed JSON",
+            r#"{"sender":"alice","text":"hi""#,
+            StatusCode::BAD_REQUEST,
+        ),
         ("not JSON at all", "hello", StatusCode::BAD_REQUEST),
-        ("no text", r#"{"sender":"alice"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("no sender", r#"{"text":"hi"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("text is a number", r#"{"sender":"alice","text":42}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("sender is null", r#"{"sender":null,"text":"hi"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("body is a string", r#""alice: hi""#, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "no text",
+            r#"{"sender":"alice"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "no sender",
+            r#"{"text":"hi"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "text is a number",
+            r#"{"sender":"alice","text":42}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "sender is null",
+            r#"{"sender":null,"text":"hi"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "body is a string",
+            r#""alice: hi""#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (what, body, status) in cases {
         assert_rejected(&host.post_raw(&path, *body), *status, &chat, what);
@@ -238,22 +356,48 @@ fn bad_requests_get_json_errors_and_store_nothing() {
 
     // A body over 64 KiB, otherwise valid.
     let big = serde_json::json!({ "sender": "alice", "text": "x".repeat(65 * 1024) }).to_string();
-    assert_rejected(&host.post_raw(&path, big), StatusCode::PAYLOAD_TOO_LARGE, &chat, "body over 64 KiB");
+    assert_rejected(
+        &host.post_raw(&path, big),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &chat,
+        "body over 64 KiB",
+    );
 
     // Unknown bot: POST and GET are 404.
     let ghost = host.conversation("no-such-bot", "errors");
     let answer = host.post_raw(&ghost.path(), r#"{"sender":"alice","text":"hi"}"#);
-    assert_eq!(answer.status, StatusCode::NOT_FOUND, "unknown bot: {}", answer.raw);
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "unknown bot: {}",
+        answer.raw
+    );
     answer.error();
     let answer = ghost.get_page(None, None, None);
-    assert_eq!(answer.status, StatusCode::NOT_FOUND, "GET for an unknown bot: {}", answer.raw);
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "GET for an unknown bot: {}",
+        answer.raw
+    );
     answer.error();
 
     // Conversation ids outside [A-Za-z0-9._:-]{1,128}.
-    for bad in ["has%20space", "semi%3Bcolon", "caf%C3%A9", "a%2Fb", &"c".repeat(129)] {
+    for bad in [
+        "has%20space",
+        "semi%3Bcolon",
+        "caf%C3%A9",
+        "a%2Fb",
+        &"c".repeat(129),
+    ] {
         let path = format!("/api/v1/bots/echo/conversations/{bad}/messages");
         let answer = host.post_raw(&path, r#"{"sender":"alice","text":"hi"}"#);
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "conversation id {bad:?}: {}", answer.raw);
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "conversation id {bad:?}: {}",
+            answer.raw
+        );
         answer.error();
     }
     // 128 characters is still fine.
@@ -264,7 +408,11 @@ fn bad_requests_get_json_errors_and_store_nothing() {
     // After all that, the conversation still works and holds only this.
     let id = chat.post_message("alice", "finally valid");
     chat.wait_for_reply(&id);
-    let texts: Vec<String> = chat.messages(None, None).into_iter().map(|m| m.text).collect();
+    let texts: Vec<String> = chat
+        .messages(None, None)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(texts, ["finally valid", "echo: finally valid"]);
 }
 
@@ -291,7 +439,9 @@ fn a_full_queue_answers_429_and_stores_nothing() {
         for post in posts {
             let (text, answer) = post.join().unwrap();
             match answer.status {
-                StatusCode::ACCEPTED => accepted.push((answer.body["id"].as_str().unwrap().to_owned(), text)),
+                StatusCode::ACCEPTED => {
+                    accepted.push((answer.body["id"].as_str().unwrap().to_owned(), text))
+                }
                 StatusCode::TOO_MANY_REQUESTS => {
                     answer.error();
                     rejected += 1;
@@ -303,18 +453,35 @@ fn a_full_queue_answers_429_and_stores_nothing() {
             break;
         }
     }
-    assert!(rejected > 0, "no post got 429 with a queue of 2 and 8 concurrent posts per round");
-    assert!(!accepted.is_empty(), "every post got 429: the queue never admits a message");
+    assert!(
+        rejected > 0,
+        "no post got 429 with a queue of 2 and 8 concurrent posts per round"
+    );
+    assert!(
+        !accepted.is_empty(),
+        "every post got 429: the queue never admits a message"
+    );
 
     // Exactly the accepted messages are stored, each answered once.
     for (id, _) in &accepted {
         chat.wait_for_reply(id);
     }
     let all = chat.all_messages();
-    let stored: BTreeSet<(String, String)> = all.iter().filter(|m| m.is_in()).map(|m| (m.id.clone(), m.text.clone())).collect();
+    let stored: BTreeSet<(String, String)> = all
+        .iter()
+        .filter(|m| m.is_in())
+        .map(|m| (m.id.clone(), m.text.clone()))
+        .collect();
     let expected: BTreeSet<(String, String)> = accepted.iter().cloned().collect();
-    assert_eq!(stored, expected, "stored inbound messages differ from the 202s ({rejected} posts got 429)");
-    assert_eq!(all.iter().filter(|m| m.is_out()).count(), accepted.len(), "one reply per accepted message");
+    assert_eq!(
+        stored, expected,
+        "stored inbound messages differ from the 202s ({rejected} posts got 429)"
+    );
+    assert_eq!(
+        all.iter().filter(|m| m.is_out()).count(),
+        accepted.len(),
+        "one reply per accepted message"
+    );
 
     // Once the queue drains, posts are accepted again.
     let id = chat.post_message("alice", "after the rush");
@@ -341,24 +508,39 @@ fn counter_is_atomic_across_parallel_conversations() {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
-                let ids: Vec<String> = (0..per_thread).map(|_| chat.post_message("alice", "/inc hits")).collect();
-                ids.iter().map(|id| chat.wait_for_reply(id).text).collect::<Vec<_>>()
+                let ids: Vec<String> = (0..per_thread)
+                    .map(|_| chat.post_message("alice", "/inc hits"))
+                    .collect();
+                ids.iter()
+                    .map(|id| chat.wait_for_reply(id).text)
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
     let mut values: Vec<u64> = workers
         .into_iter()
         .flat_map(|w| w.join().unwrap())
-        .map(|text| text.trim().parse().unwrap_or_else(|_| panic!("/inc replied {text:?}, not a number")))
+        .map(|text| {
+            text.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("/inc replied {text:?}, not a number"))
+        })
         .collect();
     values.sort_unstable();
     let total = (threads * per_thread) as u64;
-    assert_eq!(values, (1..=total).collect::<Vec<_>>(), "every increment must see a distinct value, ending at {total}");
+    assert_eq!(
+        values,
+        (1..=total).collect::<Vec<_>>(),
+        "every increment must see a distinct value, ending at {total}"
+    );
 
     // Within one conversation the values only grow; a separate counter starts at 1.
     let chat = host.conversation("echo", "counter-check");
     let id = chat.post_message("alice", "/inc hits");
-    assert_eq!(chat.wait_for_reply(&id).text.trim(), (total + 1).to_string());
+    assert_eq!(
+        chat.wait_for_reply(&id).text.trim(),
+        (total + 1).to_string()
+    );
     let id = chat.post_message("alice", "/inc other");
     assert_eq!(chat.wait_for_reply(&id).text.trim(), "1");
 }
@@ -388,10 +570,14 @@ fn a_failing_message_gets_no_reply_and_later_ones_do() {
     // Give retries time to (wrongly) produce something, then check.
     let last = chat.messages(None, None).last().unwrap().id.clone();
     let late = chat.messages(Some(&last), Some(2.0));
-    assert!(late.is_empty(), "unexpected messages after the last reply: {late:#?}");
+    assert!(
+        late.is_empty(),
+        "unexpected messages after the last reply: {late:#?}"
+    );
     let all = chat.messages(None, None);
     assert!(
-        all.iter().all(|m| m.reply_to.as_deref() != Some(failed.as_str())),
+        all.iter()
+            .all(|m| m.reply_to.as_deref() != Some(failed.as_str())),
         "/fail was answered: {all:#?}"
     );
     let texts: Vec<&str> = all.iter().map(|m| m.text.as_str()).collect();

@@ -18,13 +18,25 @@ impl Socket {
     }
 
     fn try_open(url: &str) -> Result<Socket, tungstenite::Error> {
-        let address = url.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
+        let address = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
         let stream = TcpStream::connect(&address).expect("connect to the host");
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         match tungstenite::client(url, stream) {
-            Ok((socket, _response)) => Ok(Socket { socket, url: url.to_owned() }),
+            Ok((socket, _response)) => Ok(Socket {
+                socket,
+                url: url.to_owned(),
+            }),
             Err(tungstenite::HandshakeError::Failure(error)) => Err(error),
-            Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("handshake with {url} timed out"),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+                panic!("handshake with {url} timed out")
+            }
         }
     }
 
@@ -34,12 +46,18 @@ impl Socket {
         loop {
             match self.socket.read() {
                 Ok(Frame::Text(text)) => {
-                    return Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad frame {text:?}: {e}")))
+                    return Some(
+                        serde_json::from_str(&text)
+                            .unwrap_or_else(|e| panic!("bad frame {text:?}: {e}")),
+                    )
                 }
                 Ok(Frame::Ping(_) | Frame::Pong(_)) => {}
                 Ok(other) => panic!("unexpected frame on {}: {other:?}", self.url),
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => panic!("reading {}: {e}", self.url),
             }
             if Instant::now() >= deadline {
@@ -49,7 +67,8 @@ impl Socket {
     }
 
     fn next(&mut self) -> Message {
-        self.next_within(Duration::from_secs(30)).unwrap_or_else(|| panic!("no frame on {} within 30 s", self.url))
+        self.next_within(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no frame on {} within 30 s", self.url))
     }
 
     /// Asserts that nothing arrives for a while.
@@ -64,7 +83,11 @@ impl Socket {
 fn exchange(chat: &Conversation, text: &str) -> (Message, Message) {
     let id = chat.post_message("alice", text);
     let reply = chat.wait_for_reply(&id);
-    let inbound = chat.messages(None, None).into_iter().find(|m| m.id == id).expect("inbound message stored");
+    let inbound = chat
+        .messages(None, None)
+        .into_iter()
+        .find(|m| m.id == id)
+        .expect("inbound message stored");
     (inbound, reply)
 }
 
@@ -84,13 +107,25 @@ fn history_after_cursor_then_live_messages() {
     // A live message and its reply arrive on the open socket, as stored.
     let id = chat.post_message("bob", "live one");
     let live_in = socket.next();
-    assert_eq!((live_in.id.as_str(), live_in.sender.as_str(), live_in.text.as_str(), live_in.direction.as_str()), (id.as_str(), "bob", "live one", "in"));
+    assert_eq!(
+        (
+            live_in.id.as_str(),
+            live_in.sender.as_str(),
+            live_in.text.as_str(),
+            live_in.direction.as_str()
+        ),
+        (id.as_str(), "bob", "live one", "in")
+    );
     let live_out = socket.next();
     assert_eq!(live_out.text, "echo: live one");
     assert_eq!(live_out.direction, "out");
     assert_eq!(live_out.reply_to.as_deref(), Some(id.as_str()));
     socket.assert_quiet("after the live reply");
-    assert_eq!(chat.messages(Some(&out2.id), None), vec![live_in, live_out], "frames equal the stored messages");
+    assert_eq!(
+        chat.messages(Some(&out2.id), None),
+        vec![live_in, live_out],
+        "frames equal the stored messages"
+    );
 }
 
 #[test]
@@ -143,7 +178,16 @@ fn bad_websocket_requests_are_refused() {
         Err(e) => panic!("{url}: expected an HTTP error, got {e}"),
         Ok(_) => panic!("{url}: the handshake succeeded"),
     };
-    assert_eq!(status(host.conversation("no-such-bot", "x").ws_url(None)), 404);
-    assert_eq!(status(host.conversation("echo", "bad%20id").ws_url(None)), 400);
-    assert_eq!(status(host.conversation("echo", "ok").ws_url(Some("not-an-id"))), 400);
+    assert_eq!(
+        status(host.conversation("no-such-bot", "x").ws_url(None)),
+        404
+    );
+    assert_eq!(
+        status(host.conversation("echo", "bad%20id").ws_url(None)),
+        400
+    );
+    assert_eq!(
+        status(host.conversation("echo", "ok").ws_url(Some("not-an-id"))),
+        400
+    );
 }

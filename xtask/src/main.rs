@@ -55,7 +55,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn up(root: &Path, extra: &[String]) -> Result<()> {
@@ -63,7 +66,12 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     let mut command = Command::new(host_binary(root, true));
-    command.args(["up", "--plugins-dir"]).arg(root.join("target/bots")).arg("--policies-dir").arg(root.join("policies")).args(extra);
+    command
+        .args(["up", "--plugins-dir"])
+        .arg(root.join("target/bots"))
+        .arg("--policies-dir")
+        .arg(root.join("policies"))
+        .args(extra);
     println!("starting aviary: open http://127.0.0.1:8080 (Ctrl-C stops it)");
     run(&mut command)
 }
@@ -74,7 +82,13 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_host(root, false)?;
     build_shipped_bots(root, false)?;
     build_hostile_bots(root, false)?;
-    run(Command::new(cargo()).args(["test", "--manifest-path", "plugins/Cargo.toml", "-p", "echo"]))?;
+    run(Command::new(cargo()).args([
+        "test",
+        "--manifest-path",
+        "plugins/Cargo.toml",
+        "-p",
+        "echo",
+    ]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
         .args(extra)
@@ -112,7 +126,9 @@ fn build_host(_root: &Path, release: bool) -> Result<()> {
 }
 
 fn host_binary(root: &Path, release: bool) -> PathBuf {
-    root.join("target").join(if release { "release" } else { "debug" }).join("aviary")
+    root.join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("aviary")
 }
 
 fn build_shipped_bots(root: &Path, release: bool) -> Result<()> {
@@ -152,11 +168,20 @@ fn ensure_browser() -> Result<()> {
         all.push("apt-get");
         all.extend_from_slice(args);
         let mut command = Command::new(all[0]);
-        command.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+            .args(&all[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive");
         run(&mut command)
     };
     apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"])
+    apt(&[
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ])
 }
 
 fn is_root() -> bool {
@@ -168,7 +193,9 @@ fn cargo() -> String {
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -176,6 +203,8 @@ fn run(command: &mut Command) -> Result<()> {
 }
 
 fn output(command: &mut Command) -> Result<String> {
-    let out = command.output().with_context(|| format!("cannot run {command:?}"))?;
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

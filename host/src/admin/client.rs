@@ -16,9 +16,17 @@ impl AdminClient {
     /// A client for the host at `url`, with the token from `data_dir`.
     pub fn new(url: &str, data_dir: &Path) -> Result<AdminClient> {
         let path = data_dir.join(super::TOKEN_FILE);
-        let token = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the admin token {} (pass --data-dir of the running host)", path.display()))?;
-        Ok(AdminClient { base: url.trim_end_matches('/').to_owned(), token: token.trim().to_owned(), http: reqwest::blocking::Client::new() })
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the admin token {} (pass --data-dir of the running host)",
+                path.display()
+            )
+        })?;
+        Ok(AdminClient {
+            base: url.trim_end_matches('/').to_owned(),
+            token: token.trim().to_owned(),
+            http: reqwest::blocking::Client::new(),
+        })
     }
 
     /// GET an admin path and return its JSON.
@@ -34,10 +42,21 @@ impl AdminClient {
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value> {
         let request = request.bearer_auth(&self.token).build()?;
         let url = request.url().to_string();
-        let response = self.http.execute(request).with_context(|| format!("cannot reach the host at {} (is `aviary up` running? pass --url)", self.base))?;
+        let response = self.http.execute(request).with_context(|| {
+            format!(
+                "cannot reach the host at {} (is `aviary up` running? pass --url)",
+                self.base
+            )
+        })?;
         let status = response.status();
-        let body: Value = response.json().with_context(|| format!("{url} did not answer JSON"))?;
-        anyhow::ensure!(status.is_success(), "{url} answered {status}: {}", body["error"].as_str().unwrap_or("no message"));
+        let body: Value = response
+            .json()
+            .with_context(|| format!("{url} did not answer JSON"))?;
+        anyhow::ensure!(
+            status.is_success(),
+            "{url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("no message")
+        );
         Ok(body)
     }
 }

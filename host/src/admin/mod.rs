@@ -35,11 +35,17 @@ pub fn load_or_create_token(configured: Option<&str>, data_dir: &Path) -> Result
         return Ok(token.trim().to_owned());
     }
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
     let token = hex::encode(bytes);
     std::fs::create_dir_all(data_dir)?;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     Ok(token)
 }
@@ -58,8 +64,16 @@ pub fn routes(state: WebState, token: String) -> HttpRouter {
         .with_state(state)
 }
 
-async fn require_token(State(token): State<String>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let presented = request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+async fn require_token(
+    State(token): State<String>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
         Ok(next.run(request).await)
     } else {
@@ -72,7 +86,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Runs blocking registry work (compiling, loading) off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(e.into()))?
@@ -94,8 +110,14 @@ struct BotQuery {
     bot: Option<String>,
 }
 
-async fn policy_audit(State(state): State<WebState>, Query(query): Query<BotQuery>) -> Result<Json<Value>, ApiError> {
-    let audits = state.bots.audits(query.bot.as_deref()).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+async fn policy_audit(
+    State(state): State<WebState>,
+    Query(query): Query<BotQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let audits = state
+        .bots
+        .audits(query.bot.as_deref())
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
     Ok(Json(json!({ "bots": audits })))
 }
 
@@ -105,13 +127,19 @@ struct Decision {
     version: String,
 }
 
-async fn approve(State(state): State<WebState>, Json(decision): Json<Decision>) -> Result<Json<Value>, ApiError> {
+async fn approve(
+    State(state): State<WebState>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<Value>, ApiError> {
     let bots = state.bots.clone();
     blocking(move || bots.approve(&decision.bot, &decision.version)).await?;
     Ok(Json(json!({ "bots": state.bots.list() })))
 }
 
-async fn reject(State(state): State<WebState>, Json(decision): Json<Decision>) -> Result<Json<Value>, ApiError> {
+async fn reject(
+    State(state): State<WebState>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<Value>, ApiError> {
     let bots = state.bots.clone();
     blocking(move || bots.reject(&decision.bot, &decision.version)).await?;
     Ok(Json(json!({ "bots": state.bots.list() })))
@@ -122,8 +150,13 @@ struct TailQuery {
     n: Option<usize>,
 }
 
-async fn audit_tail(State(state): State<WebState>, Query(query): Query<TailQuery>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "records": state.store.audit_tail(query.n.unwrap_or(20))? })))
+async fn audit_tail(
+    State(state): State<WebState>,
+    Query(query): Query<TailQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "records": state.store.audit_tail(query.n.unwrap_or(20))? }),
+    ))
 }
 
 async fn audit_verify(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {

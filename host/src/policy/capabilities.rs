@@ -64,15 +64,27 @@ impl Capabilities {
     /// What `asks` wants beyond `self` (the grant).
     pub fn shortfalls(&self, asks: &Capabilities) -> Vec<Shortfall> {
         let mut out = Vec::new();
-        let mut short = |capability: &str, asked: String, granted: String| out.push(Shortfall { capability: capability.to_owned(), asked, granted });
+        let mut short = |capability: &str, asked: String, granted: String| {
+            out.push(Shortfall {
+                capability: capability.to_owned(),
+                asked,
+                granted,
+            })
+        };
         for target in &asks.http {
-            if !self.http.iter().any(|pattern| super::egress::pattern_covers(pattern, target)) {
+            if !self
+                .http
+                .iter()
+                .any(|pattern| super::egress::pattern_covers(pattern, target))
+            {
                 short("http", target.clone(), format!("{:?}", self.http));
             }
         }
         if let Some(asked) = asks.kv {
             match self.kv {
-                Some(granted) if granted.max_bytes >= asked.max_bytes && granted.max_keys >= asked.max_keys => {}
+                Some(granted)
+                    if granted.max_bytes >= asked.max_bytes
+                        && granted.max_keys >= asked.max_keys => {}
                 granted => short("kv", format!("{asked:?}"), format!("{granted:?}")),
             }
         }
@@ -80,22 +92,44 @@ impl Capabilities {
             match self.send {
                 Some(granted)
                     if granted.per_bot_per_minute >= asked.per_bot_per_minute
-                        && granted.per_conversation_per_minute >= asked.per_conversation_per_minute => {}
+                        && granted.per_conversation_per_minute
+                            >= asked.per_conversation_per_minute => {}
                 granted => short("send", format!("{asked:?}"), format!("{granted:?}")),
             }
         }
-        let mut above = |capability: &str, asked: Option<u64>, granted: Option<u64>, default: u64| {
-            if let Some(asked) = asked {
-                let granted = granted.unwrap_or(default);
-                if asked > granted {
-                    short(capability, asked.to_string(), granted.to_string());
+        let mut above =
+            |capability: &str, asked: Option<u64>, granted: Option<u64>, default: u64| {
+                if let Some(asked) = asked {
+                    let granted = granted.unwrap_or(default);
+                    if asked > granted {
+                        short(capability, asked.to_string(), granted.to_string());
+                    }
                 }
-            }
-        };
-        above("memory_mb", asks.memory_mb, self.memory_mb, DEFAULT_MEMORY_MB);
-        above("timeout_ms", asks.timeout_ms, self.timeout_ms, DEFAULT_TIMEOUT_MS);
-        above("timers", asks.timers.map(u64::from), self.timers.map(u64::from), 0);
-        above("attachment_bytes", asks.attachment_bytes, self.attachment_bytes, 0);
+            };
+        above(
+            "memory_mb",
+            asks.memory_mb,
+            self.memory_mb,
+            DEFAULT_MEMORY_MB,
+        );
+        above(
+            "timeout_ms",
+            asks.timeout_ms,
+            self.timeout_ms,
+            DEFAULT_TIMEOUT_MS,
+        );
+        above(
+            "timers",
+            asks.timers.map(u64::from),
+            self.timers.map(u64::from),
+            0,
+        );
+        above(
+            "attachment_bytes",
+            asks.attachment_bytes,
+            self.attachment_bytes,
+            0,
+        );
         for secret in &asks.secrets {
             if !self.secrets.contains(secret) {
                 short("secrets", secret.clone(), format!("{:?}", self.secrets));
@@ -103,7 +137,11 @@ impl Capabilities {
         }
         for model in &asks.llm_models {
             if !self.llm_models.contains(model) {
-                short("llm_models", model.clone(), format!("{:?}", self.llm_models));
+                short(
+                    "llm_models",
+                    model.clone(),
+                    format!("{:?}", self.llm_models),
+                );
             }
         }
         if asks.vision && !self.vision {
@@ -130,12 +168,17 @@ impl Capabilities {
             all
         }
         let kv = match (self.kv, asks.kv) {
-            (Some(g), Some(a)) => Some(KvQuota { max_bytes: g.max_bytes.max(a.max_bytes), max_keys: g.max_keys.max(a.max_keys) }),
+            (Some(g), Some(a)) => Some(KvQuota {
+                max_bytes: g.max_bytes.max(a.max_bytes),
+                max_keys: g.max_keys.max(a.max_keys),
+            }),
             (g, a) => g.or(a),
         };
         let send = match (self.send, asks.send) {
             (Some(g), Some(a)) => Some(SendRate {
-                per_conversation_per_minute: g.per_conversation_per_minute.max(a.per_conversation_per_minute),
+                per_conversation_per_minute: g
+                    .per_conversation_per_minute
+                    .max(a.per_conversation_per_minute),
                 per_bot_per_minute: g.per_bot_per_minute.max(a.per_bot_per_minute),
             }),
             (g, a) => g.or(a),
@@ -168,11 +211,17 @@ impl Capabilities {
         }
         if let Some(kv) = self.kv {
             if kv.max_bytes > 100 * 1024 * 1024 {
-                notes.push(format!("large kv quota: {} MiB", kv.max_bytes / (1024 * 1024)));
+                notes.push(format!(
+                    "large kv quota: {} MiB",
+                    kv.max_bytes / (1024 * 1024)
+                ));
             }
         }
         if self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) > 512 {
-            notes.push(format!("large memory cap: {} MiB", self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)));
+            notes.push(format!(
+                "large memory cap: {} MiB",
+                self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)
+            ));
         }
         if let Some(send) = self.send {
             if send.per_bot_per_minute > 100_000 {
@@ -193,18 +242,39 @@ mod tests {
             "http = [\"https://api.example.com:443\"]\nsecrets = [\"TOKEN\"]\nvision = true\n[kv]\nmax_bytes = 10\nmax_keys = 1\n",
         )
         .unwrap();
-        let missing: Vec<_> = Capabilities::default().shortfalls(&asks).into_iter().map(|s| s.capability).collect();
+        let missing: Vec<_> = Capabilities::default()
+            .shortfalls(&asks)
+            .into_iter()
+            .map(|s| s.capability)
+            .collect();
         assert_eq!(missing, ["http", "kv", "secrets", "vision"]);
     }
 
     #[test]
     fn larger_grants_and_wildcards_cover_asks() {
-        let asks = Capabilities { http: vec!["https://api.example.com:443".into()], memory_mb: Some(16), ..Default::default() };
-        let grant = Capabilities { http: vec!["https://*.example.com:443".into()], memory_mb: Some(16), ..Default::default() };
+        let asks = Capabilities {
+            http: vec!["https://api.example.com:443".into()],
+            memory_mb: Some(16),
+            ..Default::default()
+        };
+        let grant = Capabilities {
+            http: vec!["https://*.example.com:443".into()],
+            memory_mb: Some(16),
+            ..Default::default()
+        };
         assert!(grant.shortfalls(&asks).is_empty());
-        let greedy = Capabilities { memory_mb: Some(64), ..asks.clone() };
+        let greedy = Capabilities {
+            memory_mb: Some(64),
+            ..asks.clone()
+        };
         assert_eq!(grant.shortfalls(&greedy)[0].capability, "memory_mb");
-        assert_eq!(grant.risks(), ["wildcard egress: https://*.example.com:443"]);
-        assert!(grant.widened_by(&greedy).shortfalls(&greedy).is_empty(), "an approval covers what was asked");
+        assert_eq!(
+            grant.risks(),
+            ["wildcard egress: https://*.example.com:443"]
+        );
+        assert!(
+            grant.widened_by(&greedy).shortfalls(&greedy).is_empty(),
+            "an approval covers what was asked"
+        );
     }
 }

@@ -23,7 +23,10 @@ impl Target {
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
                 let (host, after) = v6.split_once(']')?;
-                (host.to_owned(), after.strip_prefix(':').map(str::parse).transpose().ok()?)
+                (
+                    host.to_owned(),
+                    after.strip_prefix(':').map(str::parse).transpose().ok()?,
+                )
             }
             None => match authority.rsplit_once(':') {
                 Some((host, port)) => (host.to_owned(), Some(port.parse().ok()?)),
@@ -35,7 +38,11 @@ impl Target {
             "http" => Some(80),
             _ => None,
         })?;
-        (!host.is_empty()).then(|| Target { scheme, host: host.to_ascii_lowercase(), port })
+        (!host.is_empty()).then(|| Target {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 }
 
@@ -53,14 +60,20 @@ impl std::fmt::Display for Target {
 /// covers `target` (a URL or another pattern).
 pub fn pattern_covers(pattern: &str, target: &str) -> bool {
     match (Target::parse(pattern), Target::parse(target)) {
-        (Some(p), Some(t)) => p.scheme == t.scheme && p.port == t.port && host_matches(&p.host, &t.host),
+        (Some(p), Some(t)) => {
+            p.scheme == t.scheme && p.port == t.port && host_matches(&p.host, &t.host)
+        }
         _ => false,
     }
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
-        Some(domain) => host.len() > domain.len() + 1 && host.ends_with(domain) && host[..host.len() - domain.len()].ends_with('.'),
+        Some(domain) => {
+            host.len() > domain.len() + 1
+                && host.ends_with(domain)
+                && host[..host.len() - domain.len()].ends_with('.')
+        }
         None => pattern == host,
     }
 }
@@ -79,12 +92,23 @@ pub fn check_target(grants: &[String], target: &Target) -> Result<(), String> {
 /// link-local, metadata and other special addresses are refused unless a
 /// grant names that very address (and port).
 pub fn check_address(grants: &[String], target: &Target, addr: IpAddr) -> Result<(), String> {
-    let Some(class) = special_class(addr) else { return Ok(()) };
-    let by_address = Target { host: addr.to_string(), ..target.clone() }.to_string();
-    if grants.iter().any(|g| Target::parse(g).is_some_and(|p| p.to_string() == by_address)) {
+    let Some(class) = special_class(addr) else {
+        return Ok(());
+    };
+    let by_address = Target {
+        host: addr.to_string(),
+        ..target.clone()
+    }
+    .to_string();
+    if grants
+        .iter()
+        .any(|g| Target::parse(g).is_some_and(|p| p.to_string() == by_address))
+    {
         Ok(())
     } else {
-        Err(format!("{target} resolved to {addr}, a {class} address; grant {by_address} to allow it"))
+        Err(format!(
+            "{target} resolved to {addr}, a {class} address; grant {by_address} to allow it"
+        ))
     }
 }
 
@@ -101,7 +125,12 @@ pub fn special_class(addr: IpAddr) -> Option<&'static str> {
                 Some("private")
             } else if v4.is_link_local() {
                 Some("link-local")
-            } else if v4.is_unspecified() || a == 0 || v4.is_broadcast() || v4.is_multicast() || a >= 240 {
+            } else if v4.is_unspecified()
+                || a == 0
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a >= 240
+            {
                 Some("reserved")
             } else {
                 None
@@ -139,7 +168,10 @@ mod tests {
 
     #[test]
     fn targets_parse_with_default_ports() {
-        assert_eq!(t("https://API.example.com/x?y").to_string(), "https://api.example.com:443");
+        assert_eq!(
+            t("https://API.example.com/x?y").to_string(),
+            "https://api.example.com:443"
+        );
         assert_eq!(t("http://[::1]:8080/").to_string(), "http://[::1]:8080");
         assert_eq!(t("http://user@h:81").port, 81);
         assert!(Target::parse("api.example.com").is_none());
@@ -147,19 +179,43 @@ mod tests {
 
     #[test]
     fn grants_match_scheme_host_and_port() {
-        let grants = vec!["https://api.example.com:443".to_string(), "https://*.svc.example:8443".to_string()];
+        let grants = vec![
+            "https://api.example.com:443".to_string(),
+            "https://*.svc.example:8443".to_string(),
+        ];
         assert!(check_target(&grants, &t("https://api.example.com/v1")).is_ok());
-        assert!(check_target(&grants, &t("http://api.example.com/v1")).is_err(), "scheme");
-        assert!(check_target(&grants, &t("https://api.example.com:444")).is_err(), "port");
-        assert!(check_target(&grants, &t("https://evil.com")).is_err(), "host");
-        assert!(check_target(&grants, &t("https://a.svc.example:8443")).is_ok(), "wildcard");
-        assert!(check_target(&grants, &t("https://svc.example:8443")).is_err(), "wildcard needs a subdomain");
-        assert!(check_target(&grants, &t("https://xsvc.example:8443")).is_err(), "wildcard is per label");
+        assert!(
+            check_target(&grants, &t("http://api.example.com/v1")).is_err(),
+            "scheme"
+        );
+        assert!(
+            check_target(&grants, &t("https://api.example.com:444")).is_err(),
+            "port"
+        );
+        assert!(
+            check_target(&grants, &t("https://evil.com")).is_err(),
+            "host"
+        );
+        assert!(
+            check_target(&grants, &t("https://a.svc.example:8443")).is_ok(),
+            "wildcard"
+        );
+        assert!(
+            check_target(&grants, &t("https://svc.example:8443")).is_err(),
+            "wildcard needs a subdomain"
+        );
+        assert!(
+            check_target(&grants, &t("https://xsvc.example:8443")).is_err(),
+            "wildcard is per label"
+        );
     }
 
     #[test]
     fn special_addresses_are_refused_unless_named() {
-        let grants = vec!["https://api.example.com:443".to_string(), "http://127.0.0.1:8081".to_string()];
+        let grants = vec![
+            "https://api.example.com:443".to_string(),
+            "http://127.0.0.1:8081".to_string(),
+        ];
         let api = t("https://api.example.com");
         for (addr, class) in [
             ("127.0.0.1", "loopback"),
@@ -180,7 +236,10 @@ mod tests {
         }
         assert!(check_address(&grants, &api, "93.184.216.34".parse().unwrap()).is_ok());
         let named = t("http://127.0.0.1:8081");
-        assert!(check_address(&grants, &named, "127.0.0.1".parse().unwrap()).is_ok(), "named by address");
+        assert!(
+            check_address(&grants, &named, "127.0.0.1".parse().unwrap()).is_ok(),
+            "named by address"
+        );
         let other_port = t("http://127.0.0.1:8082");
         assert!(check_address(&grants, &other_port, "127.0.0.1".parse().unwrap()).is_err());
     }

@@ -17,7 +17,11 @@ pub enum Requirement {
 
 /// The interface names (without version) a component imports, sorted.
 pub fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
-    let mut names: Vec<String> = component.component_type().imports(engine).map(|(name, _)| name.to_owned()).collect();
+    let mut names: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     names.sort();
     names
 }
@@ -31,7 +35,9 @@ pub fn requirement(import: &str) -> Requirement {
         "aviary:bot/kv" => Requirement::Grant("kv"),
         "wasi:http/outgoing-handler" | "wasi:http/types" => Requirement::Grant("http"),
         _ if name.starts_with("wasi:filesystem/") => Requirement::Never("bots get no filesystem"),
-        _ if name.starts_with("wasi:sockets/") => Requirement::Never("bots get no sockets; use wasi:http with an http grant"),
+        _ if name.starts_with("wasi:sockets/") => {
+            Requirement::Never("bots get no sockets; use wasi:http with an http grant")
+        }
         _ if name.starts_with("wasi:io/")
             || name.starts_with("wasi:clocks/")
             || name.starts_with("wasi:random/")
@@ -60,13 +66,31 @@ mod tests {
     #[test]
     fn imports_map_to_grants() {
         assert_eq!(requirement("aviary:bot/kv@0.1.0"), Requirement::Grant("kv"));
-        assert_eq!(requirement("wasi:http/outgoing-handler@0.2.6"), Requirement::Grant("http"));
-        assert_eq!(requirement("wasi:cli/environment@0.2.6"), Requirement::Always);
-        assert!(matches!(requirement("wasi:filesystem/preopens@0.2.6"), Requirement::Never(_)));
-        assert!(matches!(requirement("wasi:sockets/tcp@0.2.6"), Requirement::Never(_)));
-        assert!(matches!(requirement("acme:evil/thing"), Requirement::Never(_)));
+        assert_eq!(
+            requirement("wasi:http/outgoing-handler@0.2.6"),
+            Requirement::Grant("http")
+        );
+        assert_eq!(
+            requirement("wasi:cli/environment@0.2.6"),
+            Requirement::Always
+        );
+        assert!(matches!(
+            requirement("wasi:filesystem/preopens@0.2.6"),
+            Requirement::Never(_)
+        ));
+        assert!(matches!(
+            requirement("wasi:sockets/tcp@0.2.6"),
+            Requirement::Never(_)
+        ));
+        assert!(matches!(
+            requirement("acme:evil/thing"),
+            Requirement::Never(_)
+        ));
         let message = refusal("aviary:bot/kv@0.1.0", |_| false).unwrap();
-        assert!(message.contains("aviary:bot/kv") && message.contains("`kv` grant"), "{message}");
+        assert!(
+            message.contains("aviary:bot/kv") && message.contains("`kv` grant"),
+            "{message}"
+        );
         assert!(refusal("aviary:bot/kv@0.1.0", |g| g == "kv").is_none());
     }
 }

@@ -29,15 +29,36 @@ pub struct BotPolicy {
 impl BotPolicy {
     /// Builds the policy of bot `bot` from its grant and the configured
     /// secrets, measuring its current kv usage.
-    pub fn new(bot: &str, grant: Capabilities, configured_secrets: &BTreeMap<String, String>, tree: &sled::Tree) -> anyhow::Result<BotPolicy> {
-        let secrets = configured_secrets.iter().filter(|(name, _)| grant.secrets.contains(name)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        Ok(BotPolicy { send: SendLimiter::new(grant.send), kv: KvUsage::measure(tree, bot, grant.kv)?, secrets, grant })
+    pub fn new(
+        bot: &str,
+        grant: Capabilities,
+        configured_secrets: &BTreeMap<String, String>,
+        tree: &sled::Tree,
+    ) -> anyhow::Result<BotPolicy> {
+        let secrets = configured_secrets
+            .iter()
+            .filter(|(name, _)| grant.secrets.contains(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(BotPolicy {
+            send: SendLimiter::new(grant.send),
+            kv: KvUsage::measure(tree, bot, grant.kv)?,
+            secrets,
+            grant,
+        })
     }
 
     /// The same grant with the run-time send checks switched off: the
     /// baseline of the benchmark's `policy_overhead_pct`, never used to run bots.
-    pub fn unchecked(bot: &str, grant: Capabilities, tree: &sled::Tree) -> anyhow::Result<BotPolicy> {
-        Ok(BotPolicy { send: SendLimiter::unchecked(), ..BotPolicy::new(bot, grant, &BTreeMap::new(), tree)? })
+    pub fn unchecked(
+        bot: &str,
+        grant: Capabilities,
+        tree: &sled::Tree,
+    ) -> anyhow::Result<BotPolicy> {
+        Ok(BotPolicy {
+            send: SendLimiter::unchecked(),
+            ..BotPolicy::new(bot, grant, &BTreeMap::new(), tree)?
+        })
     }
 
     /// Every import of `imports` that this policy's grant does not allow.
@@ -47,7 +68,10 @@ impl BotPolicy {
 
     /// Every import of `imports` that `grant` does not allow, explained.
     pub fn import_refusals_of(grant: &Capabilities, imports: &[String]) -> Vec<String> {
-        imports.iter().filter_map(|import| imports::refusal(import, |g| grant.includes(g))).collect()
+        imports
+            .iter()
+            .filter_map(|import| imports::refusal(import, |g| grant.includes(g)))
+            .collect()
     }
 }
 

@@ -15,7 +15,10 @@ struct Bucket {
 
 impl Bucket {
     fn full(per_minute: u32, now: Instant) -> Bucket {
-        Bucket { tokens: f64::from(per_minute), updated: now }
+        Bucket {
+            tokens: f64::from(per_minute),
+            updated: now,
+        }
     }
 
     fn refill(&mut self, per_minute: u32, now: Instant) {
@@ -36,13 +39,20 @@ pub struct SendLimiter {
 impl SendLimiter {
     /// `None` means sending is not granted at all.
     pub fn new(rate: Option<SendRate>) -> SendLimiter {
-        SendLimiter { rate, unchecked: false, state: Mutex::new((None, HashMap::new())) }
+        SendLimiter {
+            rate,
+            unchecked: false,
+            state: Mutex::new((None, HashMap::new())),
+        }
     }
 
     /// A limiter that checks nothing: the baseline for measuring what the
     /// checks cost (`cargo xtask bench`), never used to run bots.
     pub fn unchecked() -> SendLimiter {
-        SendLimiter { unchecked: true, ..SendLimiter::new(None) }
+        SendLimiter {
+            unchecked: true,
+            ..SendLimiter::new(None)
+        }
     }
 
     /// Takes one send for `conversation`, or says which limit refused it.
@@ -50,7 +60,9 @@ impl SendLimiter {
         if self.unchecked {
             return Ok(());
         }
-        let Some(rate) = self.rate else { return Err("sending is not granted".into()) };
+        let Some(rate) = self.rate else {
+            return Err("sending is not granted".into());
+        };
         let now = Instant::now();
         let mut state = self.state.lock();
         let (bot, conversations) = &mut *state;
@@ -59,13 +71,21 @@ impl SendLimiter {
         if conversations.len() > 10_000 {
             conversations.retain(|_, b| now.duration_since(b.updated).as_secs() < 60);
         }
-        let lane = conversations.entry(conversation.to_owned()).or_insert_with(|| Bucket::full(rate.per_conversation_per_minute, now));
+        let lane = conversations
+            .entry(conversation.to_owned())
+            .or_insert_with(|| Bucket::full(rate.per_conversation_per_minute, now));
         lane.refill(rate.per_conversation_per_minute, now);
         if bot.tokens < 1.0 {
-            return Err(format!("send rate of {} per minute for the bot reached", rate.per_bot_per_minute));
+            return Err(format!(
+                "send rate of {} per minute for the bot reached",
+                rate.per_bot_per_minute
+            ));
         }
         if lane.tokens < 1.0 {
-            return Err(format!("send rate of {} per minute in conversation {conversation} reached", rate.per_conversation_per_minute));
+            return Err(format!(
+                "send rate of {} per minute in conversation {conversation} reached",
+                rate.per_conversation_per_minute
+            ));
         }
         bot.tokens -= 1.0;
         lane.tokens -= 1.0;
@@ -79,14 +99,23 @@ mod tests {
 
     #[test]
     fn limits_per_conversation_and_per_bot() {
-        let limiter = SendLimiter::new(Some(SendRate { per_conversation_per_minute: 3, per_bot_per_minute: 5 }));
+        let limiter = SendLimiter::new(Some(SendRate {
+            per_conversation_per_minute: 3,
+            per_bot_per_minute: 5,
+        }));
         for _ in 0..3 {
             limiter.try_send("a").unwrap();
         }
-        assert!(limiter.try_send("a").unwrap_err().contains("conversation a"));
+        assert!(limiter
+            .try_send("a")
+            .unwrap_err()
+            .contains("conversation a"));
         limiter.try_send("b").unwrap();
         limiter.try_send("c").unwrap();
         assert!(limiter.try_send("d").unwrap_err().contains("for the bot"));
-        assert!(SendLimiter::new(None).try_send("a").unwrap_err().contains("not granted"));
+        assert!(SendLimiter::new(None)
+            .try_send("a")
+            .unwrap_err()
+            .contains("not granted"));
     }
 }

@@ -28,17 +28,32 @@ pub struct BotAudit {
 
 impl BotAudit {
     /// Audits a build: `imports` of the component, its `asks` and the `grant`.
-    pub fn new(bot: &str, version: &str, sha256: &str, status: &str, imports: Vec<String>, asks: Capabilities, grant: Capabilities) -> BotAudit {
-        let needs = |grant_name: &'static str| imports.iter().any(|i| requirement(i) == Requirement::Grant(grant_name));
+    pub fn new(
+        bot: &str,
+        version: &str,
+        sha256: &str,
+        status: &str,
+        imports: Vec<String>,
+        asks: Capabilities,
+        grant: Capabilities,
+    ) -> BotAudit {
+        let needs = |grant_name: &'static str| {
+            imports
+                .iter()
+                .any(|i| requirement(i) == Requirement::Grant(grant_name))
+        };
         let mut unused_grants = Vec::new();
         if grant.kv.is_some() && !needs("kv") {
             unused_grants.push("kv (the component does not import aviary:bot/kv)".to_string());
         }
         if grant.send.is_some() && !needs("send") {
-            unused_grants.push("send (the component does not import aviary:bot/messaging)".to_string());
+            unused_grants
+                .push("send (the component does not import aviary:bot/messaging)".to_string());
         }
         if !grant.http.is_empty() && !needs("http") {
-            unused_grants.push("http (the component does not import wasi:http/outgoing-handler)".to_string());
+            unused_grants.push(
+                "http (the component does not import wasi:http/outgoing-handler)".to_string(),
+            );
         }
         for secret in grant.secrets.iter().filter(|s| !asks.secrets.contains(s)) {
             unused_grants.push(format!("secret {secret} (not asked for)"));
@@ -64,13 +79,32 @@ impl BotAudit {
 
     /// Human-readable form, one section per bot.
     pub fn to_text(&self) -> String {
-        let mut out = format!("bot {} {} ({})\n  sha256   {}\n", self.bot, self.version, self.status, self.sha256);
+        let mut out = format!(
+            "bot {} {} ({})\n  sha256   {}\n",
+            self.bot, self.version, self.status, self.sha256
+        );
         out += &format!("  imports  {}\n", self.imports.join("\n           "));
         out += &format!("  asks     {}\n", summary(&self.asks));
         out += &format!("  grant    {}\n", summary(&self.grant));
-        let list = |title: &str, items: &[String]| if items.is_empty() { format!("  {title:<8} none\n") } else { format!("  {title:<8} {}\n", items.join("\n           ")) };
+        let list = |title: &str, items: &[String]| {
+            if items.is_empty() {
+                format!("  {title:<8} none\n")
+            } else {
+                format!("  {title:<8} {}\n", items.join("\n           "))
+            }
+        };
         out += &list("unused", &self.unused_grants);
-        let missing: Vec<String> = self.missing.iter().map(|s| format!("{}: asks {} but granted {}", s.capability, s.asked, s.granted)).chain(self.refused_imports.clone()).collect();
+        let missing: Vec<String> = self
+            .missing
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: asks {} but granted {}",
+                    s.capability, s.asked, s.granted
+                )
+            })
+            .chain(self.refused_imports.clone())
+            .collect();
         out += &list("missing", &missing);
         out += &list("risks", &self.risks);
         out
@@ -87,7 +121,10 @@ pub fn summary(c: &Capabilities) -> String {
         parts.push(format!("kv {} bytes/{} keys", kv.max_bytes, kv.max_keys));
     }
     if let Some(send) = c.send {
-        parts.push(format!("send {}/min per conversation, {}/min per bot", send.per_conversation_per_minute, send.per_bot_per_minute));
+        parts.push(format!(
+            "send {}/min per conversation, {}/min per bot",
+            send.per_conversation_per_minute, send.per_bot_per_minute
+        ));
     }
     if let Some(m) = c.memory_mb {
         parts.push(format!("memory {m} MiB"));
@@ -129,13 +166,26 @@ pub struct BuildDiff {
 }
 
 impl BuildDiff {
-    pub fn new(old_imports: &[String], new_imports: &[String], old_asks: &Capabilities, new_asks: &Capabilities) -> BuildDiff {
+    pub fn new(
+        old_imports: &[String],
+        new_imports: &[String],
+        old_asks: &Capabilities,
+        new_asks: &Capabilities,
+    ) -> BuildDiff {
         let unversioned = |i: &String| i.split('@').next().unwrap_or(i).to_owned();
         let old_names: Vec<String> = old_imports.iter().map(unversioned).collect();
         let new_names: Vec<String> = new_imports.iter().map(unversioned).collect();
         BuildDiff {
-            added_imports: new_imports.iter().filter(|i| !old_names.contains(&unversioned(i))).cloned().collect(),
-            removed_imports: old_imports.iter().filter(|i| !new_names.contains(&unversioned(i))).cloned().collect(),
+            added_imports: new_imports
+                .iter()
+                .filter(|i| !old_names.contains(&unversioned(i)))
+                .cloned()
+                .collect(),
+            removed_imports: old_imports
+                .iter()
+                .filter(|i| !new_names.contains(&unversioned(i)))
+                .cloned()
+                .collect(),
             added_asks: old_asks.shortfalls(new_asks),
             dropped_asks: new_asks.shortfalls(old_asks),
         }
@@ -153,32 +203,66 @@ mod tests {
 
     #[test]
     fn audit_finds_unused_grants_missing_asks_and_risks() {
-        let imports = vec!["aviary:bot/messaging@0.1.0".to_string(), "wasi:cli/environment@0.2.6".to_string()];
-        let asks = Capabilities { http: vec!["https://api.example.com:443".into()], ..Default::default() };
+        let imports = vec![
+            "aviary:bot/messaging@0.1.0".to_string(),
+            "wasi:cli/environment@0.2.6".to_string(),
+        ];
+        let asks = Capabilities {
+            http: vec!["https://api.example.com:443".into()],
+            ..Default::default()
+        };
         let grant = Capabilities {
-            kv: Some(super::super::KvQuota { max_bytes: 1, max_keys: 1 }),
+            kv: Some(super::super::KvQuota {
+                max_bytes: 1,
+                max_keys: 1,
+            }),
             http: vec!["https://*.other.com:443".into()],
             ..Default::default()
         };
         let audit = BotAudit::new("b", "1", "00", "running", imports, asks, grant);
         assert!(audit.unused_grants.iter().any(|u| u.starts_with("kv")));
-        assert!(audit.unused_grants.iter().any(|u| u.starts_with("http (the component")));
+        assert!(audit
+            .unused_grants
+            .iter()
+            .any(|u| u.starts_with("http (the component")));
         assert_eq!(audit.missing[0].capability, "http");
-        assert!(audit.refused_imports[0].contains("aviary:bot/messaging"), "send is not granted");
+        assert!(
+            audit.refused_imports[0].contains("aviary:bot/messaging"),
+            "send is not granted"
+        );
         assert_eq!(audit.risks, ["wildcard egress: https://*.other.com:443"]);
         assert!(audit.to_text().contains("missing"));
     }
 
     #[test]
     fn diff_reports_added_and_dropped_imports_and_asks() {
-        let old = vec!["aviary:bot/messaging@0.1.0".to_string(), "aviary:bot/kv@0.1.0".to_string()];
-        let new = vec!["aviary:bot/messaging@0.1.1".to_string(), "wasi:http/outgoing-handler@0.2.6".to_string()];
-        let old_asks = Capabilities { memory_mb: Some(16), ..Default::default() };
-        let new_asks = Capabilities { memory_mb: Some(64), http: vec!["https://a.com:443".into()], ..Default::default() };
+        let old = vec![
+            "aviary:bot/messaging@0.1.0".to_string(),
+            "aviary:bot/kv@0.1.0".to_string(),
+        ];
+        let new = vec![
+            "aviary:bot/messaging@0.1.1".to_string(),
+            "wasi:http/outgoing-handler@0.2.6".to_string(),
+        ];
+        let old_asks = Capabilities {
+            memory_mb: Some(16),
+            ..Default::default()
+        };
+        let new_asks = Capabilities {
+            memory_mb: Some(64),
+            http: vec!["https://a.com:443".into()],
+            ..Default::default()
+        };
         let diff = BuildDiff::new(&old, &new, &old_asks, &new_asks);
         assert_eq!(diff.added_imports, ["wasi:http/outgoing-handler@0.2.6"]);
         assert_eq!(diff.removed_imports, ["aviary:bot/kv@0.1.0"]);
-        assert_eq!(diff.added_asks.iter().map(|s| s.capability.as_str()).collect::<Vec<_>>(), ["http", "memory_mb"]);
+        assert_eq!(
+            diff.added_asks
+                .iter()
+                .map(|s| s.capability.as_str())
+                .collect::<Vec<_>>(),
+            ["http", "memory_mb"]
+        );
         assert!(diff.dropped_asks.is_empty());
         assert!(diff.escalates());
     }

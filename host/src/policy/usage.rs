@@ -21,7 +21,11 @@ pub struct KvUsage {
 
 impl KvUsage {
     /// Counts what bot `bot` holds in `tree`.
-    pub fn measure(tree: &sled::Tree, bot: &str, quota: Option<KvQuota>) -> anyhow::Result<KvUsage> {
+    pub fn measure(
+        tree: &sled::Tree,
+        bot: &str,
+        quota: Option<KvQuota>,
+    ) -> anyhow::Result<KvUsage> {
         let prefix = keys::kv_prefix(bot);
         let mut used = KvDelta::default();
         for item in tree.scan_prefix(&prefix) {
@@ -29,12 +33,17 @@ impl KvUsage {
             used.bytes += (key.len() - prefix.len() + value.len()) as i64;
             used.keys += 1;
         }
-        Ok(KvUsage { quota, used: Mutex::new(used) })
+        Ok(KvUsage {
+            quota,
+            used: Mutex::new(used),
+        })
     }
 
     /// Whether `pending` more would still fit, or why not.
     pub fn check(&self, pending: KvDelta) -> Result<(), String> {
-        let Some(quota) = self.quota else { return Err("kv is not granted".into()) };
+        let Some(quota) = self.quota else {
+            return Err("kv is not granted".into());
+        };
         let used = *self.used.lock();
         if used.bytes + pending.bytes > quota.max_bytes as i64 {
             return Err(format!("kv quota of {} bytes reached", quota.max_bytes));

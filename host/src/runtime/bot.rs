@@ -32,10 +32,22 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the bot manifest {}", path.display()))?;
-        let manifest: Manifest = toml::from_str(&text).with_context(|| format!("{} is not a valid bot manifest", path.display()))?;
-        anyhow::ensure!(crate::ids::is_valid_id(&manifest.id), "{}: bot id `{}` may use only letters, digits, `.`, `_`, `:` and `-`", path.display(), manifest.id);
-        anyhow::ensure!(crate::ids::is_valid_id(&manifest.version), "{}: version `{}` may use only letters, digits, `.`, `_`, `:` and `-`", path.display(), manifest.version);
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the bot manifest {}", path.display()))?;
+        let manifest: Manifest = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid bot manifest", path.display()))?;
+        anyhow::ensure!(
+            crate::ids::is_valid_id(&manifest.id),
+            "{}: bot id `{}` may use only letters, digits, `.`, `_`, `:` and `-`",
+            path.display(),
+            manifest.id
+        );
+        anyhow::ensure!(
+            crate::ids::is_valid_id(&manifest.version),
+            "{}: version `{}` may use only letters, digits, `.`, `_`, `:` and `-`",
+            path.display(),
+            manifest.version
+        );
         crate::config::validate_grant(&format!("{}: asks", path.display()), &manifest.asks)?;
         Ok(manifest)
     }
@@ -109,7 +121,10 @@ impl LoadedBot {
             return;
         }
         let text = String::from_utf8_lossy(&output);
-        for line in text.lines().take(super::capabilities::log::MAX_LINES_PER_EVENT as usize) {
+        for line in text
+            .lines()
+            .take(super::capabilities::log::MAX_LINES_PER_EVENT as usize)
+        {
             tracing::info!(target: "bot", bot = &*self.id, stdio = true, "{line}");
         }
     }
@@ -117,7 +132,11 @@ impl LoadedBot {
     /// Calls the bot's `init` with its settings, on a throw-away instance.
     pub(super) fn init(&self, tree: &sled::Tree) -> Result<()> {
         let mut store = self.new_store(tree);
-        let settings: Vec<(String, String)> = self.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let settings: Vec<(String, String)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let outcome = self
             .pre
             .instantiate(&mut store)
@@ -125,12 +144,20 @@ impl LoadedBot {
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => anyhow::bail!("bot `{}` refused its settings: {message}", self.id),
-            Err(error) => anyhow::bail!("bot `{}` failed in init: {}", self.id, self.classify(error)),
+            Err(error) => {
+                anyhow::bail!("bot `{}` failed in init: {}", self.id, self.classify(error))
+            }
         }
     }
 
     fn new_store(&self, tree: &sled::Tree) -> wasmtime::Store<EventState> {
-        let state = EventState::new(&self.id, tree, &self.settings, &self.policy, self.limits.memory_bytes);
+        let state = EventState::new(
+            &self.id,
+            tree,
+            &self.settings,
+            &self.policy,
+            self.limits.memory_bytes,
+        );
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
@@ -160,7 +187,10 @@ fn to_wit(event: &PendingEvent) -> wit::Event {
         }),
         EventRecord::ContactAdded { contact } => wit::Event::ContactAdded(wit::ContactAdded {
             conversation: event.conversation.clone(),
-            contact: wit::Contact { id: contact.clone(), display_name: None },
+            contact: wit::Contact {
+                id: contact.clone(),
+                display_name: None,
+            },
         }),
         EventRecord::Timer { id, payload } => wit::Event::Timer(wit::Timer {
             id: id.clone(),

@@ -20,12 +20,16 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     pub fn new(dir: &Path, engine: &Engine) -> Result<ArtifactCache> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the cache directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the cache directory {}", dir.display()))?;
         // SipHash with fixed keys: stable for one build of the host, which is
         // all the compatibility hash promises anyway.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ArtifactCache { dir: dir.to_owned(), engine_key: format!("{:016x}", hasher.finish()) })
+        Ok(ArtifactCache {
+            dir: dir.to_owned(),
+            engine_key: format!("{:016x}", hasher.finish()),
+        })
     }
 
     /// Returns the component for `bytes` and their sha256 (hex), compiling
@@ -39,10 +43,14 @@ impl ArtifactCache {
             // name binds them to the exact source bytes and engine settings.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, sha256)),
-                Err(error) => tracing::warn!(path = %path.display(), "discarding unreadable cached component: {error}"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), "discarding unreadable cached component: {error}")
+                }
             }
         }
-        let component = Component::new(engine, bytes).map_err(wasm_error).context("not a valid WebAssembly component")?;
+        let component = Component::new(engine, bytes)
+            .map_err(wasm_error)
+            .context("not a valid WebAssembly component")?;
         self.store(&path, &component)?;
         Ok((component, sha256))
     }

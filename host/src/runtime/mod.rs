@@ -20,9 +20,12 @@ use wasmtime::Engine;
 pub use bot::{HandleError, Limits, LoadedBot, Manifest, Outcome};
 pub use engine::EPOCH_TICK;
 
+use crate::policy::{
+    capabilities::DEFAULT_MEMORY_MB, capabilities::DEFAULT_TIMEOUT_MS, imports::component_imports,
+    BotPolicy,
+};
 use bindings::BotPre;
 use cache::ArtifactCache;
-use crate::policy::{capabilities::DEFAULT_MEMORY_MB, capabilities::DEFAULT_TIMEOUT_MS, imports::component_imports, BotPolicy};
 use state::EventState;
 
 /// Largest memory cap a bot may be given; the pooling allocator reserves
@@ -63,22 +66,40 @@ impl Runtime {
         capabilities::link_all(&mut linker).map_err(wasm_error)?;
         let cache = ArtifactCache::new(cache_dir, &engine)?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Runtime { engine, linker, cache, _ticker: ticker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            _ticker: ticker,
+        })
     }
 
     /// Compiles (or finds in the cache) a component and lists its imports.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspected> {
         let (component, sha256) = self.cache.component(&self.engine, bytes)?;
         let imports = component_imports(&self.engine, &component);
-        Ok(Inspected { sha256, imports, component })
+        Ok(Inspected {
+            sha256,
+            imports,
+            component,
+        })
     }
 
     /// Links an inspected component under `spec` and calls its `init`.
     /// Refuses it when an import is not covered by the grant.
-    pub fn load(&self, inspected: Inspected, spec: BotSpec, tree: &sled::Tree) -> Result<LoadedBot> {
+    pub fn load(
+        &self,
+        inspected: Inspected,
+        spec: BotSpec,
+        tree: &sled::Tree,
+    ) -> Result<LoadedBot> {
         let id = spec.manifest.id.clone();
         let refusals = spec.policy.import_refusals(&inspected.imports);
-        anyhow::ensure!(refusals.is_empty(), "bot `{id}` is refused: {}", refusals.join("; "));
+        anyhow::ensure!(
+            refusals.is_empty(),
+            "bot `{id}` is refused: {}",
+            refusals.join("; ")
+        );
         let instance_pre = self
             .linker
             .instantiate_pre(&inspected.component)

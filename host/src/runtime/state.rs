@@ -31,20 +31,39 @@ pub struct EventState {
 
 impl EventState {
     /// State for one event of bot `bot`, reading kv from `tree`.
-    pub fn new(bot: &Arc<str>, tree: &sled::Tree, settings: &Arc<BTreeMap<String, String>>, policy: &Arc<BotPolicy>, memory_bytes: usize) -> EventState {
+    pub fn new(
+        bot: &Arc<str>,
+        tree: &sled::Tree,
+        settings: &Arc<BTreeMap<String, String>>,
+        policy: &Arc<BotPolicy>,
+        memory_bytes: usize,
+    ) -> EventState {
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         // No preopened directories, no environment, no arguments, empty
         // stdin, no network: WASI is linked only because Rust's std uses it.
-        let wasi = WasiCtx::builder().stdout(stdio.clone()).stderr(stdio.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdio.clone())
+            .stderr(stdio.clone())
+            .build();
         EventState {
             wasi,
             table: ResourceTable::new(),
             stdio,
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
             messaging: Messaging::new(policy.clone()),
             kv: Kv::new(tree.clone(), bot, policy.clone()),
             log: Log::new(bot.clone()),
-            config: Config { settings: settings.clone(), policy: policy.clone(), denials: Vec::new() },
+            config: Config {
+                settings: settings.clone(),
+                policy: policy.clone(),
+                denials: Vec::new(),
+            },
             http: Http::new(policy.clone()),
         }
     }
@@ -70,12 +89,20 @@ impl EventState {
 
     /// The effects buffered during the call, to commit.
     pub fn into_effects(self) -> Effects {
-        Effects { sends: self.messaging.sends, kv_reads: self.kv.reads, kv_writes: self.kv.writes, kv_delta: self.kv.delta }
+        Effects {
+            sends: self.messaging.sends,
+            kv_reads: self.kv.reads,
+            kv_writes: self.kv.writes,
+            kv_delta: self.kv.delta,
+        }
     }
 }
 
 impl WasiView for EventState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

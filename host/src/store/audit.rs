@@ -53,18 +53,32 @@ impl Store {
     /// Appends `entry` to the audit log.
     pub fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
         let _chain = self.inner.audit_lock.lock();
-        let last = self.inner.state.scan_prefix(keys::AUDIT).next_back().transpose()?;
+        let last = self
+            .inner
+            .state
+            .scan_prefix(keys::AUDIT)
+            .next_back()
+            .transpose()?;
         let (seq, prev) = match last {
             Some((_, value)) => {
-                let record: AuditRecord = serde_json::from_slice(&value).context("corrupt audit record")?;
+                let record: AuditRecord =
+                    serde_json::from_slice(&value).context("corrupt audit record")?;
                 (record.seq + 1, record.hash)
             }
             None => (0, GENESIS.to_owned()),
         };
         let at = now_ms();
         let hash = AuditRecord::compute_hash(seq, at, &entry, &prev);
-        let record = AuditRecord { seq, at, entry, prev, hash };
-        self.inner.state.insert(keys::audit(seq), serde_json::to_vec(&record)?)?;
+        let record = AuditRecord {
+            seq,
+            at,
+            entry,
+            prev,
+            hash,
+        };
+        self.inner
+            .state
+            .insert(keys::audit(seq), serde_json::to_vec(&record)?)?;
         Ok(record)
     }
 
@@ -92,17 +106,34 @@ impl Store {
             let seq_in_key = keys::audit_seq(&key).unwrap_or(u64::MAX);
             let record: AuditRecord = match serde_json::from_slice(&value) {
                 Ok(record) => record,
-                Err(error) => return Ok(Err(ChainBreak { seq: seq_in_key, reason: format!("record is not valid JSON: {error}") })),
+                Err(error) => {
+                    return Ok(Err(ChainBreak {
+                        seq: seq_in_key,
+                        reason: format!("record is not valid JSON: {error}"),
+                    }))
+                }
             };
-            let broken = |reason: String| Ok(Err(ChainBreak { seq: seq_in_key, reason }));
+            let broken = |reason: String| {
+                Ok(Err(ChainBreak {
+                    seq: seq_in_key,
+                    reason,
+                }))
+            };
             if record.seq != expected_seq || seq_in_key != expected_seq {
-                return broken(format!("expected record {expected_seq}, found {} (a record was removed or inserted)", record.seq));
+                return broken(format!(
+                    "expected record {expected_seq}, found {} (a record was removed or inserted)",
+                    record.seq
+                ));
             }
             if record.prev != prev {
                 return broken("its `prev` is not the hash of the record before it".into());
             }
-            if AuditRecord::compute_hash(record.seq, record.at, &record.entry, &record.prev) != record.hash {
-                return broken("its content does not match its hash (the record was altered)".into());
+            if AuditRecord::compute_hash(record.seq, record.at, &record.entry, &record.prev)
+                != record.hash
+            {
+                return broken(
+                    "its content does not match its hash (the record was altered)".into(),
+                );
             }
             prev = record.hash;
             expected_seq += 1;
@@ -116,7 +147,13 @@ mod tests {
     use super::*;
 
     fn entry(action: &str) -> AuditEntry {
-        AuditEntry { action: action.into(), bot: "echo".into(), capability: Some("http".into()), target: None, detail: "x".into() }
+        AuditEntry {
+            action: action.into(),
+            bot: "echo".into(),
+            capability: Some("http".into()),
+            target: None,
+            detail: "x".into(),
+        }
     }
 
     #[test]
@@ -127,12 +164,24 @@ mod tests {
             store.audit(entry(action)).unwrap();
         }
         assert_eq!(store.audit_verify().unwrap(), Ok(4));
-        assert_eq!(store.audit_tail(2).unwrap().iter().map(|r| r.entry.action.as_str()).collect::<Vec<_>>(), ["approve", "unload"]);
+        assert_eq!(
+            store
+                .audit_tail(2)
+                .unwrap()
+                .iter()
+                .map(|r| r.entry.action.as_str())
+                .collect::<Vec<_>>(),
+            ["approve", "unload"]
+        );
 
         let key = keys::audit(2);
-        let mut record: AuditRecord = serde_json::from_slice(&store.tree().get(&key).unwrap().unwrap()).unwrap();
+        let mut record: AuditRecord =
+            serde_json::from_slice(&store.tree().get(&key).unwrap().unwrap()).unwrap();
         record.entry.action = "deny".into();
-        store.tree().insert(&key, serde_json::to_vec(&record).unwrap()).unwrap();
+        store
+            .tree()
+            .insert(&key, serde_json::to_vec(&record).unwrap())
+            .unwrap();
         let broken = store.audit_verify().unwrap().unwrap_err();
         assert_eq!(broken.seq, 2);
         assert!(broken.reason.contains("altered"), "{}", broken.reason);

@@ -45,11 +45,22 @@ pub enum CommitError {
 impl Store {
     /// Applies `effects` of bot `bot` and removes pending event `seq`, all or
     /// nothing. Returns the stored messages, per conversation.
-    pub fn commit(&self, bot: &str, seq: u64, effects: &Effects) -> Result<Vec<(String, MessageRecord)>, CommitError> {
-        let conversations: std::collections::BTreeSet<usize> =
-            effects.sends.iter().map(|send| super::stripe(bot, &send.conversation)).collect();
+    pub fn commit(
+        &self,
+        bot: &str,
+        seq: u64,
+        effects: &Effects,
+    ) -> Result<Vec<(String, MessageRecord)>, CommitError> {
+        let conversations: std::collections::BTreeSet<usize> = effects
+            .sends
+            .iter()
+            .map(|send| super::stripe(bot, &send.conversation))
+            .collect();
         // Lock stripes in ascending order so two commits never deadlock.
-        let _guards: Vec<_> = conversations.iter().map(|&i| self.inner.lanes[i].lock()).collect();
+        let _guards: Vec<_> = conversations
+            .iter()
+            .map(|&i| self.inner.lanes[i].lock())
+            .collect();
         let mut messages = Vec::with_capacity(effects.sends.len());
         for send in &effects.sends {
             let record = MessageRecord {
@@ -62,12 +73,21 @@ impl Store {
             };
             messages.push((send.conversation.clone(), record));
         }
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
         writes.push((keys::pending(seq), None));
         for (conversation, record) in &messages {
-            writes.push((keys::message(bot, conversation, &record.id), Some(serde_json::to_vec(record).map_err(anyhow::Error::from)?)));
+            writes.push((
+                keys::message(bot, conversation, &record.id),
+                Some(serde_json::to_vec(record).map_err(anyhow::Error::from)?),
+            ));
         }
-        writes.extend(effects.kv_writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        writes.extend(
+            effects
+                .kv_writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         if effects.kv_reads.is_empty() {
             self.apply_blind(writes)?;
         } else {
@@ -91,7 +111,11 @@ impl Store {
         Ok(())
     }
 
-    fn apply_checked(&self, reads: &BTreeMap<Vec<u8>, KvRead>, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), CommitError> {
+    fn apply_checked(
+        &self,
+        reads: &BTreeMap<Vec<u8>, KvRead>,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), CommitError> {
         let outcome = self.inner.state.transaction(|tx| {
             for (key, seen) in reads {
                 if tx.get(key)? != *seen {
@@ -129,12 +153,23 @@ mod tests {
     fn commit_stores_replies_and_clears_the_pending_event() {
         let (_dir, store) = store();
         let accepted = store.accept_inbound("echo", "c1", "alice", "hi").unwrap();
-        assert_eq!(accepted.events.len(), 2, "first message of a sender adds a contact");
-        assert!(matches!(accepted.events[0].event, EventRecord::ContactAdded { .. }));
+        assert_eq!(
+            accepted.events.len(),
+            2,
+            "first message of a sender adds a contact"
+        );
+        assert!(matches!(
+            accepted.events[0].event,
+            EventRecord::ContactAdded { .. }
+        ));
         assert_eq!(store.pending_events().unwrap().len(), 2);
         let seq = accepted.events[1].seq;
         let effects = Effects {
-            sends: vec![Outgoing { conversation: "c1".into(), text: "echo: hi".into(), reply_to: Some(accepted.message.id.clone()) }],
+            sends: vec![Outgoing {
+                conversation: "c1".into(),
+                text: "echo: hi".into(),
+                reply_to: Some(accepted.message.id.clone()),
+            }],
             ..Effects::default()
         };
         store.commit("echo", seq, &effects).unwrap();
@@ -145,9 +180,14 @@ mod tests {
         assert_eq!(messages[1].direction, Direction::Out);
         assert!(messages[0].id < messages[1].id);
         assert_eq!(store.pending_events().unwrap().len(), 1);
-        let after = store.messages_after("echo", "c1", Some(&messages[0].id), 100).unwrap();
+        let after = store
+            .messages_after("echo", "c1", Some(&messages[0].id), 100)
+            .unwrap();
         assert_eq!(after, vec![messages[1].clone()]);
-        assert!(store.messages_after("echo", "c2", None, 100).unwrap().is_empty());
+        assert!(store
+            .messages_after("echo", "c2", None, 100)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -157,12 +197,22 @@ mod tests {
         let mut effects = Effects::default();
         effects.kv_reads.insert(key.clone(), None);
         effects.kv_writes.insert(key.clone(), Some(b"1".to_vec()));
-        effects.sends.push(Outgoing { conversation: "c".into(), text: "1".into(), reply_to: None });
+        effects.sends.push(Outgoing {
+            conversation: "c".into(),
+            text: "1".into(),
+            reply_to: None,
+        });
         store.tree().insert(&key, b"7".as_slice()).unwrap();
-        assert!(matches!(store.commit("echo", 1, &effects), Err(CommitError::Conflict)));
+        assert!(matches!(
+            store.commit("echo", 1, &effects),
+            Err(CommitError::Conflict)
+        ));
         store.flush().unwrap();
         assert_eq!(store.tree().get(&key).unwrap().unwrap().as_ref(), b"7");
-        assert!(store.messages_after("echo", "c", None, 10).unwrap().is_empty());
+        assert!(store
+            .messages_after("echo", "c", None, 10)
+            .unwrap()
+            .is_empty());
         effects.kv_reads.insert(key.clone(), Some(b"7".into()));
         store.commit("echo", 1, &effects).unwrap();
         assert_eq!(store.tree().get(&key).unwrap().unwrap().as_ref(), b"1");
@@ -171,12 +221,18 @@ mod tests {
     #[test]
     fn dead_letters_leave_the_pending_queue() {
         let (_dir, store) = store();
-        let accepted = store.accept_inbound("echo", "c1", "alice", "/fail").unwrap();
+        let accepted = store
+            .accept_inbound("echo", "c1", "alice", "/fail")
+            .unwrap();
         let event = accepted.events.last().unwrap();
         store.dead_letter(event, "failed on purpose", 3).unwrap();
         let letters = store.dead_letters().unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].error, "failed on purpose");
-        assert!(store.pending_events().unwrap().iter().all(|p| p.seq != event.seq));
+        assert!(store
+            .pending_events()
+            .unwrap()
+            .iter()
+            .all(|p| p.seq != event.seq));
     }
 }

@@ -33,7 +33,11 @@ struct Shared {
 
 impl GroupCommit {
     pub fn start(db: sled::Db, on_durable: OnDurable) -> GroupCommit {
-        let shared = Arc::new(Shared { next: AtomicU64::new(1), wanted: Mutex::new(false), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            next: AtomicU64::new(1),
+            wanted: Mutex::new(false),
+            wake: Condvar::new(),
+        });
         let (done, flushed) = watch::channel((0, None));
         let worker = shared.clone();
         std::thread::Builder::new()
@@ -76,7 +80,9 @@ impl GroupCommit {
     pub async fn wait(&self) -> Result<()> {
         let ticket = self.request();
         let mut flushed = self.flushed.clone();
-        let state = flushed.wait_for(|(generation, _)| *generation >= ticket).await?;
+        let state = flushed
+            .wait_for(|(generation, _)| *generation >= ticket)
+            .await?;
         match &state.1 {
             Some(error) => anyhow::bail!("the store could not write to disk: {error}"),
             None => Ok(()),

@@ -63,20 +63,39 @@ pub struct Accepted {
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let db = sled::Config::new()
             .path(dir.join("store"))
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(200))
             .mode(sled::Mode::HighThroughput)
             .open()
-            .with_context(|| format!("cannot open the store in {} (is another aviary running on it?)", dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the store in {} (is another aviary running on it?)",
+                    dir.display()
+                )
+            })?;
         let state = db.open_tree("state")?;
         let visibility = Arc::new(Visibility::default());
         let revealer = visibility.clone();
-        let group_commit = GroupCommit::start(db.clone(), Box::new(move |generation| revealer.durable(generation)));
+        let group_commit = GroupCommit::start(
+            db.clone(),
+            Box::new(move |generation| revealer.durable(generation)),
+        );
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Store { inner: Arc::new(Inner { db, state, lanes, group_commit, visibility, audit_lock: Mutex::new(()), known_senders: Mutex::default() }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                state,
+                lanes,
+                group_commit,
+                visibility,
+                audit_lock: Mutex::new(()),
+                known_senders: Mutex::default(),
+            }),
+        })
     }
 
     /// The tree that holds all state; the runtime reads bot kv from it.
@@ -86,7 +105,13 @@ impl Store {
 
     /// Stores an inbound message and the events it causes, durable only once
     /// [`Store::wait_durable`] returns.
-    pub fn accept_inbound(&self, bot: &str, conversation: &str, sender: &str, text: &str) -> Result<Accepted> {
+    pub fn accept_inbound(
+        &self,
+        bot: &str,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+    ) -> Result<Accepted> {
         let is_new_sender = self.claim_sender(bot, conversation, sender)?;
         let _lane = self.lane_lock(bot, conversation);
         let message = MessageRecord {
@@ -99,11 +124,26 @@ impl Store {
         };
         let mut events = Vec::with_capacity(2);
         if is_new_sender {
-            events.push(self.pending(bot, conversation, EventRecord::ContactAdded { contact: sender.to_owned() })?);
+            events.push(self.pending(
+                bot,
+                conversation,
+                EventRecord::ContactAdded {
+                    contact: sender.to_owned(),
+                },
+            )?);
         }
-        events.push(self.pending(bot, conversation, EventRecord::Message { message: message.clone() })?);
+        events.push(self.pending(
+            bot,
+            conversation,
+            EventRecord::Message {
+                message: message.clone(),
+            },
+        )?);
         let mut batch = sled::Batch::default();
-        batch.insert(keys::message(bot, conversation, &message.id), serde_json::to_vec(&message)?);
+        batch.insert(
+            keys::message(bot, conversation, &message.id),
+            serde_json::to_vec(&message)?,
+        );
         for event in &events {
             batch.insert(keys::pending(event.seq), serde_json::to_vec(event)?);
         }
@@ -124,17 +164,32 @@ impl Store {
 
     /// Messages of a conversation with ids greater than `after`, oldest
     /// first, up to the first one that is not yet on disk.
-    pub fn messages_after(&self, bot: &str, conversation: &str, after: Option<&str>, limit: usize) -> Result<Vec<MessageRecord>> {
+    pub fn messages_after(
+        &self,
+        bot: &str,
+        conversation: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
         let prefix = keys::conversation_prefix(bot, conversation);
         let start = match after {
             Some(id) => keys::message_after(bot, conversation, id),
             None => prefix.clone(),
         };
-        let first_hidden = self.inner.visibility.first_hidden(bot, conversation).map(|id| keys::message(bot, conversation, &id));
+        let first_hidden = self
+            .inner
+            .visibility
+            .first_hidden(bot, conversation)
+            .map(|id| keys::message(bot, conversation, &id));
         let mut out = Vec::new();
         for item in self.inner.state.range(start..) {
             let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit || first_hidden.as_deref().is_some_and(|hidden| key.as_ref() >= hidden) {
+            if !key.starts_with(&prefix)
+                || out.len() >= limit
+                || first_hidden
+                    .as_deref()
+                    .is_some_and(|hidden| key.as_ref() >= hidden)
+            {
                 break;
             }
             out.push(serde_json::from_slice(&value).context("corrupt message record")?);
@@ -151,7 +206,9 @@ impl Store {
     /// Hides a just-written message until the flush that carries it; call
     /// with the conversation's lane lock held, so ids arrive in order.
     fn written(&self, bot: &str, conversation: &str, id: &str) {
-        self.inner.visibility.written(bot, conversation, id, || self.inner.group_commit.request());
+        self.inner
+            .visibility
+            .written(bot, conversation, id, || self.inner.group_commit.request());
     }
 
     /// Every event that was accepted but not yet handled, in acceptance order.
@@ -165,7 +222,12 @@ impl Store {
 
     /// Moves a pending event that kept failing to the dead letters.
     pub fn dead_letter(&self, event: &PendingEvent, error: &str, attempts: u32) -> Result<()> {
-        let letter = DeadLetter { event: event.clone(), error: error.to_owned(), attempts, at: now_ms() };
+        let letter = DeadLetter {
+            event: event.clone(),
+            error: error.to_owned(),
+            attempts,
+            at: now_ms(),
+        };
         let mut batch = sled::Batch::default();
         batch.remove(keys::pending(event.seq));
         batch.insert(keys::dead_letter(event.seq), serde_json::to_vec(&letter)?);
@@ -189,7 +251,11 @@ impl Store {
         if self.inner.known_senders.lock().contains(&key) {
             return Ok(false);
         }
-        let is_new = self.inner.state.compare_and_swap(&key, None as Option<&[u8]>, Some(b"".as_slice()))?.is_ok();
+        let is_new = self
+            .inner
+            .state
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(b"".as_slice()))?
+            .is_ok();
         let mut known = self.inner.known_senders.lock();
         if known.len() >= MAX_KNOWN_SENDERS {
             known.clear();
@@ -199,7 +265,12 @@ impl Store {
     }
 
     fn pending(&self, bot: &str, conversation: &str, event: EventRecord) -> Result<PendingEvent> {
-        Ok(PendingEvent { seq: self.inner.db.generate_id()?, bot: bot.to_owned(), conversation: conversation.to_owned(), event })
+        Ok(PendingEvent {
+            seq: self.inner.db.generate_id()?,
+            bot: bot.to_owned(),
+            conversation: conversation.to_owned(),
+            event,
+        })
     }
 
     fn next_id(&self) -> Result<String> {
@@ -223,21 +294,39 @@ fn stripe(bot: &str, conversation: &str) -> usize {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Store {
     /// The asks approved for this exact build of a bot, if any.
-    pub fn approval(&self, bot: &str, version: &str, sha256: &str) -> Result<Option<crate::policy::Capabilities>> {
+    pub fn approval(
+        &self,
+        bot: &str,
+        version: &str,
+        sha256: &str,
+    ) -> Result<Option<crate::policy::Capabilities>> {
         match self.inner.state.get(keys::approval(bot, version, sha256))? {
-            Some(value) => Ok(Some(serde_json::from_slice(&value).context("corrupt approval record")?)),
+            Some(value) => Ok(Some(
+                serde_json::from_slice(&value).context("corrupt approval record")?,
+            )),
             None => Ok(None),
         }
     }
 
     /// Records that the admin approved these asks for this exact build.
-    pub fn record_approval(&self, bot: &str, version: &str, sha256: &str, asks: &crate::policy::Capabilities) -> Result<()> {
-        self.inner.state.insert(keys::approval(bot, version, sha256), serde_json::to_vec(asks)?)?;
+    pub fn record_approval(
+        &self,
+        bot: &str,
+        version: &str,
+        sha256: &str,
+        asks: &crate::policy::Capabilities,
+    ) -> Result<()> {
+        self.inner.state.insert(
+            keys::approval(bot, version, sha256),
+            serde_json::to_vec(asks)?,
+        )?;
         self.inner.db.flush()?;
         Ok(())
     }

@@ -26,10 +26,19 @@ impl Visibility {
     /// The flush is requested with the lock held so that [`Self::durable`]
     /// for that generation cannot run before the message is recorded (it
     /// would then stay hidden until some later flush).
-    pub fn written(&self, bot: &str, conversation: &str, id: &str, request_flush: impl FnOnce() -> u64) {
+    pub fn written(
+        &self,
+        bot: &str,
+        conversation: &str,
+        id: &str,
+        request_flush: impl FnOnce() -> u64,
+    ) {
         let mut hidden = self.hidden.lock();
         let generation = request_flush();
-        hidden.entry((bot.to_owned(), conversation.to_owned())).or_default().push_back((id.to_owned(), generation));
+        hidden
+            .entry((bot.to_owned(), conversation.to_owned()))
+            .or_default()
+            .push_back((id.to_owned(), generation));
     }
 
     /// Flush `generation` finished: reveal what it made durable and wake
@@ -38,7 +47,10 @@ impl Visibility {
         let mut revealed = Vec::new();
         self.hidden.lock().retain(|key, queue| {
             let mut last = None;
-            while queue.front().is_some_and(|(_, needed)| *needed <= generation) {
+            while queue
+                .front()
+                .is_some_and(|(_, needed)| *needed <= generation)
+            {
                 last = queue.pop_front().map(|(id, _)| id);
             }
             if let Some(id) = last {
@@ -60,7 +72,10 @@ impl Visibility {
         if hidden.is_empty() {
             return None;
         }
-        hidden.get(&(bot.to_owned(), conversation.to_owned())).and_then(|q| q.front()).map(|(id, _)| id.clone())
+        hidden
+            .get(&(bot.to_owned(), conversation.to_owned()))
+            .and_then(|q| q.front())
+            .map(|(id, _)| id.clone())
     }
 
     /// A receiver that changes whenever messages of a conversation become visible.
@@ -69,7 +84,10 @@ impl Visibility {
         if watchers.len() > 1024 {
             watchers.retain(|_, sender| sender.receiver_count() > 0);
         }
-        watchers.entry((bot.to_owned(), conversation.to_owned())).or_insert_with(|| watch::channel(String::new()).0).subscribe()
+        watchers
+            .entry((bot.to_owned(), conversation.to_owned()))
+            .or_insert_with(|| watch::channel(String::new()).0)
+            .subscribe()
     }
 }
 

@@ -25,9 +25,9 @@ pub struct Echo;
 impl Bot for Echo {
     fn init(settings: &Settings) -> Result<(), String> {
         match settings.get("prefix") {
-            Some(prefix) if prefix.chars().count() > MAX_PREFIX_CHARS => {
-                Err(format!("setting `prefix` is longer than {MAX_PREFIX_CHARS} characters"))
-            }
+            Some(prefix) if prefix.chars().count() > MAX_PREFIX_CHARS => Err(format!(
+                "setting `prefix` is longer than {MAX_PREFIX_CHARS} characters"
+            )),
             _ => Ok(()),
         }
     }
@@ -43,7 +43,8 @@ impl Bot for Echo {
 fn on_message(host: &mut dyn Host, message: &Message) -> Result<(), String> {
     let text = message.text.as_str();
     let answer = if let Some(memo) = command(text, "/remember") {
-        host.kv_set(&memo_key(message), memo.as_bytes()).map_err(kv_error)?;
+        host.kv_set(&memo_key(message), memo.as_bytes())
+            .map_err(kv_error)?;
         "remembered".to_owned()
     } else if command(text, "/recall").is_some() {
         match host.kv_get(&memo_key(message)).map_err(kv_error)? {
@@ -51,14 +52,17 @@ fn on_message(host: &mut dyn Host, message: &Message) -> Result<(), String> {
             None => "nothing remembered".to_owned(),
         }
     } else if let Some(name) = command(text, "/inc") {
-        host.kv_increment(&format!("counter/{name}"), 1).map_err(kv_error)?.to_string()
+        host.kv_increment(&format!("counter/{name}"), 1)
+            .map_err(kv_error)?
+            .to_string()
     } else if command(text, "/fail").is_some() {
         return Err("failed on purpose".into());
     } else {
         let prefix = host.config("prefix");
         format!("{}{text}", prefix.as_deref().unwrap_or(DEFAULT_PREFIX))
     };
-    host.reply_to(message, &answer).map_err(|e| format!("reply failed: {e}"))
+    host.reply_to(message, &answer)
+        .map_err(|e| format!("reply failed: {e}"))
 }
 
 /// The argument of `/name arg` (empty for a bare `/name`), or `None` if
@@ -100,12 +104,18 @@ mod tests {
     fn echoes_with_default_prefix_as_a_reply() {
         let mut host = TestHost::new();
         let event = host.message("room", "alice", "hello");
-        let Event::Message(message) = &event else { unreachable!() };
+        let Event::Message(message) = &event else {
+            unreachable!()
+        };
         let id = message.id.clone();
         host.deliver::<Echo>(event).unwrap();
         assert_eq!(
             host.sent(),
-            [Sent { conversation: "room".into(), text: "echo: hello".into(), reply_to: Some(id) }]
+            [Sent {
+                conversation: "room".into(),
+                text: "echo: hello".into(),
+                reply_to: Some(id)
+            }]
         );
     }
 
@@ -120,8 +130,14 @@ mod tests {
     #[test]
     fn init_rejects_long_prefix() {
         assert!(TestHost::new().init::<Echo>().is_ok());
-        assert!(TestHost::new().with_setting("prefix", "p".repeat(64)).init::<Echo>().is_ok());
-        let err = TestHost::new().with_setting("prefix", "p".repeat(65)).init::<Echo>().unwrap_err();
+        assert!(TestHost::new()
+            .with_setting("prefix", "p".repeat(64))
+            .init::<Echo>()
+            .is_ok());
+        let err = TestHost::new()
+            .with_setting("prefix", "p".repeat(65))
+            .init::<Echo>()
+            .unwrap_err();
         assert!(err.contains("prefix"), "{err}");
     }
 
@@ -130,7 +146,10 @@ mod tests {
         let mut host = TestHost::new();
         assert_eq!(say(&mut host, "a", "/recall").text, "nothing remembered");
         assert_eq!(say(&mut host, "a", "/remember buy milk").text, "remembered");
-        assert_eq!(host.kv().get("memo/a").map(Vec::as_slice), Some(b"buy milk".as_slice()));
+        assert_eq!(
+            host.kv().get("memo/a").map(Vec::as_slice),
+            Some(b"buy milk".as_slice())
+        );
         assert_eq!(say(&mut host, "a", "/recall").text, "buy milk");
         assert_eq!(say(&mut host, "b", "/recall").text, "nothing remembered");
         assert_eq!(say(&mut host, "a", "/remember").text, "remembered");
@@ -143,7 +162,10 @@ mod tests {
         assert_eq!(say(&mut host, "a", "/inc x").text, "1");
         assert_eq!(say(&mut host, "b", "/inc x").text, "2");
         assert_eq!(say(&mut host, "a", "/inc y").text, "1");
-        assert_eq!(host.kv().get("counter/x").map(Vec::as_slice), Some(b"2".as_slice()));
+        assert_eq!(
+            host.kv().get("counter/x").map(Vec::as_slice),
+            Some(b"2".as_slice())
+        );
     }
 
     #[test]
@@ -167,8 +189,10 @@ mod tests {
     #[test]
     fn ignores_contacts_and_timers() {
         let mut host = TestHost::new();
-        host.deliver::<Echo>(TestHost::contact_added("a", "bob")).unwrap();
-        host.deliver::<Echo>(TestHost::timer("t1", Some("a"), "x")).unwrap();
+        host.deliver::<Echo>(TestHost::contact_added("a", "bob"))
+            .unwrap();
+        host.deliver::<Echo>(TestHost::timer("t1", Some("a"), "x"))
+            .unwrap();
         assert!(host.sent().is_empty() && host.kv().is_empty());
     }
 }

@@ -31,11 +31,22 @@ pub struct WebState {
 pub fn routes(state: WebState, max_body_bytes: usize) -> HttpRouter {
     HttpRouter::new()
         .route("/", get(|| async { Html(include_str!("chat.html")) }))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route("/api/v1/bots", get(api::list_bots))
-        .route("/api/v1/bots/{bot}/conversations/{conversation}/messages", get(api::get_messages).post(api::post_message))
-        .route("/api/v1/bots/{bot}/conversations/{conversation}/ws", get(ws::upgrade))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/bots") })
+        .route(
+            "/api/v1/bots/{bot}/conversations/{conversation}/messages",
+            get(api::get_messages).post(api::post_message),
+        )
+        .route(
+            "/api/v1/bots/{bot}/conversations/{conversation}/ws",
+            get(ws::upgrade),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/bots")
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

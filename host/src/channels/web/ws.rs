@@ -21,14 +21,28 @@ pub async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_target(&state, &bot, &conversation)?;
-    let after = query.after.as_deref().map(check_cursor).transpose()?.map(str::to_owned);
+    let after = query
+        .after
+        .as_deref()
+        .map(check_cursor)
+        .transpose()?
+        .map(str::to_owned);
     Ok(upgrade.on_upgrade(move |socket| stream(socket, state, bot, conversation, after)))
 }
 
-async fn stream(mut socket: WebSocket, state: WebState, bot: String, conversation: String, mut after: Option<String>) {
+async fn stream(
+    mut socket: WebSocket,
+    state: WebState,
+    bot: String,
+    conversation: String,
+    mut after: Option<String>,
+) {
     let mut changes = state.store.subscribe(&bot, &conversation);
     loop {
-        let page = match state.store.messages_after(&bot, &conversation, after.as_deref(), 1000) {
+        let page = match state
+            .store
+            .messages_after(&bot, &conversation, after.as_deref(), 1000)
+        {
             Ok(page) => page,
             Err(error) => {
                 tracing::error!("websocket read failed: {error:#}");

@@ -24,8 +24,16 @@ impl Host for Config {
         match self.policy.secrets.get(&name) {
             Some(value) => Ok(value.clone()),
             None => {
-                let reason = if self.policy.grant.secrets.contains(&name) { "granted but not configured" } else { "not granted" };
-                self.denials.push(Denial { capability: "secrets", target: name.clone(), reason: reason.into() });
+                let reason = if self.policy.grant.secrets.contains(&name) {
+                    "granted but not configured"
+                } else {
+                    "not granted"
+                };
+                self.denials.push(Denial {
+                    capability: "secrets",
+                    target: name.clone(),
+                    reason: reason.into(),
+                });
                 Err(BotError::Denied(format!("secret `{name}` is {reason}")))
             }
         }

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
 use crate::policy::egress::{check_address, check_target, Target};
 use crate::policy::{BotPolicy, Denial};
@@ -29,7 +32,13 @@ pub struct Http {
 
 impl Http {
     pub fn new(policy: Arc<BotPolicy>) -> Http {
-        Http { ctx: WasiHttpCtx::new(), hooks: EgressHooks { policy, denials: Arc::default() } }
+        Http {
+            ctx: WasiHttpCtx::new(),
+            hooks: EgressHooks {
+                policy,
+                denials: Arc::default(),
+            },
+        }
     }
 
     /// Requests the policy refused during the event.
@@ -39,7 +48,11 @@ impl Http {
 
     /// The view wasmtime-wasi-http works through.
     pub fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
-        WasiHttpCtxView { ctx: &mut self.ctx, table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.ctx,
+            table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -54,7 +67,17 @@ struct EgressHooks {
     denials: Arc<Mutex<Vec<Denial>>>,
 }
 
-type ResponseFuture = Box<dyn std::future::Future<Output = Result<(http::Response<WasiBody>, Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>), HttpError>> + Send>;
+type ResponseFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
 
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
@@ -66,13 +89,21 @@ impl WasiHttpHooks for EgressHooks {
         drop(fut);
         let url = request.uri().to_string();
         let denied = |denials: &Mutex<Vec<Denial>>, target: String, reason: String| {
-            denials.lock().push(Denial { capability: "http", target, reason });
+            denials.lock().push(Denial {
+                capability: "http",
+                target,
+                reason,
+            });
             HttpError::HttpRequestDenied
         };
         let target = match Target::parse(&url) {
             Some(target) => target,
             None => {
-                let error = denied(&self.denials, url.clone(), "not an absolute http(s) URL".into());
+                let error = denied(
+                    &self.denials,
+                    url.clone(),
+                    "not an absolute http(s) URL".into(),
+                );
                 return Box::new(async move { Err(error) });
             }
         };
@@ -83,10 +114,14 @@ impl WasiHttpHooks for EgressHooks {
         let grants = self.policy.grant.http.clone();
         let denials = self.denials.clone();
         Box::new(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| HttpError::DnsError { rcode: Some(e.to_string()), info_code: None })?
-                .collect();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((target.host.as_str(), target.port))
+                    .await
+                    .map_err(|e| HttpError::DnsError {
+                        rcode: Some(e.to_string()),
+                        info_code: None,
+                    })?
+                    .collect();
             if addrs.is_empty() {
                 return Err(HttpError::DestinationNotFound);
             }
@@ -97,16 +132,29 @@ impl WasiHttpHooks for EgressHooks {
             }
             if target.scheme == "http" {
                 // Connect to the address just checked, not to a fresh lookup.
-                let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                *request.uri_mut() = format!("http://{}{path}", addrs[0]).parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                *request.uri_mut() = format!("http://{}{path}", addrs[0])
+                    .parse()
+                    .map_err(|_| HttpError::HttpRequestUriInvalid)?;
             }
             let options = Some(RequestOptions {
-                connect_timeout: Some(options.and_then(|o| o.connect_timeout).unwrap_or(CONNECT_TIMEOUT)),
+                connect_timeout: Some(
+                    options
+                        .and_then(|o| o.connect_timeout)
+                        .unwrap_or(CONNECT_TIMEOUT),
+                ),
                 ..options.unwrap_or_default()
             });
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             use http_body_util::BodyExt;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
         })
     }
 }

@@ -35,12 +35,22 @@ pub struct Kv {
 
 impl Kv {
     pub fn new(tree: sled::Tree, bot: &str, policy: Arc<BotPolicy>) -> Kv {
-        Kv { tree, prefix: keys::kv_prefix(bot), reads: BTreeMap::new(), writes: BTreeMap::new(), delta: KvDelta::default(), policy, denials: Vec::new() }
+        Kv {
+            tree,
+            prefix: keys::kv_prefix(bot),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            delta: KvDelta::default(),
+            policy,
+            denials: Vec::new(),
+        }
     }
 
     fn full_key(&self, key: &str) -> Result<Vec<u8>, BotError> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(BotError::Invalid(format!("kv keys must be 1 to {MAX_KEY_BYTES} bytes")));
+            return Err(BotError::Invalid(format!(
+                "kv keys must be 1 to {MAX_KEY_BYTES} bytes"
+            )));
         }
         let mut full = self.prefix.clone();
         full.extend_from_slice(key.as_bytes());
@@ -66,21 +76,39 @@ impl Kv {
     fn write(&mut self, full: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), BotError> {
         if let Some(v) = &value {
             if v.len() > MAX_VALUE_BYTES {
-                return Err(BotError::Invalid(format!("kv values must be at most {MAX_VALUE_BYTES} bytes")));
+                return Err(BotError::Invalid(format!(
+                    "kv values must be at most {MAX_VALUE_BYTES} bytes"
+                )));
             }
         }
         let old_value = self.read(&full)?;
         let key_len = full.len() - self.prefix.len();
-        let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(KvDelta::default(), |v| KvDelta { bytes: (key_len + v.len()) as i64, keys: 1 });
+        let size = |v: &Option<Vec<u8>>| {
+            v.as_ref().map_or(KvDelta::default(), |v| KvDelta {
+                bytes: (key_len + v.len()) as i64,
+                keys: 1,
+            })
+        };
         let old = size(&old_value);
         let new = size(&value);
-        let delta = KvDelta { bytes: self.delta.bytes + new.bytes - old.bytes, keys: self.delta.keys + new.keys - old.keys };
+        let delta = KvDelta {
+            bytes: self.delta.bytes + new.bytes - old.bytes,
+            keys: self.delta.keys + new.keys - old.keys,
+        };
         let growing = new.bytes > old.bytes || new.keys > old.keys;
         if growing {
             if let Err(reason) = self.policy.kv.check(delta) {
                 let target = String::from_utf8_lossy(&full[self.prefix.len()..]).into_owned();
-                self.denials.push(Denial { capability: "kv", target, reason: reason.clone() });
-                return Err(if self.policy.grant.kv.is_some() { BotError::QuotaExceeded(reason) } else { BotError::Denied(reason) });
+                self.denials.push(Denial {
+                    capability: "kv",
+                    target,
+                    reason: reason.clone(),
+                });
+                return Err(if self.policy.grant.kv.is_some() {
+                    BotError::QuotaExceeded(reason)
+                } else {
+                    BotError::Denied(reason)
+                });
             }
         }
         self.delta = delta;
@@ -129,7 +157,10 @@ impl Host for Kv {
                 keys.remove(key);
             }
         }
-        Ok(keys.into_iter().map(|k| String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned()).collect())
+        Ok(keys
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned())
+            .collect())
     }
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, BotError> {
@@ -139,16 +170,25 @@ impl Host for Kv {
             Some(bytes) => std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| BotError::Invalid(format!("kv key `{key}` does not hold a decimal integer")))?,
+                .ok_or_else(|| {
+                    BotError::Invalid(format!("kv key `{key}` does not hold a decimal integer"))
+                })?,
         };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| BotError::Invalid(format!("incrementing `{key}` overflows a signed 64-bit integer")))?;
+        let next = current.checked_add(delta).ok_or_else(|| {
+            BotError::Invalid(format!(
+                "incrementing `{key}` overflows a signed 64-bit integer"
+            ))
+        })?;
         self.write(full, Some(next.to_string().into_bytes()))?;
         Ok(next)
     }
 
-    fn compare_and_swap(&mut self, key: String, expected: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<bool, BotError> {
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, BotError> {
         let full = self.full_key(&key)?;
         if self.read(&full)? != expected {
             return Ok(false);
@@ -164,40 +204,78 @@ mod tests {
 
     fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, sled::Tree, Kv) {
         let dir = tempfile::tempdir().unwrap();
-        let tree = sled::Config::new().temporary(true).path(dir.path().join("db")).open().unwrap().open_tree("t").unwrap();
-        let grant = crate::policy::Capabilities { kv: quota, ..Default::default() };
+        let tree = sled::Config::new()
+            .temporary(true)
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap()
+            .open_tree("t")
+            .unwrap();
+        let grant = crate::policy::Capabilities {
+            kv: quota,
+            ..Default::default()
+        };
         let policy = Arc::new(BotPolicy::new("bot", grant, &Default::default(), &tree).unwrap());
         let kv = Kv::new(tree.clone(), "bot", policy);
         (dir, tree, kv)
     }
 
     fn kv() -> (tempfile::TempDir, sled::Tree, Kv) {
-        kv_with(Some(crate::policy::KvQuota { max_bytes: 1 << 20, max_keys: 100 }))
+        kv_with(Some(crate::policy::KvQuota {
+            max_bytes: 1 << 20,
+            max_keys: 100,
+        }))
     }
 
     #[test]
     fn writes_past_the_quota_are_refused_and_recorded() {
-        let (_dir, _tree, mut kv) = kv_with(Some(crate::policy::KvQuota { max_bytes: 20, max_keys: 2 }));
+        let (_dir, _tree, mut kv) = kv_with(Some(crate::policy::KvQuota {
+            max_bytes: 20,
+            max_keys: 2,
+        }));
         kv.set("a".into(), b"123456789".to_vec()).unwrap();
-        assert!(matches!(kv.set("b".into(), b"123456789012".to_vec()), Err(BotError::QuotaExceeded(_))), "bytes");
+        assert!(
+            matches!(
+                kv.set("b".into(), b"123456789012".to_vec()),
+                Err(BotError::QuotaExceeded(_))
+            ),
+            "bytes"
+        );
         kv.set("b".into(), b"1".to_vec()).unwrap();
-        assert!(matches!(kv.set("c".into(), b"1".to_vec()), Err(BotError::QuotaExceeded(_))), "keys");
+        assert!(
+            matches!(
+                kv.set("c".into(), b"1".to_vec()),
+                Err(BotError::QuotaExceeded(_))
+            ),
+            "keys"
+        );
         kv.set("a".into(), b"1".to_vec()).unwrap();
         assert_eq!(kv.delta, KvDelta { bytes: 4, keys: 2 });
         assert_eq!(kv.denials.len(), 2);
         let (_dir, _tree, mut ungranted) = kv_with(None);
-        assert!(matches!(ungranted.set("a".into(), vec![]), Err(BotError::Denied(_))));
+        assert!(matches!(
+            ungranted.set("a".into(), vec![]),
+            Err(BotError::Denied(_))
+        ));
     }
 
     #[test]
     fn reads_see_own_writes_and_record_what_the_store_held() {
         let (_dir, tree, mut kv) = kv();
-        tree.insert(keys::kv("bot", "a"), b"old".as_slice()).unwrap();
+        tree.insert(keys::kv("bot", "a"), b"old".as_slice())
+            .unwrap();
         assert_eq!(kv.get("a".into()).unwrap(), Some(b"old".to_vec()));
         kv.set("a".into(), b"new".to_vec()).unwrap();
         assert_eq!(kv.get("a".into()).unwrap(), Some(b"new".to_vec()));
-        assert_eq!(kv.reads[&keys::kv("bot", "a")].as_deref(), Some(b"old".as_slice()));
-        assert_eq!(tree.get(keys::kv("bot", "a")).unwrap().unwrap().as_ref(), b"old", "writes wait for the commit");
+        assert_eq!(
+            kv.reads[&keys::kv("bot", "a")].as_deref(),
+            Some(b"old".as_slice())
+        );
+        assert_eq!(
+            tree.get(keys::kv("bot", "a")).unwrap().unwrap().as_ref(),
+            b"old",
+            "writes wait for the commit"
+        );
     }
 
     #[test]
@@ -205,10 +283,19 @@ mod tests {
         let (_dir, _tree, mut kv) = kv();
         assert_eq!(kv.increment("n".into(), 5).unwrap(), 5);
         assert_eq!(kv.increment("n".into(), -2).unwrap(), 3);
-        assert!(!kv.compare_and_swap("n".into(), Some(b"4".to_vec()), None).unwrap());
-        assert!(kv.compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec())).unwrap());
-        assert!(matches!(kv.increment("n".into(), 1), Err(BotError::Invalid(_))));
-        assert!(kv.compare_and_swap("m".into(), None, Some(b"1".to_vec())).unwrap());
+        assert!(!kv
+            .compare_and_swap("n".into(), Some(b"4".to_vec()), None)
+            .unwrap());
+        assert!(kv
+            .compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec()))
+            .unwrap());
+        assert!(matches!(
+            kv.increment("n".into(), 1),
+            Err(BotError::Invalid(_))
+        ));
+        assert!(kv
+            .compare_and_swap("m".into(), None, Some(b"1".to_vec()))
+            .unwrap());
     }
 
     #[test]
@@ -216,10 +303,14 @@ mod tests {
         let (_dir, tree, mut kv) = kv();
         tree.insert(keys::kv("bot", "p/1"), b"".as_slice()).unwrap();
         tree.insert(keys::kv("bot", "p/2"), b"".as_slice()).unwrap();
-        tree.insert(keys::kv("other", "p/9"), b"".as_slice()).unwrap();
+        tree.insert(keys::kv("other", "p/9"), b"".as_slice())
+            .unwrap();
         kv.set("p/3".into(), vec![]).unwrap();
         assert!(kv.delete("p/1".into()).unwrap());
-        assert_eq!(kv.list_keys("p/".into()).unwrap(), vec!["p/2".to_string(), "p/3".to_string()]);
+        assert_eq!(
+            kv.list_keys("p/".into()).unwrap(),
+            vec!["p/2".to_string(), "p/3".to_string()]
+        );
         assert!(matches!(kv.get(String::new()), Err(BotError::Invalid(_))));
     }
 }

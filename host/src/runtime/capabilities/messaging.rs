@@ -22,33 +22,67 @@ pub struct Messaging {
 
 impl Messaging {
     pub fn new(policy: Arc<BotPolicy>) -> Messaging {
-        Messaging { sends: Vec::new(), policy, denials: Vec::new() }
+        Messaging {
+            sends: Vec::new(),
+            policy,
+            denials: Vec::new(),
+        }
     }
 
     fn deny(&mut self, target: &str, error: BotError) -> Result<(), BotError> {
         let reason = match &error {
-            BotError::Denied(r) | BotError::QuotaExceeded(r) | BotError::Invalid(r) | BotError::Unavailable(r) => r.clone(),
+            BotError::Denied(r)
+            | BotError::QuotaExceeded(r)
+            | BotError::Invalid(r)
+            | BotError::Unavailable(r) => r.clone(),
         };
-        self.denials.push(Denial { capability: "send", target: target.to_owned(), reason });
+        self.denials.push(Denial {
+            capability: "send",
+            target: target.to_owned(),
+            reason,
+        });
         Err(error)
     }
 
-    fn push(&mut self, conversation: String, text: String, reply_to: Option<String>) -> Result<(), BotError> {
+    fn push(
+        &mut self,
+        conversation: String,
+        text: String,
+        reply_to: Option<String>,
+    ) -> Result<(), BotError> {
         if !crate::ids::is_valid_id(&conversation) {
-            return Err(BotError::Invalid(format!("`{conversation}` is not a valid conversation id")));
+            return Err(BotError::Invalid(format!(
+                "`{conversation}` is not a valid conversation id"
+            )));
         }
         if text.len() > MAX_TEXT_BYTES {
-            let error = BotError::Invalid(format!("message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit", text.len()));
+            let error = BotError::Invalid(format!(
+                "message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit",
+                text.len()
+            ));
             return self.deny(&conversation, error);
         }
         if self.sends.len() >= MAX_SENDS_PER_EVENT {
-            return self.deny(&conversation, BotError::QuotaExceeded(format!("at most {MAX_SENDS_PER_EVENT} messages per event")));
+            return self.deny(
+                &conversation,
+                BotError::QuotaExceeded(format!(
+                    "at most {MAX_SENDS_PER_EVENT} messages per event"
+                )),
+            );
         }
         if let Err(reason) = self.policy.send.try_send(&conversation) {
-            let error = if self.policy.grant.send.is_some() { BotError::QuotaExceeded(reason) } else { BotError::Denied(reason) };
+            let error = if self.policy.grant.send.is_some() {
+                BotError::QuotaExceeded(reason)
+            } else {
+                BotError::Denied(reason)
+            };
             return self.deny(&conversation, error);
         }
-        self.sends.push(Outgoing { conversation, text, reply_to });
+        self.sends.push(Outgoing {
+            conversation,
+            text,
+            reply_to,
+        });
         Ok(())
     }
 }
@@ -58,7 +92,12 @@ impl Host for Messaging {
         self.push(conversation, text, None)
     }
 
-    fn reply(&mut self, conversation: String, reply_to: String, text: String) -> Result<(), BotError> {
+    fn reply(
+        &mut self,
+        conversation: String,
+        reply_to: String,
+        text: String,
+    ) -> Result<(), BotError> {
         self.push(conversation, text, Some(reply_to))
     }
 
@@ -66,7 +105,9 @@ impl Host for Messaging {
         if crate::ids::is_valid_id(&conversation) {
             Ok(())
         } else {
-            Err(BotError::Invalid(format!("`{conversation}` is not a valid conversation id")))
+            Err(BotError::Invalid(format!(
+                "`{conversation}` is not a valid conversation id"
+            )))
         }
     }
 }

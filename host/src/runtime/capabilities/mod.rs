@@ -17,7 +17,9 @@ use super::state::EventState;
 /// Links every capability's imports into `linker`.
 pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
     bot::types::add_to_linker::<EventState, HasSelf<EventState>>(linker, |s| s)?;
-    bot::messaging::add_to_linker::<EventState, HasSelf<messaging::Messaging>>(linker, |s| &mut s.messaging)?;
+    bot::messaging::add_to_linker::<EventState, HasSelf<messaging::Messaging>>(linker, |s| {
+        &mut s.messaging
+    })?;
     bot::kv::add_to_linker::<EventState, HasSelf<kv::Kv>>(linker, |s| &mut s.kv)?;
     bot::log::add_to_linker::<EventState, HasSelf<log::Log>>(linker, |s| &mut s.log)?;
     bot::config::add_to_linker::<EventState, HasSelf<config::Config>>(linker, |s| &mut s.config)?;

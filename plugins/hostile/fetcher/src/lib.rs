@@ -17,7 +17,9 @@ impl Guest for Fetcher {
     }
 
     fn handle(event: Event) -> Result<(), String> {
-        let Event::Message(message) = event else { return Ok(()) };
+        let Event::Message(message) = event else {
+            return Ok(());
+        };
         let outcome = match fetch(message.text.trim()) {
             Ok(status) => format!("status {status}"),
             Err(error) => format!("error: {error}"),
@@ -33,12 +35,26 @@ fn fetch(url: &str) -> Result<u16, String> {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http })).map_err(|_| "bad scheme")?;
-    request.set_authority(Some(authority)).map_err(|_| "bad authority")?;
-    request.set_path_with_query(Some(path)).map_err(|_| "bad path")?;
+    request
+        .set_scheme(Some(&if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }))
+        .map_err(|_| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|_| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|_| "bad path")?;
     let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     pending.subscribe().block();
-    let response = pending.get().ok_or("no response")?.map_err(|_| "response taken twice")?.map_err(|e| format!("{e:?}"))?;
+    let response = pending
+        .get()
+        .ok_or("no response")?
+        .map_err(|_| "response taken twice")?
+        .map_err(|e| format!("{e:?}"))?;
     Ok(response.status())
 }
 

@@ -15,7 +15,9 @@ impl Guest for FsReader {
     }
 
     fn handle(event: Event) -> Result<(), String> {
-        let Event::Message(message) = event else { return Ok(()) };
+        let Event::Message(message) = event else {
+            return Ok(());
+        };
         let text = std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| e.to_string());
         messaging::send(&message.conversation, &text).map_err(|e| format!("{e:?}"))
     }

@@ -13,14 +13,19 @@ struct Mischief;
 
 impl Guest for Mischief {
     fn init(settings: Vec<(String, String)>) -> Result<(), String> {
-        if settings.iter().any(|(k, v)| k == "mode" && v == "init-trap") {
+        if settings
+            .iter()
+            .any(|(k, v)| k == "mode" && v == "init-trap")
+        {
             panic!("trapping in init on purpose");
         }
         Ok(())
     }
 
     fn handle(event: Event) -> Result<(), String> {
-        let Event::Message(message) = event else { return Ok(()) };
+        let Event::Message(message) = event else {
+            return Ok(());
+        };
         let mode = config::get("mode").unwrap_or_default();
         if message.text == "ping" {
             return reply(&message, "pong");
@@ -29,7 +34,12 @@ impl Guest for Mischief {
             "loop" => endless_loop(),
             "memory-growth" => grow_memory(),
             "huge-alloc" => huge_allocation(&message),
-            "recursion" => recurse(std::hint::black_box(1)).to_string().len().try_into().map(|_: u8| ()).map_err(|_| "unreachable".into()),
+            "recursion" => recurse(std::hint::black_box(1))
+                .to_string()
+                .len()
+                .try_into()
+                .map(|_: u8| ())
+                .map_err(|_| "unreachable".into()),
             "panic" => panic!("panicking on purpose"),
             "kv-flood" => kv_flood(&message),
             "send-flood" => send_flood(&message),
@@ -62,7 +72,10 @@ fn grow_memory() -> Result<(), String> {
 
 fn huge_allocation(message: &Message) -> Result<(), String> {
     let huge: Vec<u8> = vec![7u8; 1536 * 1024 * 1024];
-    reply(message, &format!("allocated {}", std::hint::black_box(huge).len()))
+    reply(
+        message,
+        &format!("allocated {}", std::hint::black_box(huge).len()),
+    )
 }
 
 #[allow(unconditional_recursion)]
