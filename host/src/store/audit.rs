@@ -52,20 +52,12 @@ impl AuditRecord {
 impl Store {
     /// Appends `entry` to the audit log.
     pub fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        let _chain = self.inner.audit_lock.lock();
-        let last = self
-            .inner
-            .state
-            .scan_prefix(keys::AUDIT)
-            .next_back()
-            .transpose()?;
-        let (seq, prev) = match last {
-            Some((_, value)) => {
-                let record: AuditRecord =
-                    serde_json::from_slice(&value).context("corrupt audit record")?;
-                (record.seq + 1, record.hash)
-            }
-            None => (0, GENESIS.to_owned()),
+        // The chain's head (next seq, last hash) is read from the store once,
+        // then kept here: appends happen on the event path.
+        let mut head = self.inner.audit_head.lock();
+        let (seq, prev) = match head.take() {
+            Some(head) => head,
+            None => self.read_audit_head()?,
         };
         let at = now_ms();
         let hash = AuditRecord::compute_hash(seq, at, &entry, &prev);
@@ -79,7 +71,26 @@ impl Store {
         self.inner
             .state
             .insert(keys::audit(seq), serde_json::to_vec(&record)?)?;
+        *head = Some((seq + 1, record.hash.clone()));
         Ok(record)
+    }
+
+    /// The next sequence number and the last hash, from the stored chain.
+    fn read_audit_head(&self) -> Result<(u64, String)> {
+        match self
+            .inner
+            .state
+            .scan_prefix(keys::AUDIT)
+            .next_back()
+            .transpose()?
+        {
+            Some((_, value)) => {
+                let record: AuditRecord =
+                    serde_json::from_slice(&value).context("corrupt audit record")?;
+                Ok((record.seq + 1, record.hash))
+            }
+            None => Ok((0, GENESIS.to_owned())),
+        }
     }
 
     /// The last `count` audit records, oldest first.

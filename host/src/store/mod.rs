@@ -42,8 +42,9 @@ struct Inner {
     lanes: Vec<Mutex<()>>,
     group_commit: GroupCommit,
     visibility: Arc<Visibility>,
-    /// Serialises appends to the audit chain.
-    audit_lock: Mutex<()>,
+    /// Next sequence number and last hash of the audit chain, once read;
+    /// its lock serialises appends.
+    audit_head: Mutex<Option<(u64, String)>>,
     /// Sender keys known to be stored (see [`Store::claim_sender`]).
     known_senders: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
@@ -92,7 +93,7 @@ impl Store {
                 lanes,
                 group_commit,
                 visibility,
-                audit_lock: Mutex::new(()),
+                audit_head: Mutex::new(None),
                 known_senders: Mutex::default(),
             }),
         })
