@@ -68,6 +68,10 @@ fn main() -> Result<()> {
     eprintln!("hostile: {contained} of {tried} contained");
     let echo_p99_under_hostile = echo_p99_under_hostile(&app, cores * 2)?;
     eprintln!("echo p99 under hostile load: {echo_p99_under_hostile:.1} us");
+    let post_event = hostile_post_event_ms(&app)?;
+    eprintln!("hostile post-event work: worst {post_event:.2} ms");
+    let wall_blocked = hostile_wall_blocked_ms(&app, (cores * 2).max(4))?;
+    eprintln!("echo worst beside 4 sleepers: {wall_blocked:.1} ms (wall limit {HOSTILE_WALL_MS} ms)");
     drop(app);
 
     config.data_dir = scratch.path().join("http");
@@ -89,6 +93,9 @@ fn main() -> Result<()> {
             "hostile_tried": tried,
             "hostile_contained": contained,
             "echo_p99_us_under_hostile": round1(echo_p99_under_hostile),
+            "hostile_wall_blocked_ms": round1(wall_blocked),
+            "hostile_wall_limit_ms": HOSTILE_WALL_MS,
+            "hostile_post_event_ms": round1(post_event),
         })
     );
     Ok(())
@@ -317,11 +324,15 @@ fn hostile_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("../target/hostile"))
 }
 
+/// Wall-clock limit of the benchmark's hostile bots, in ms.
+const HOSTILE_WALL_MS: u64 = 300;
+
 /// The grant every benchmark hostile bot gets.
 fn hostile_grant() -> Capabilities {
     Capabilities {
         memory_mb: Some(16),
         timeout_ms: Some(100),
+        wall_ms: Some(HOSTILE_WALL_MS),
         send: Some(SendRate {
             per_conversation_per_minute: 5,
             per_bot_per_minute: 50,
@@ -332,6 +343,24 @@ fn hostile_grant() -> Capabilities {
         }),
         ..Capabilities::default()
     }
+}
+
+/// Loads component `source` from the hostile directory as bot `id`, with
+/// its own grant.
+fn load_hostile_with(
+    app: &App,
+    id: &str,
+    source: &str,
+    mode: &str,
+    grant: Capabilities,
+) -> Result<LoadedBot> {
+    let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm")))
+        .context("build the hostile bots first (`cargo xtask bench` does)")?;
+    let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(
+        hostile_dir().join(format!("{source}.toml")),
+    )?)?;
+    manifest.id = id.into();
+    load_bot(app, manifest, &bytes, grant, &[("mode", mode)], false)
 }
 
 /// Loads component `source` from the hostile directory as bot `id`.
@@ -424,33 +453,52 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     let mut tried = 0;
     let mut contained = 0;
     let event = message_event(&app.store, "hostile", "go")?;
-    let run_time: [(&str, fn(&aviary_host::runtime::Outcome) -> bool); 10] = [
+    let denied = |o: &aviary_host::runtime::Outcome, capability: &str| {
+        o.refusals
+            .itemised()
+            .iter()
+            .any(|d| d.capability == capability)
+    };
+    type Check = fn(&aviary_host::runtime::Outcome) -> bool;
+    let run_time: [(&str, Check); 19] = [
         ("loop", |o| matches!(o.result, Err(HandleError::Timeout(_)))),
-        (
-            "memory-growth",
-            |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory")),
-        ),
-        (
-            "huge-alloc",
-            |o| matches!(&o.result, Err(HandleError::Trap(m)) if m.contains("growing memory")),
-        ),
+        ("memory-growth", |o| {
+            matches!(&o.result, Err(HandleError::Memory(_)))
+        }),
+        ("huge-alloc", |o| {
+            matches!(&o.result, Err(HandleError::Memory(_)))
+        }),
         ("recursion", |o| {
             matches!(o.result, Err(HandleError::Trap(_)))
         }),
         ("panic", |o| matches!(o.result, Err(HandleError::Trap(_)))),
-        ("kv-flood", |o| {
-            o.denials.iter().any(|d| d.capability == "kv")
-        }),
+        ("kv-flood", |o| denied(o, "kv")),
         ("send-flood", |o| {
-            o.denials.iter().any(|d| d.capability == "send")
-                && o.result.as_ref().is_ok_and(|e| e.sends.len() <= 5)
+            denied(o, "send") && o.result.as_ref().is_ok_and(|e| e.sends.len() <= 5)
         }),
-        ("oversized", |o| {
-            o.denials.iter().any(|d| d.capability == "send")
-        }),
+        ("oversized", |o| denied(o, "send")),
         ("log-flood", |o| o.result.is_err()),
-        ("snoop", |o| {
-            o.denials.iter().any(|d| d.capability == "secrets")
+        ("snoop", |o| denied(o, "secrets")),
+        ("sleep", |o| {
+            matches!(o.result, Err(HandleError::WallTimeout(_)))
+        }),
+        ("huge-error", |o| {
+            matches!(&o.result, Err(HandleError::Bot(m)) if m.len() < 4096)
+        }),
+        ("secret-flood", bounded_refusals),
+        ("kv-refusal-flood", bounded_refusals),
+        ("one-key-refusals", bounded_refusals),
+        ("long-secret-name", |o| o.refusals.is_empty()),
+        ("absent-deletes", |o| {
+            matches!(o.result, Err(HandleError::Budget(_)))
+        }),
+        ("absent-reads", |o| {
+            matches!(o.result, Err(HandleError::Budget(_)))
+        }),
+        ("huge-reply-to", |o| {
+            o.result.as_ref().is_ok_and(|e| {
+                e.sends.len() == 1 && e.sends[0].text.contains("Invalid")
+            })
         }),
     ];
     for (mode, was_contained) in run_time {
@@ -464,6 +512,7 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     }
     for (id, source, mode) in [
         ("bench-init", "mischief", "init-trap"),
+        ("bench-init-error", "mischief", "init-huge-error"),
         ("bench-fs", "fs-reader", ""),
         ("bench-world", "other-world", ""),
         ("bench-wit", "future-wit", ""),
@@ -494,26 +543,74 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     {
         contained += 1;
     }
+    tried += 1;
+    let quad =
+        wat::parse_str("(component (core module (memory 1) (memory 1) (memory 1) (memory 1)))")?;
+    if app.runtime.inspect(&quad).is_err() {
+        contained += 1;
+    }
     Ok((tried, contained))
 }
 
-/// Echo latency, one event at a time through the full path, while a
-/// looping bot and a memory hog are hammered on other conversations.
+/// A refusal flood kept to a few itemised records and a count.
+fn bounded_refusals(outcome: &aviary_host::runtime::Outcome) -> bool {
+    let refusals = &outcome.refusals;
+    refusals.itemised().len() <= aviary_host::runtime::budget::MAX_ITEMISED_DENIALS
+        && (refusals.unlisted > 0 || refusals.itemised().iter().any(|d| d.count > 100))
+}
+
+/// The worst time, in ms, that a worker spends on one event after `handle`
+/// returned (auditing its refusals, committing or dead-lettering), for
+/// bots that flood the host with refusals.
+fn hostile_post_event_ms(app: &App) -> Result<f64> {
+    let dispatcher = Dispatcher::new(app.bots.clone(), app.store.clone());
+    let mut worst = Duration::ZERO;
+    for mode in ["secret-flood", "kv-refusal-flood", "one-key-refusals"] {
+        let mut grant = hostile_grant();
+        grant.timeout_ms = Some(2_000);
+        grant.wall_ms = Some(5_000);
+        let bot = load_hostile_with(app, &format!("bench-post-{mode}"), "mischief", mode, grant)?;
+        let event = message_event(&app.store, "post-event", "go")?;
+        let outcome = bot.handle(app.store.tree(), &event);
+        let started = Instant::now();
+        dispatcher.settle(&bot, &event, outcome);
+        worst = worst.max(started.elapsed());
+    }
+    Ok(worst.as_secs_f64() * 1e3)
+}
+
+/// Echo latency (p99, µs), one event at a time through the full path,
+/// while a looping bot and a memory hog are hammered on other conversations.
 fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
-    app.bots.insert(load_hostile(
-        app,
-        "bench-looper",
-        "mischief",
-        "loop",
-        false,
-    )?);
-    app.bots.insert(load_hostile(
-        app,
-        "bench-hog",
-        "mischief",
-        "memory-growth",
-        false,
-    )?);
+    for (id, mode) in [("bench-looper", "loop"), ("bench-hog", "memory-growth")] {
+        app.bots
+            .insert(load_hostile(app, id, "mischief", mode, false)?);
+    }
+    let latencies = echo_latencies_beside(app, workers, &["bench-looper", "bench-hog"], 500)?;
+    Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
+}
+
+/// Echo's worst reply time (ms) while four bots sleep inside host calls on
+/// every worker, each event cut at the wall limit.
+fn hostile_wall_blocked_ms(app: &App, workers: usize) -> Result<f64> {
+    let sleepers: Vec<String> = (0..4).map(|n| format!("bench-sleeper-{n}")).collect();
+    for id in &sleepers {
+        app.bots
+            .insert(load_hostile(app, id, "mischief", "sleep", false)?);
+    }
+    let ids: Vec<&str> = sleepers.iter().map(String::as_str).collect();
+    let latencies = echo_latencies_beside(app, workers, &ids, 50)?;
+    Ok(latencies[latencies.len() - 1].as_secs_f64() * 1e3)
+}
+
+/// Echo's latencies, sorted, over `count` events sent one at a time while
+/// `hostile` bots get an event every 5 ms on 32 conversations each.
+fn echo_latencies_beside(
+    app: &App,
+    workers: usize,
+    hostile: &[&str],
+    count: usize,
+) -> Result<Vec<Duration>> {
     let timed = Arc::new(Timed {
         inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
         started: Mutex::new(Default::default()),
@@ -529,11 +626,11 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         timed.clone(),
     );
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| -> Result<f64> {
+    std::thread::scope(|s| -> Result<Vec<Duration>> {
         s.spawn(|| {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                for bot in ["bench-looper", "bench-hog"] {
+                for bot in hostile {
                     let conversation = format!("h{}", n % 32);
                     if let Ok(reservation) = router.reserve(bot, &conversation, 1) {
                         let event = app
@@ -552,7 +649,7 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         });
         std::thread::sleep(Duration::from_millis(500));
         let mut latencies = Vec::new();
-        for _ in 0..500 {
+        for _ in 0..count {
             let start = Instant::now();
             let reservation = router
                 .reserve("echo", "bystander", 1)
@@ -569,10 +666,10 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
         stop.store(true, Ordering::Relaxed);
         latencies.sort();
         eprintln!(
-            "echo under hostile load: p50 {:?}, max {:?}",
+            "echo beside {hostile:?}: p50 {:?}, max {:?}",
             latencies[latencies.len() / 2],
             latencies[latencies.len() - 1]
         );
-        Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
+        Ok(latencies)
     })
 }

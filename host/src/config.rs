@@ -165,6 +165,13 @@ pub fn validate_grant(what: &str, grant: &Capabilities) -> Result<()> {
     if let Some(timeout) = grant.timeout_ms {
         anyhow::ensure!(timeout >= 10, "{what}.timeout_ms must be at least 10");
     }
+    if let Some(wall) = grant.wall_ms {
+        anyhow::ensure!(wall >= 10, "{what}.wall_ms must be at least 10");
+        anyhow::ensure!(
+            wall >= grant.timeout_ms.unwrap_or(0),
+            "{what}.wall_ms must be at least its timeout_ms (wall-clock time includes CPU time)"
+        );
+    }
     for target in &grant.http {
         anyhow::ensure!(
             crate::policy::egress::Target::parse(target).is_some(),

@@ -2,40 +2,31 @@
 //! re-runs on kv conflicts, bounded retries on failure, then a dead letter.
 //! Policy denials and contained failures go to the audit log.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use crate::bots::Bots;
-use crate::policy::Denial;
 use crate::router::Dispatch;
-use crate::runtime::{HandleError, LoadedBot};
+use crate::runtime::budget::Refusals;
+use crate::runtime::{HandleError, LoadedBot, Outcome};
 use crate::store::{AuditEntry, CommitError, PendingEvent, Store};
 
 /// Re-runs allowed when kv reads keep changing under an event.
 const MAX_CONFLICTS: u32 = 1000;
 
-/// How long a bot stays held to one worker after a trap or timeout.
-const QUARANTINE: Duration = Duration::from_secs(30);
-
 /// The production [`Dispatch`].
 pub struct Dispatcher {
     pub bots: Arc<Bots>,
     pub store: Store,
-    /// When each bot last trapped or ran out of time.
-    contained: Mutex<HashMap<String, Instant>>,
 }
 
 impl Dispatch for Dispatcher {
-    /// A bot that trapped or timed out recently runs one event at a time,
-    /// so a looping or memory-hungry bot cannot take every worker.
+    /// A bot that trapped or overran a limit recently (see
+    /// [`crate::runtime::clock::Containment`]) runs one event at a time,
+    /// so a looping, sleeping or memory-hungry bot cannot take every worker.
     fn concurrency_limit(&self, bot: &str) -> Option<usize> {
-        let contained = self.contained.lock();
-        contained
+        self.bots
             .get(bot)
-            .filter(|at| at.elapsed() < QUARANTINE)
+            .filter(|bot| bot.containment.is_active())
             .map(|_| 1)
     }
 
@@ -48,23 +39,14 @@ impl Dispatch for Dispatcher {
         let mut conflicts = 0;
         loop {
             let outcome = bot.handle(self.store.tree(), &event);
-            self.audit_denials(&event, &outcome.denials);
-            let error = match outcome.result {
-                Ok(effects) => match self.store.commit(&event.bot, event.seq, &effects) {
-                    Ok(_) => {
-                        bot.policy.kv.apply(effects.kv_delta);
-                        return;
-                    }
-                    Err(CommitError::Conflict) if conflicts < MAX_CONFLICTS => {
-                        conflicts += 1;
-                        continue;
-                    }
-                    Err(error) => error.to_string(),
-                },
-                Err(error) => {
-                    self.audit_containment(&bot, &event, &error);
-                    error.to_string()
+            let error = match self.settle(&bot, &event, outcome) {
+                Settled::Committed => return,
+                Settled::Conflict if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    continue;
                 }
+                Settled::Conflict => CommitError::Conflict.to_string(),
+                Settled::Failed(error) => error,
             };
             failures += 1;
             tracing::warn!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempt = failures, "event failed: {error}");
@@ -76,12 +58,40 @@ impl Dispatch for Dispatcher {
     }
 }
 
+/// What became of one run of an event once `handle` returned.
+pub enum Settled {
+    /// Its effects are committed and it left the pending queue.
+    Committed,
+    /// A kv key it read changed before it could commit: run it again.
+    Conflict,
+    /// It failed; nothing was committed.
+    Failed(String),
+}
+
 impl Dispatcher {
     pub fn new(bots: Arc<Bots>, store: Store) -> Dispatcher {
-        Dispatcher {
-            bots,
-            store,
-            contained: Mutex::default(),
+        Dispatcher { bots, store }
+    }
+
+    /// Everything a worker does for one run of an event after `handle`
+    /// returned: audit what was refused or contained, then commit. Its cost
+    /// is bounded whatever the bot did (the benchmark's
+    /// `hostile_post_event_ms` measures it).
+    pub fn settle(&self, bot: &LoadedBot, event: &PendingEvent, outcome: Outcome) -> Settled {
+        self.audit_refusals(event, &outcome.refusals);
+        match outcome.result {
+            Ok(effects) => match self.store.commit(&event.bot, event.seq, &effects) {
+                Ok(_) => {
+                    bot.policy.kv.apply(effects.kv_delta);
+                    Settled::Committed
+                }
+                Err(CommitError::Conflict) => Settled::Conflict,
+                Err(error) => Settled::Failed(error.to_string()),
+            },
+            Err(error) => {
+                self.audit_containment(bot, event, &error);
+                Settled::Failed(error.to_string())
+            }
         }
     }
 
@@ -92,49 +102,43 @@ impl Dispatcher {
         }
     }
 
-    /// One audit record per distinct refusal of the event.
-    fn audit_denials(&self, event: &PendingEvent, denials: &[Denial]) {
-        let mut seen: Vec<(&str, &str)> = Vec::new();
-        for denial in denials {
-            if seen.contains(&(denial.capability, denial.target.as_str())) {
-                continue;
-            }
-            seen.push((denial.capability, &denial.target));
-            let repeats = denials
-                .iter()
-                .filter(|d| d.capability == denial.capability && d.target == denial.target)
-                .count();
+    /// One audit record per itemised refusal of the event, and one that
+    /// counts the rest: a bounded number of records however many there were.
+    fn audit_refusals(&self, event: &PendingEvent, refusals: &Refusals) {
+        for denial in refusals.itemised() {
             self.append(AuditEntry {
                 action: "deny".into(),
                 bot: event.bot.clone(),
                 capability: Some(denial.capability.into()),
                 target: Some(denial.target.clone()),
-                detail: if repeats > 1 {
-                    format!("{} ({repeats} times in one event)", denial.reason)
+                detail: if denial.count > 1 {
+                    format!("{} ({} times in one event)", denial.reason, denial.count)
                 } else {
                     denial.reason.clone()
                 },
             });
         }
+        if refusals.unlisted > 0 {
+            self.append(AuditEntry {
+                action: "deny".into(),
+                bot: event.bot.clone(),
+                capability: None,
+                target: Some(event.conversation.clone()),
+                detail: format!(
+                    "{} more refusals in one event, not itemised",
+                    refusals.unlisted
+                ),
+            });
+        }
     }
 
-    /// Traps and timeouts are the sandbox containing the bot: audit them.
+    /// Traps, overruns and spent budgets are the sandbox containing the
+    /// bot: audit them (the quarantine already started at the overrun).
     fn audit_containment(&self, bot: &LoadedBot, event: &PendingEvent, error: &HandleError) {
-        let capability = match error {
-            HandleError::Bot(_) => return,
-            HandleError::Timeout(_) => "cpu_time",
-            HandleError::Trap(message) if message.contains("growing memory") => "memory",
-            HandleError::Trap(message)
-                if message.contains("out of bounds")
-                    || message.contains("call stack exhausted") =>
-            {
-                "stack"
-            }
-            HandleError::Trap(_) => "trap",
+        let Some(capability) = error.contained() else {
+            return;
         };
-        self.contained
-            .lock()
-            .insert(bot.manifest.id.clone(), Instant::now());
+        bot.containment.mark();
         self.append(AuditEntry {
             action: "contain".into(),
             bot: bot.manifest.id.clone(),

@@ -18,3 +18,4 @@ pub mod policy;
 pub mod router;
 pub mod runtime;
 pub mod store;
+pub mod text;

@@ -578,3 +578,280 @@ fn a_granted_name_that_resolves_to_loopback_is_denied() {
         "{record}"
     );
 }
+
+/// Like [`mischief`] with its own CPU (`timeout_ms`) and wall-clock limits.
+fn mischief_timed(id: &str, mode: &str, timeout_ms: u64, wall_ms: u64) -> String {
+    mischief(id, mode).replace(
+        "timeout_ms = 300\n",
+        &format!("timeout_ms = {timeout_ms}\nwall_ms = {wall_ms}\n"),
+    )
+}
+
+/// Resident memory of the host process, in bytes.
+fn host_rss(host: &Host) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid().unwrap())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+#[test]
+fn a_sleep_inside_a_host_call_ends_at_the_wall_deadline() {
+    // Four events of a bot that sleeps for an hour inside WASI poll: each
+    // is cut at `wall_ms`, the bot is quarantined from the first overrun,
+    // and echo keeps answering.
+    let bots = Bots::new().deploy("sleeper", "mischief");
+    let host = start(&bots, &mischief_timed("sleeper", "sleep", 300, 1000));
+    let started = Instant::now();
+    for n in 0..4 {
+        host.conversation("sleeper", &format!("c{n}"))
+            .post_message("mallory", "sleep");
+    }
+    assert_echo_answers(&host, 3);
+    let letter = wait_for_dead_letter(&host, "sleeper");
+    assert!(
+        letter["error"]
+            .as_str()
+            .unwrap()
+            .contains("wall-clock deadline of 1s"),
+        "{letter}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "an hour-long sleep must end at the 1 s wall deadline, took {:?}",
+        started.elapsed()
+    );
+    wait_for_audit(&host, "contain", "sleeper", Some("wall_time"));
+}
+
+#[test]
+fn the_cpu_deadline_does_not_count_waits_but_the_wall_deadline_does() {
+    // A bot granted 300 ms of CPU and 3 s of wall time that sleeps: it is
+    // stopped by the wall clock (waits cost no CPU), not by the CPU clock.
+    let bots = Bots::new().deploy("napper", "mischief");
+    let host = start(&bots, &mischief_timed("napper", "sleep", 300, 3000));
+    host.conversation("napper", "c").post_message("m", "sleep");
+    let letter = wait_for_dead_letter(&host, "napper");
+    let error = letter["error"].as_str().unwrap();
+    assert!(error.contains("wall-clock deadline of 3s"), "{error}");
+    assert!(!error.contains("CPU"), "{error}");
+}
+
+/// Accepts connections and never answers; keeps them open until dropped.
+struct Silent {
+    socket: TcpListener,
+    held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Silent {
+    fn new() -> Silent {
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let acceptor = socket.try_clone().unwrap();
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for stream in acceptor.incoming().take(16).flatten() {
+                keep.lock().unwrap().push(stream);
+            }
+        });
+        Silent { socket, held }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+}
+
+#[test]
+fn a_granted_server_that_never_answers_cannot_hold_a_worker_past_the_host_caps() {
+    // The bot sets no timeout of its own and its wall limit is long: the
+    // host's first-byte cap ends the wait, and the bot hears why.
+    let silent = Silent::new();
+    let grants = [format!("http://127.0.0.1:{}", silent.port())];
+    let bots = fetcher_bots(&grants);
+    let config = fetcher_config(&grants).replace(
+        "[bots.fetcher.grant]\n",
+        "[bots.fetcher.grant]\nwall_ms = 40000\n",
+    );
+    let host = start(&bots, &config);
+    let conversation = host.conversation("fetcher", "c");
+    let started = Instant::now();
+    let id = conversation.post_message("m", &format!("http://127.0.0.1:{}/", silent.port()));
+    let reply = conversation
+        .wait_for_reply_within(&id, Duration::from_secs(35))
+        .expect("the fetcher hears back before its 40 s wall limit");
+    assert!(reply.text.contains("Timeout"), "{}", reply.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(35),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(silent.held.lock().unwrap().len(), 1, "it did connect");
+}
+
+/// The audit records of `bot` with `action`.
+fn records_of(host: &Host, action: &str, bot: &str) -> Vec<Value> {
+    audit_records(host)
+        .into_iter()
+        .filter(|r| r["action"] == action && r["bot"] == bot)
+        .collect()
+}
+
+/// Runs `mode` once with room for a million host calls, then checks that
+/// what the host kept of its refusals is a handful of records.
+fn assert_refusal_flood_is_bounded(id: &str, mode: &str) {
+    let bots = Bots::new().deploy(id, "mischief");
+    let host = start(&bots, &mischief_timed(id, mode, 20_000, 30_000));
+    let conversation = host.conversation(id, "c");
+    let sent = conversation.post_message("m", "go");
+    assert_echo_answers(&host, 2);
+    // The flood ends with a reply, or at its deadline with a dead letter.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while conversation
+        .wait_for_reply_within(&sent, Duration::from_millis(500))
+        .is_none()
+    {
+        let letters = admin_get(&host, "/api/v1/admin/dead-letters")["dead_letters"].clone();
+        if letters.as_array().unwrap().iter().any(|l| l["event"]["bot"] == id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{mode} never ended");
+    }
+    let denials = records_of(&host, "deny", id);
+    assert!(
+        !denials.is_empty() && denials.len() <= 2 * 9,
+        "at most 8 itemised records and one count per attempt, got {}",
+        denials.len()
+    );
+    assert!(
+        denials
+            .iter()
+            .any(|r| r["detail"].as_str().unwrap().contains("more refusals in one event")
+                || r["detail"].as_str().unwrap().contains("times in one event")),
+        "the records count what they do not itemise: {denials:#?}"
+    );
+    for record in audit_records(&host) {
+        assert!(record.to_string().len() < 4096, "{record}");
+    }
+}
+
+#[test]
+fn a_million_refused_secrets_cost_a_handful_of_audit_records() {
+    assert_refusal_flood_is_bounded("secrets", "secret-flood");
+}
+
+#[test]
+fn forty_thousand_refused_kv_keys_cost_a_handful_of_audit_records() {
+    assert_refusal_flood_is_bounded("kvflood", "kv-refusal-flood");
+}
+
+#[test]
+fn a_million_refused_writes_to_one_key_cost_one_audit_record() {
+    assert_refusal_flood_is_bounded("onekey", "one-key-refusals");
+}
+
+#[test]
+fn an_event_that_makes_the_host_remember_too_much_fails_cleanly() {
+    for (id, mode) in [("deleter", "absent-deletes"), ("reader", "absent-reads")] {
+        let bots = Bots::new().deploy(id, "mischief");
+        let host = start(&bots, &mischief_timed(id, mode, 20_000, 30_000));
+        let before = host_rss(&host);
+        host.conversation(id, "c").post_message("m", "go");
+        let letter = wait_for_dead_letter(&host, id);
+        assert!(
+            letter["error"]
+                .as_str()
+                .unwrap()
+                .contains("event budget exceeded"),
+            "{mode}: {letter}"
+        );
+        wait_for_audit(&host, "contain", id, Some("event_budget"));
+        let grown = host_rss(&host).saturating_sub(before);
+        assert!(
+            grown < 100 << 20,
+            "{mode}: the host grew by {} MiB",
+            grown >> 20
+        );
+        assert_echo_answers(&host, 1);
+    }
+}
+
+#[test]
+fn an_eight_mib_secret_name_is_refused_without_being_kept() {
+    let bots = Bots::new().deploy("longname", "mischief");
+    let host = start(&bots, &mischief_timed("longname", "long-secret-name", 20_000, 30_000));
+    let conversation = host.conversation("longname", "c");
+    let id = conversation.post_message("m", "go");
+    assert_eq!(
+        conversation.wait_for_reply(&id).text,
+        "100 long names refused"
+    );
+    let log = std::fs::metadata(host.log_path()).unwrap().len();
+    assert!(log < 1 << 20, "the host log grew to {log} bytes");
+    for record in audit_records(&host) {
+        assert!(record.to_string().len() < 4096, "{record}");
+    }
+}
+
+#[test]
+fn megabyte_errors_are_cut_everywhere_the_host_keeps_them() {
+    let bots = Bots::new()
+        .deploy("loud", "mischief")
+        .deploy("loudinit", "mischief");
+    let config = format!(
+        "{}{}",
+        mischief("loud", "huge-error"),
+        mischief("loudinit", "init-huge-error")
+    );
+    let host = start(&bots, &config);
+    host.conversation("loud", "c").post_message("m", "go");
+    let letter = wait_for_dead_letter(&host, "loud");
+    let error = letter["error"].as_str().unwrap();
+    assert!(error.len() < 4096, "dead letter of {} bytes", error.len());
+    assert!(error.contains("[cut: 8388608 bytes in all]"), "{error}");
+    let listed = host
+        .bots()
+        .into_iter()
+        .find(|b| b["id"] == "loudinit")
+        .unwrap();
+    let init_error = listed["error"].as_str().unwrap();
+    assert!(init_error.len() < 8192, "listed error of {} bytes", init_error.len());
+    assert!(init_error.contains("[cut:"), "{init_error}");
+    for record in audit_records(&host) {
+        assert!(record.to_string().len() < 8192, "{record}");
+    }
+    let log = std::fs::metadata(host.log_path()).unwrap().len();
+    assert!(log < 1 << 20, "the host log grew to {log} bytes");
+}
+
+#[test]
+fn a_megabyte_reply_to_is_refused_as_invalid() {
+    let bots = Bots::new().deploy("replier", "mischief");
+    let host = start(&bots, &mischief("replier", "huge-reply-to"));
+    let conversation = host.conversation("replier", "c");
+    let id = conversation.post_message("m", "go");
+    let reply = conversation.wait_for_reply(&id);
+    assert!(reply.text.contains("Invalid"), "{}", reply.text);
+    assert!(conversation.all_messages().iter().all(|m| m
+        .reply_to
+        .as_ref()
+        .is_none_or(|r| r.len() == 16)));
+}
+
+#[test]
+fn a_component_with_four_memories_is_refused() {
+    let bots = Bots::new();
+    let component =
+        wat::parse_str("(component (core module (memory 1) (memory 1) (memory 1) (memory 1)))")
+            .unwrap();
+    std::fs::write(bots.path().join("quad.wasm"), component).unwrap();
+    std::fs::write(
+        bots.path().join("quad.toml"),
+        "id = \"quad\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    assert_refused(&bots, "", "quad", &["4 linear memories", "at most 2"]);
+}

@@ -17,8 +17,11 @@ pub struct Capabilities {
     pub send: Option<SendRate>,
     /// Cap on linear memory, in MiB.
     pub memory_mb: Option<u64>,
-    /// Wall-clock budget of one event, in milliseconds.
+    /// CPU time of one event, in milliseconds. Waits inside host calls
+    /// (sleeps, HTTP answers) do not count; `wall_ms` bounds those.
     pub timeout_ms: Option<u64>,
+    /// Wall-clock time of one event, waits included, in milliseconds.
+    pub wall_ms: Option<u64>,
     /// Timers the bot may have set at once.
     pub timers: Option<u32>,
     /// Largest attachment the bot may read, in bytes.
@@ -49,8 +52,10 @@ pub struct SendRate {
 
 /// Memory cap when the policy names none, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 32;
-/// Event deadline when the policy names none, in milliseconds.
+/// CPU time per event when the policy names none, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+/// Wall-clock time per event when the policy names none, in milliseconds.
+pub const DEFAULT_WALL_MS: u64 = 5_000;
 
 /// One thing asked for and not granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,7 @@ impl Capabilities {
             self.timeout_ms,
             DEFAULT_TIMEOUT_MS,
         );
+        above("wall_ms", asks.wall_ms, self.wall_ms, DEFAULT_WALL_MS);
         above(
             "timers",
             asks.timers.map(u64::from),
@@ -148,6 +154,14 @@ impl Capabilities {
             short("vision", "true".into(), "false".into());
         }
         out
+    }
+
+    /// The wall-clock limit of one event: `wall_ms`, or the default but
+    /// never less than the CPU limit.
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_ms.unwrap_or_else(|| {
+            DEFAULT_WALL_MS.max(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
+        })
     }
 
     /// Whether the named capability is present at all (as imports need it).
@@ -193,6 +207,7 @@ impl Capabilities {
             send,
             memory_mb: max(self.memory_mb, asks.memory_mb),
             timeout_ms: max(self.timeout_ms, asks.timeout_ms),
+            wall_ms: max(self.wall_ms, asks.wall_ms),
             timers: max(self.timers.map(u64::from), asks.timers.map(u64::from)).map(|t| t as u32),
             attachment_bytes: max(self.attachment_bytes, asks.attachment_bytes),
             secrets: union(&self.secrets, &asks.secrets),

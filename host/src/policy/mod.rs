@@ -81,4 +81,6 @@ pub struct Denial {
     pub capability: &'static str,
     pub target: String,
     pub reason: String,
+    /// How many times the event was refused this, with this target.
+    pub count: u64,
 }

@@ -132,6 +132,9 @@ pub fn summary(c: &Capabilities) -> String {
     if let Some(t) = c.timeout_ms {
         parts.push(format!("cpu {t} ms/event"));
     }
+    if let Some(w) = c.wall_ms {
+        parts.push(format!("wall {w} ms/event"));
+    }
     if let Some(t) = c.timers {
         parts.push(format!("timers {t}"));
     }

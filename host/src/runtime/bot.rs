@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use wasmtime::{Engine, Trap};
+use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::aviary::bot::types as wit;
-use super::bindings::BotPre;
-use super::engine::deadline_ticks;
+use super::bindings::{Bot, BotPre};
+use super::budget::Refusals;
+use super::clock::{Containment, EventClock, Overrun};
+use super::limits::MemoryCapReached;
 use super::state::EventState;
-use crate::policy::{BotPolicy, Capabilities, Denial};
+use crate::policy::{BotPolicy, Capabilities};
 use crate::store::{Effects, EventRecord, PendingEvent};
+use crate::text::{cut, MAX_ERROR_BYTES};
 
 /// What a bot says about itself, from `<id>.toml` beside its component.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +60,10 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub memory_bytes: usize,
+    /// CPU time per event (`timeout_ms`).
     pub timeout: Duration,
+    /// Wall-clock time per event, waits in host calls included (`wall_ms`).
+    pub wall: Duration,
     pub max_retries: u32,
 }
 
@@ -65,7 +71,7 @@ pub struct Limits {
 /// the policy refused along the way (for the audit log either way).
 pub struct Outcome {
     pub result: Result<Effects, HandleError>,
-    pub denials: Vec<Denial>,
+    pub refusals: Refusals,
 }
 
 /// A bot ready to handle events.
@@ -81,39 +87,123 @@ pub struct LoadedBot {
     pub(super) pre: BotPre<EventState>,
     pub(super) id: Arc<str>,
     pub(super) settings: Arc<BTreeMap<String, String>>,
+    /// The runtime that drives waits inside host calls (timers, sockets).
+    pub(super) io: tokio::runtime::Handle,
+    /// When the bot last trapped or overran; see [`Containment`].
+    pub containment: Arc<Containment>,
 }
 
-/// Why an event did not produce effects.
+/// Why an event did not produce effects. Texts that come from the bot are
+/// cut to [`MAX_ERROR_BYTES`].
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// The bot returned an error value.
     #[error("the bot returned an error: {0}")]
     Bot(String),
-    /// The bot ran past its deadline.
-    #[error("the bot ran past its deadline of {0:?}")]
+    /// The bot used more CPU time than `timeout_ms`.
+    #[error("the bot ran past its CPU deadline of {0:?}")]
     Timeout(Duration),
-    /// The bot trapped (panic, out of memory, stack overflow, ...).
+    /// The event took longer than `wall_ms`, waits in host calls included.
+    #[error("the event ran past its wall-clock deadline of {0:?}")]
+    WallTimeout(Duration),
+    /// Growing memory would exceed the bot's cap.
+    #[error("the bot trapped: {0}")]
+    Memory(String),
+    /// The bot trapped (panic, stack overflow, ...).
     #[error("the bot trapped: {0}")]
     Trap(String),
+    /// The event cost the host more than an event may (see `runtime::budget`).
+    #[error("{0}")]
+    Budget(String),
+}
+
+impl HandleError {
+    /// Whether the sandbox stopped the bot (rather than the bot failing on
+    /// its own terms): what the audit log records as containment.
+    pub fn contained(&self) -> Option<&'static str> {
+        match self {
+            HandleError::Bot(_) => None,
+            HandleError::Timeout(_) => Some("cpu_time"),
+            HandleError::WallTimeout(_) => Some("wall_time"),
+            HandleError::Memory(_) => Some("memory"),
+            HandleError::Budget(_) => Some("event_budget"),
+            HandleError::Trap(message)
+                if message.contains("out of bounds") || message.contains("call stack exhausted") =>
+            {
+                Some("stack")
+            }
+            HandleError::Trap(_) => Some("trap"),
+        }
+    }
 }
 
 impl LoadedBot {
     /// Runs `event` on a fresh instance; returns its effects, uncommitted.
     pub fn handle(&self, tree: &sled::Tree, event: &PendingEvent) -> Outcome {
-        let mut store = self.new_store(tree);
         let wit_event = to_wit(event);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|bot| bot.aviary_bot_handler().call_handle(&mut store, &wit_event));
-        let denials = store.data_mut().take_denials();
+        let (mut store, result) = self.run(tree, async |bot: Bot, store: &mut Store<_>| {
+            bot.aviary_bot_handler().call_handle(store, &wit_event).await
+        });
+        let refusals = store.data_mut().take_refusals();
         self.log_stdio(store.data().stdio());
         let result = match result {
-            Ok(Ok(())) => Ok(store.into_data().into_effects()),
-            Ok(Err(message)) => Err(HandleError::Bot(message)),
-            Err(error) => Err(self.classify(error)),
+            Ok(Ok(())) => match store.data().budget.exceeded() {
+                Some(reason) => Err(HandleError::Budget(reason.to_owned())),
+                None => Ok(store.into_data().into_effects()),
+            },
+            Ok(Err(message)) => Err(HandleError::Bot(cut(&message, MAX_ERROR_BYTES).into_owned())),
+            Err(error) => Err(error),
         };
-        Outcome { result, denials }
+        Outcome { result, refusals }
+    }
+
+    /// Calls the bot's `init` with its settings, on a throw-away instance.
+    pub(super) fn init(&self, tree: &sled::Tree) -> Result<()> {
+        let settings: Vec<(String, String)> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (_, result) = self.run(tree, async |bot: Bot, store: &mut Store<_>| {
+            bot.aviary_bot_handler().call_init(store, &settings).await
+        });
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => anyhow::bail!(
+                "bot `{}` refused its settings: {}",
+                self.id,
+                cut(&message, MAX_ERROR_BYTES)
+            ),
+            Err(error) => anyhow::bail!("bot `{}` failed in init: {error}", self.id),
+        }
+    }
+
+    /// Instantiates the bot in a fresh store and runs `call` on it, within
+    /// the event's CPU and wall-clock limits. A wait inside a host call that
+    /// outlasts the wall deadline is cancelled there.
+    fn run<R>(
+        &self,
+        tree: &sled::Tree,
+        call: impl AsyncFnOnce(Bot, &mut Store<EventState>) -> wasmtime::Result<R>,
+    ) -> (Store<EventState>, Result<R, HandleError>) {
+        let mut store = self.new_store(tree);
+        let deadline = tokio::time::Instant::from_std(store.data().clock.wall_deadline());
+        let outcome = self.io.block_on(async {
+            let run = async {
+                let bot = self.pre.instantiate_async(&mut store).await?;
+                call(bot, &mut store).await
+            };
+            tokio::time::timeout_at(deadline, run).await
+        });
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.classify(&store, error)),
+            Err(_elapsed) => {
+                store.data_mut().clock.wall_passed();
+                Err(HandleError::WallTimeout(self.limits.wall))
+            }
+        };
+        (store, result)
     }
 
     fn log_stdio(&self, output: bytes::Bytes) {
@@ -125,51 +215,43 @@ impl LoadedBot {
             .lines()
             .take(super::capabilities::log::MAX_LINES_PER_EVENT as usize)
         {
+            let line = cut(line, super::capabilities::log::MAX_LINE_BYTES);
             tracing::info!(target: "bot", bot = &*self.id, stdio = true, "{line}");
         }
     }
 
-    /// Calls the bot's `init` with its settings, on a throw-away instance.
-    pub(super) fn init(&self, tree: &sled::Tree) -> Result<()> {
-        let mut store = self.new_store(tree);
-        let settings: Vec<(String, String)> = self
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let outcome = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|bot| bot.aviary_bot_handler().call_init(&mut store, &settings));
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => anyhow::bail!("bot `{}` refused its settings: {message}", self.id),
-            Err(error) => {
-                anyhow::bail!("bot `{}` failed in init: {}", self.id, self.classify(error))
-            }
-        }
-    }
-
-    fn new_store(&self, tree: &sled::Tree) -> wasmtime::Store<EventState> {
+    fn new_store(&self, tree: &sled::Tree) -> Store<EventState> {
+        let clock = EventClock::start(
+            self.limits.timeout,
+            self.limits.wall,
+            self.containment.clone(),
+        );
         let state = EventState::new(
             &self.id,
             tree,
             &self.settings,
             &self.policy,
             self.limits.memory_bytes,
+            clock,
         );
-        let mut store = wasmtime::Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut context| Ok(context.data_mut().clock.tick()));
         store
     }
 
-    fn classify(&self, error: wasmtime::Error) -> HandleError {
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => HandleError::Timeout(self.limits.timeout),
-            Some(trap) => HandleError::Trap(trap.to_string()),
-            None => HandleError::Trap(error.root_cause().to_string()),
+    fn classify(&self, store: &Store<EventState>, error: wasmtime::Error) -> HandleError {
+        if let Some(cap) = error.downcast_ref::<MemoryCapReached>() {
+            return HandleError::Memory(cap.to_string());
+        }
+        match (error.downcast_ref::<Trap>(), store.data().clock.overrun) {
+            (Some(Trap::Interrupt), Some(Overrun::Wall(wall))) => HandleError::WallTimeout(wall),
+            (Some(Trap::Interrupt), _) => HandleError::Timeout(self.limits.timeout),
+            (Some(trap), _) => HandleError::Trap(trap.to_string()),
+            (None, _) => HandleError::Trap(
+                cut(&error.root_cause().to_string(), MAX_ERROR_BYTES).into_owned(),
+            ),
         }
     }
 }

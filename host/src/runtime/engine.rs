@@ -60,9 +60,3 @@ impl Drop for EpochTicker {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
-
-/// Epoch ticks that cover `timeout` (one extra, since the current tick is
-/// already partly over).
-pub fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
-}

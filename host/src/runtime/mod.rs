@@ -3,9 +3,12 @@
 
 pub mod bindings;
 mod bot;
+pub mod budget;
 mod cache;
 pub mod capabilities;
+pub mod clock;
 mod engine;
+pub mod limits;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -24,6 +27,7 @@ use crate::policy::{
     capabilities::DEFAULT_MEMORY_MB, capabilities::DEFAULT_TIMEOUT_MS, imports::component_imports,
     BotPolicy,
 };
+use clock::Containment;
 use bindings::BotPre;
 use cache::ArtifactCache;
 use state::EventState;
@@ -37,6 +41,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<EventState>,
     cache: ArtifactCache,
+    /// Drives what bots wait for inside host calls: timers, sockets, DNS.
+    io: tokio::runtime::Runtime,
     _ticker: engine::EpochTicker,
 }
 
@@ -62,20 +68,28 @@ impl Runtime {
     pub fn new(cache_dir: &Path) -> Result<Runtime> {
         let engine = engine::build_engine(MAX_MEMORY_BYTES)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_error)?;
         capabilities::link_all(&mut linker).map_err(wasm_error)?;
         let cache = ArtifactCache::new(cache_dir, &engine)?;
         let ticker = engine::EpochTicker::start(&engine);
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("aviary-bot-io")
+            .enable_all()
+            .build()
+            .context("cannot start the runtime for bots' host calls")?;
         Ok(Runtime {
             engine,
             linker,
             cache,
+            io,
             _ticker: ticker,
         })
     }
 
     /// Compiles (or finds in the cache) a component and lists its imports.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspected> {
+        limits::check_shape(bytes)?;
         let (component, sha256) = self.cache.component(&self.engine, bytes)?;
         let imports = component_imports(&self.engine, &component);
         Ok(Inspected {
@@ -112,6 +126,7 @@ impl Runtime {
         let limits = Limits {
             memory_bytes: (grant.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024) as usize,
             timeout: Duration::from_millis(grant.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            wall: Duration::from_millis(grant.wall_ms()),
             max_retries: spec.max_retries,
         };
         let bot = LoadedBot {
@@ -124,6 +139,8 @@ impl Runtime {
             pre,
             id: Arc::from(id.as_str()),
             settings: Arc::new(spec.settings),
+            io: self.io.handle().clone(),
+            containment: Arc::new(Containment::default()),
         };
         bot.init(tree)?;
         Ok(bot)

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::{EventBudget, Refusals};
 use super::capabilities::{config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging};
-use crate::policy::{BotPolicy, Denial};
+use super::clock::EventClock;
+use super::limits::BotLimiter;
+use crate::policy::BotPolicy;
 use crate::store::Effects;
 
 /// Most bytes of stdout and stderr kept per event; the bot's further writes
@@ -21,7 +23,9 @@ pub struct EventState {
     wasi: WasiCtx,
     table: ResourceTable,
     stdio: MemoryOutputPipe,
-    pub limits: StoreLimits,
+    pub limits: BotLimiter,
+    pub clock: EventClock,
+    pub budget: EventBudget,
     pub messaging: Messaging,
     pub kv: Kv,
     pub log: Log,
@@ -30,13 +34,14 @@ pub struct EventState {
 }
 
 impl EventState {
-    /// State for one event of bot `bot`, reading kv from `tree`.
+    /// State for one event of bot `bot`, reading kv from `tree`, timed by `clock`.
     pub fn new(
         bot: &Arc<str>,
         tree: &sled::Tree,
         settings: &Arc<BTreeMap<String, String>>,
         policy: &Arc<BotPolicy>,
         memory_bytes: usize,
+        clock: EventClock,
     ) -> EventState {
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         // No preopened directories, no environment, no arguments, empty
@@ -49,31 +54,24 @@ impl EventState {
             wasi,
             table: ResourceTable::new(),
             stdio,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: BotLimiter::new(memory_bytes),
+            http: Http::new(policy.clone(), clock.wall_deadline()),
+            clock,
+            budget: EventBudget::default(),
             messaging: Messaging::new(policy.clone()),
             kv: Kv::new(tree.clone(), bot, policy.clone()),
             log: Log::new(bot.clone()),
             config: Config {
                 settings: settings.clone(),
                 policy: policy.clone(),
-                denials: Vec::new(),
             },
-            http: Http::new(policy.clone()),
         }
     }
 
-    /// Everything the policy refused during the event.
-    pub fn take_denials(&mut self) -> Vec<Denial> {
-        let mut all = std::mem::take(&mut self.messaging.denials);
-        all.append(&mut self.kv.denials);
-        all.append(&mut self.config.denials);
-        all.append(&mut self.http.take_denials());
+    /// Everything the policy refused during the event, itemised up to a bound.
+    pub fn take_refusals(&mut self) -> Refusals {
+        let mut all = std::mem::take(&mut self.budget.refusals);
+        all.merge(self.http.take_refusals());
         all
     }
 

@@ -50,8 +50,12 @@ impl AuditRecord {
 }
 
 impl Store {
-    /// Appends `entry` to the audit log.
-    pub fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+    /// Appends `entry` to the audit log, its target and detail cut to a
+    /// bound (they may carry text a bot chose).
+    pub fn audit(&self, mut entry: AuditEntry) -> Result<AuditRecord> {
+        use crate::text::{cut, MAX_ERROR_BYTES, MAX_TARGET_BYTES};
+        entry.target = entry.target.map(|t| cut(&t, MAX_TARGET_BYTES).into_owned());
+        entry.detail = cut(&entry.detail, MAX_ERROR_BYTES).into_owned();
         // The chain's head (next seq, last hash) is read from the store once,
         // then kept here: appends happen on the event path.
         let mut head = self.inner.audit_head.lock();

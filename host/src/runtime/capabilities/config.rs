@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::policy::{BotPolicy, Denial};
+use super::Ctx;
+use crate::policy::BotPolicy;
 use crate::runtime::bindings::aviary::bot::config::Host;
 use crate::runtime::bindings::BotError;
 
@@ -12,30 +13,24 @@ use crate::runtime::bindings::BotError;
 pub struct Config {
     pub settings: Arc<BTreeMap<String, String>>,
     pub policy: Arc<BotPolicy>,
-    pub denials: Vec<Denial>,
 }
 
-impl Host for Config {
+impl Host for Ctx<'_, Config> {
     fn get(&mut self, key: String) -> Option<String> {
-        self.settings.get(&key).cloned()
+        self.cap.settings.get(&key).cloned()
     }
 
     fn secret(&mut self, name: String) -> Result<String, BotError> {
-        match self.policy.secrets.get(&name) {
-            Some(value) => Ok(value.clone()),
-            None => {
-                let reason = if self.policy.grant.secrets.contains(&name) {
-                    "granted but not configured"
-                } else {
-                    "not granted"
-                };
-                self.denials.push(Denial {
-                    capability: "secrets",
-                    target: name.clone(),
-                    reason: reason.into(),
-                });
-                Err(BotError::Denied(format!("secret `{name}` is {reason}")))
-            }
+        let name = self.budget.name("secret", &name)?;
+        if let Some(value) = self.cap.policy.secrets.get(name) {
+            return Ok(value.clone());
         }
+        let reason = if self.cap.policy.grant.secrets.iter().any(|s| s == name) {
+            "granted but not configured"
+        } else {
+            "not granted"
+        };
+        self.budget.refusals.deny("secrets", name, || reason.into());
+        Err(BotError::Denied(format!("secret `{name}` is {reason}")))
     }
 }

@@ -5,10 +5,12 @@
 //! metadata addresses only when a grant names that address). Plain-HTTP
 //! requests then connect to the very address that was checked. Redirects are
 //! not followed by the host: a redirected bot makes a new request, checked
-//! the same way.
+//! the same way. Connect, first-byte and between-bytes timeouts are capped
+//! by the host and by the event's wall deadline: a bot can shorten them,
+//! never lift them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wasmtime::component::{Linker, ResourceTable};
@@ -18,11 +20,16 @@ use wasmtime_wasi_http::{
 };
 
 use crate::policy::egress::{check_address, check_target, Target};
-use crate::policy::{BotPolicy, Denial};
+use crate::policy::BotPolicy;
+use crate::runtime::budget::Refusals;
 use crate::runtime::state::EventState;
 
-/// Longest wait for a connection when the bot sets no timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a connection.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the first byte of an answer.
+pub const MAX_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two bytes of an answer.
+pub const MAX_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-event HTTP state.
 pub struct Http {
@@ -31,18 +38,20 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new(policy: Arc<BotPolicy>) -> Http {
+    /// HTTP for one event that must be over by `wall_deadline`.
+    pub fn new(policy: Arc<BotPolicy>, wall_deadline: Instant) -> Http {
         Http {
             ctx: WasiHttpCtx::new(),
             hooks: EgressHooks {
                 policy,
+                wall_deadline,
                 denials: Arc::default(),
             },
         }
     }
 
     /// Requests the policy refused during the event.
-    pub fn take_denials(&mut self) -> Vec<Denial> {
+    pub fn take_refusals(&mut self) -> Refusals {
         std::mem::take(&mut *self.hooks.denials.lock())
     }
 
@@ -58,13 +67,33 @@ impl Http {
 
 /// Links `wasi:http/types` and `wasi:http/outgoing-handler`.
 pub fn link(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 
 struct EgressHooks {
     policy: Arc<BotPolicy>,
+    wall_deadline: Instant,
     /// Shared with the request future, which checks resolved addresses.
-    denials: Arc<Mutex<Vec<Denial>>>,
+    denials: Arc<Mutex<Refusals>>,
+}
+
+impl EgressHooks {
+    /// The bot's timeouts, capped by the host's and by the time left.
+    fn capped(&self, asked: Option<RequestOptions>) -> RequestOptions {
+        let left = self
+            .wall_deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let cap = |asked: Option<Duration>, max: Duration| {
+            Some(asked.map_or(max, |a| a.min(max)).min(left))
+        };
+        let asked = asked.unwrap_or_default();
+        RequestOptions {
+            connect_timeout: cap(asked.connect_timeout, MAX_CONNECT_TIMEOUT),
+            first_byte_timeout: cap(asked.first_byte_timeout, MAX_FIRST_BYTE_TIMEOUT),
+            between_bytes_timeout: cap(asked.between_bytes_timeout, MAX_BETWEEN_BYTES_TIMEOUT),
+        }
+    }
 }
 
 type ResponseFuture = Box<
@@ -88,12 +117,8 @@ impl WasiHttpHooks for EgressHooks {
     ) -> ResponseFuture {
         drop(fut);
         let url = request.uri().to_string();
-        let denied = |denials: &Mutex<Vec<Denial>>, target: String, reason: String| {
-            denials.lock().push(Denial {
-                capability: "http",
-                target,
-                reason,
-            });
+        let denied = |denials: &Mutex<Refusals>, target: String, reason: String| {
+            denials.lock().deny("http", &target, || reason);
             HttpError::HttpRequestDenied
         };
         let target = match Target::parse(&url) {
@@ -111,6 +136,7 @@ impl WasiHttpHooks for EgressHooks {
             let error = denied(&self.denials, target.to_string(), reason);
             return Box::new(async move { Err(error) });
         }
+        let options = Some(self.capped(options));
         let grants = self.policy.grant.http.clone();
         let denials = self.denials.clone();
         Box::new(async move {
@@ -141,14 +167,6 @@ impl WasiHttpHooks for EgressHooks {
                     .parse()
                     .map_err(|_| HttpError::HttpRequestUriInvalid)?;
             }
-            let options = Some(RequestOptions {
-                connect_timeout: Some(
-                    options
-                        .and_then(|o| o.connect_timeout)
-                        .unwrap_or(CONNECT_TIMEOUT),
-                ),
-                ..options.unwrap_or_default()
-            });
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             use http_body_util::BodyExt;
             Ok((

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::policy::{BotPolicy, Denial, KvDelta};
+use super::Ctx;
+use crate::policy::{BotPolicy, KvDelta};
 use crate::runtime::bindings::aviary::bot::kv::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::{keys, KvRead};
@@ -30,7 +31,6 @@ pub struct Kv {
     /// How the buffered writes change the bot's usage.
     pub delta: KvDelta,
     policy: Arc<BotPolicy>,
-    pub denials: Vec<Denial>,
 }
 
 impl Kv {
@@ -42,31 +42,35 @@ impl Kv {
             writes: BTreeMap::new(),
             delta: KvDelta::default(),
             policy,
-            denials: Vec::new(),
         }
     }
+}
 
+impl Ctx<'_, Kv> {
     fn full_key(&self, key: &str) -> Result<Vec<u8>, BotError> {
+        self.budget.check()?;
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(BotError::Invalid(format!(
                 "kv keys must be 1 to {MAX_KEY_BYTES} bytes"
             )));
         }
-        let mut full = self.prefix.clone();
+        let mut full = self.cap.prefix.clone();
         full.extend_from_slice(key.as_bytes());
         Ok(full)
     }
 
     /// The current value as this event sees it.
     fn read(&mut self, full: &[u8]) -> Result<Option<Vec<u8>>, BotError> {
-        if let Some(value) = self.writes.get(full) {
+        if let Some(value) = self.cap.writes.get(full) {
             return Ok(value.clone());
         }
-        let value = match self.reads.get(full) {
+        let value = match self.cap.reads.get(full) {
             Some(seen) => seen.clone(),
             None => {
-                let seen = self.tree.get(full).map_err(unavailable)?;
-                self.reads.insert(full.to_vec(), seen.clone());
+                let seen = self.cap.tree.get(full).map_err(unavailable)?;
+                self.budget
+                    .read(full.len() + seen.as_ref().map_or(0, |v| v.len()))?;
+                self.cap.reads.insert(full.to_vec(), seen.clone());
                 seen
             }
         };
@@ -82,38 +86,52 @@ impl Kv {
             }
         }
         let old_value = self.read(&full)?;
-        let key_len = full.len() - self.prefix.len();
-        let size = |v: &Option<Vec<u8>>| {
-            v.as_ref().map_or(KvDelta::default(), |v| KvDelta {
-                bytes: (key_len + v.len()) as i64,
-                keys: 1,
-            })
-        };
-        let old = size(&old_value);
-        let new = size(&value);
-        let delta = KvDelta {
-            bytes: self.delta.bytes + new.bytes - old.bytes,
-            keys: self.delta.keys + new.keys - old.keys,
-        };
-        let growing = new.bytes > old.bytes || new.keys > old.keys;
+        if old_value.is_none() && value.is_none() {
+            // Deleting what is not there changes nothing; the read above
+            // still checks at commit that it stayed absent.
+            return Ok(());
+        }
+        let delta = self.delta_after(&full, &old_value, &value);
+        let growing = delta.bytes > self.cap.delta.bytes || delta.keys > self.cap.delta.keys;
         if growing {
-            if let Err(reason) = self.policy.kv.check(delta) {
-                let target = String::from_utf8_lossy(&full[self.prefix.len()..]).into_owned();
-                self.denials.push(Denial {
-                    capability: "kv",
-                    target,
-                    reason: reason.clone(),
-                });
-                return Err(if self.policy.grant.kv.is_some() {
+            if let Err(reason) = self.cap.policy.kv.check(delta) {
+                let key = String::from_utf8_lossy(&full[self.cap.prefix.len()..]).into_owned();
+                self.budget.refusals.deny("kv", &key, || reason.clone());
+                return Err(if self.cap.policy.grant.kv.is_some() {
                     BotError::QuotaExceeded(reason)
                 } else {
                     BotError::Denied(reason)
                 });
             }
         }
-        self.delta = delta;
-        self.writes.insert(full, value);
+        let buffered = |v: Option<&Option<Vec<u8>>>| {
+            v.map_or(0, |v| full.len() + v.as_ref().map_or(0, Vec::len))
+        };
+        let before = self.cap.writes.get(&full);
+        if before.is_none() {
+            self.budget.write_entry()?;
+        }
+        self.budget
+            .resize(buffered(before), buffered(Some(&value)))?;
+        self.cap.delta = delta;
+        self.cap.writes.insert(full, value);
         Ok(())
+    }
+
+    /// The bot's usage change once `full` goes from `old` to `new`.
+    fn delta_after(&self, full: &[u8], old: &Option<Vec<u8>>, new: &Option<Vec<u8>>) -> KvDelta {
+        let key_len = full.len() - self.cap.prefix.len();
+        let size = |v: &Option<Vec<u8>>| {
+            v.as_ref().map_or(KvDelta::default(), |v| KvDelta {
+                bytes: (key_len + v.len()) as i64,
+                keys: 1,
+            })
+        };
+        let (old, new) = (size(old), size(new));
+        KvDelta {
+            bytes: self.cap.delta.bytes + new.bytes - old.bytes,
+            keys: self.cap.delta.keys + new.keys - old.keys,
+        }
     }
 }
 
@@ -121,7 +139,7 @@ fn unavailable(error: sled::Error) -> BotError {
     BotError::Unavailable(format!("kv store error: {error}"))
 }
 
-impl Host for Kv {
+impl Host for Ctx<'_, Kv> {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, BotError> {
         let full = self.full_key(&key)?;
         self.read(&full)
@@ -140,14 +158,16 @@ impl Host for Kv {
     }
 
     fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, BotError> {
-        let mut full_prefix = self.prefix.clone();
+        self.budget.check()?;
+        let prefix_len = self.cap.prefix.len();
+        let mut full_prefix = self.cap.prefix.clone();
         full_prefix.extend_from_slice(prefix.as_bytes());
         let mut keys = std::collections::BTreeSet::new();
-        for item in self.tree.scan_prefix(&full_prefix) {
+        for item in self.cap.tree.scan_prefix(&full_prefix) {
             let (key, _) = item.map_err(unavailable)?;
             keys.insert(key.to_vec());
         }
-        for (key, value) in self.writes.range(full_prefix.clone()..) {
+        for (key, value) in self.cap.writes.range(full_prefix.clone()..) {
             if !key.starts_with(&full_prefix) {
                 break;
             }
@@ -159,7 +179,7 @@ impl Host for Kv {
         }
         Ok(keys
             .into_iter()
-            .map(|k| String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned())
+            .map(|k| String::from_utf8_lossy(&k[prefix_len..]).into_owned())
             .collect())
     }
 
@@ -170,14 +190,10 @@ impl Host for Kv {
             Some(bytes) => std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    BotError::Invalid(format!("kv key `{key}` does not hold a decimal integer"))
-                })?,
+                .ok_or_else(|| BotError::Invalid("the key does not hold a decimal integer".into()))?,
         };
         let next = current.checked_add(delta).ok_or_else(|| {
-            BotError::Invalid(format!(
-                "incrementing `{key}` overflows a signed 64-bit integer"
-            ))
+            BotError::Invalid("incrementing overflows a signed 64-bit integer".into())
         })?;
         self.write(full, Some(next.to_string().into_bytes()))?;
         Ok(next)
@@ -201,8 +217,24 @@ impl Host for Kv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::budget::EventBudget;
 
-    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, sled::Tree, Kv) {
+    /// A kv and the budget of one event.
+    struct Event {
+        kv: Kv,
+        budget: EventBudget,
+    }
+
+    impl Event {
+        fn ctx(&mut self) -> Ctx<'_, Kv> {
+            Ctx {
+                cap: &mut self.kv,
+                budget: &mut self.budget,
+            }
+        }
+    }
+
+    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, sled::Tree, Event) {
         let dir = tempfile::tempdir().unwrap();
         let tree = sled::Config::new()
             .temporary(true)
@@ -216,11 +248,14 @@ mod tests {
             ..Default::default()
         };
         let policy = Arc::new(BotPolicy::new("bot", grant, &Default::default(), &tree).unwrap());
-        let kv = Kv::new(tree.clone(), "bot", policy);
+        let kv = Event {
+            kv: Kv::new(tree.clone(), "bot", policy),
+            budget: EventBudget::default(),
+        };
         (dir, tree, kv)
     }
 
-    fn kv() -> (tempfile::TempDir, sled::Tree, Kv) {
+    fn kv() -> (tempfile::TempDir, sled::Tree, Event) {
         kv_with(Some(crate::policy::KvQuota {
             max_bytes: 1 << 20,
             max_keys: 100,
@@ -233,30 +268,44 @@ mod tests {
             max_bytes: 20,
             max_keys: 2,
         }));
-        kv.set("a".into(), b"123456789".to_vec()).unwrap();
+        kv.ctx().set("a".into(), b"123456789".to_vec()).unwrap();
         assert!(
             matches!(
-                kv.set("b".into(), b"123456789012".to_vec()),
+                kv.ctx().set("b".into(), b"123456789012".to_vec()),
                 Err(BotError::QuotaExceeded(_))
             ),
             "bytes"
         );
-        kv.set("b".into(), b"1".to_vec()).unwrap();
+        kv.ctx().set("b".into(), b"1".to_vec()).unwrap();
         assert!(
             matches!(
-                kv.set("c".into(), b"1".to_vec()),
+                kv.ctx().set("c".into(), b"1".to_vec()),
                 Err(BotError::QuotaExceeded(_))
             ),
             "keys"
         );
-        kv.set("a".into(), b"1".to_vec()).unwrap();
-        assert_eq!(kv.delta, KvDelta { bytes: 4, keys: 2 });
-        assert_eq!(kv.denials.len(), 2);
+        kv.ctx().set("a".into(), b"1".to_vec()).unwrap();
+        assert_eq!(kv.kv.delta, KvDelta { bytes: 4, keys: 2 });
+        assert_eq!(kv.budget.refusals.itemised().len(), 2);
         let (_dir, _tree, mut ungranted) = kv_with(None);
         assert!(matches!(
-            ungranted.set("a".into(), vec![]),
+            ungranted.ctx().set("a".into(), vec![]),
             Err(BotError::Denied(_))
         ));
+    }
+
+    #[test]
+    fn deletes_of_absent_keys_buffer_nothing_and_distinct_reads_are_bounded() {
+        let (_dir, _tree, mut kv) = kv();
+        for n in 0..crate::runtime::budget::MAX_READ_ENTRIES {
+            assert!(!kv.ctx().delete(format!("absent-{n}")).unwrap());
+        }
+        assert!(kv.kv.writes.is_empty(), "nothing to delete, nothing buffered");
+        assert!(matches!(
+            kv.ctx().get("one-more".into()),
+            Err(BotError::QuotaExceeded(_))
+        ));
+        assert!(kv.budget.exceeded().is_some());
     }
 
     #[test]
@@ -264,11 +313,11 @@ mod tests {
         let (_dir, tree, mut kv) = kv();
         tree.insert(keys::kv("bot", "a"), b"old".as_slice())
             .unwrap();
-        assert_eq!(kv.get("a".into()).unwrap(), Some(b"old".to_vec()));
-        kv.set("a".into(), b"new".to_vec()).unwrap();
-        assert_eq!(kv.get("a".into()).unwrap(), Some(b"new".to_vec()));
+        assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"old".to_vec()));
+        kv.ctx().set("a".into(), b"new".to_vec()).unwrap();
+        assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"new".to_vec()));
         assert_eq!(
-            kv.reads[&keys::kv("bot", "a")].as_deref(),
+            kv.kv.reads[&keys::kv("bot", "a")].as_deref(),
             Some(b"old".as_slice())
         );
         assert_eq!(
@@ -281,20 +330,17 @@ mod tests {
     #[test]
     fn increment_and_compare_and_swap() {
         let (_dir, _tree, mut kv) = kv();
-        assert_eq!(kv.increment("n".into(), 5).unwrap(), 5);
-        assert_eq!(kv.increment("n".into(), -2).unwrap(), 3);
-        assert!(!kv
-            .compare_and_swap("n".into(), Some(b"4".to_vec()), None)
+        assert_eq!(kv.ctx().increment("n".into(), 5).unwrap(), 5);
+        assert_eq!(kv.ctx().increment("n".into(), -2).unwrap(), 3);
+        assert!(!kv.ctx().compare_and_swap("n".into(), Some(b"4".to_vec()), None)
             .unwrap());
-        assert!(kv
-            .compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec()))
+        assert!(kv.ctx().compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec()))
             .unwrap());
         assert!(matches!(
-            kv.increment("n".into(), 1),
+            kv.ctx().increment("n".into(), 1),
             Err(BotError::Invalid(_))
         ));
-        assert!(kv
-            .compare_and_swap("m".into(), None, Some(b"1".to_vec()))
+        assert!(kv.ctx().compare_and_swap("m".into(), None, Some(b"1".to_vec()))
             .unwrap());
     }
 
@@ -305,12 +351,12 @@ mod tests {
         tree.insert(keys::kv("bot", "p/2"), b"".as_slice()).unwrap();
         tree.insert(keys::kv("other", "p/9"), b"".as_slice())
             .unwrap();
-        kv.set("p/3".into(), vec![]).unwrap();
-        assert!(kv.delete("p/1".into()).unwrap());
+        kv.ctx().set("p/3".into(), vec![]).unwrap();
+        assert!(kv.ctx().delete("p/1".into()).unwrap());
         assert_eq!(
-            kv.list_keys("p/".into()).unwrap(),
+            kv.ctx().list_keys("p/".into()).unwrap(),
             vec!["p/2".to_string(), "p/3".to_string()]
         );
-        assert!(matches!(kv.get(String::new()), Err(BotError::Invalid(_))));
+        assert!(matches!(kv.ctx().get(String::new()), Err(BotError::Invalid(_))));
     }
 }

@@ -28,11 +28,7 @@ impl Host for Log {
             }
             return;
         }
-        let mut end = message.len().min(MAX_LINE_BYTES);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = &message[..end];
+        let message = crate::text::cut(&message, MAX_LINE_BYTES);
         let bot = &*self.bot;
         match level {
             Level::Trace => tracing::trace!(target: "bot", bot, "{message}"),

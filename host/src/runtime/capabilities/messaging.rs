@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::policy::{BotPolicy, Denial};
+use super::Ctx;
+use crate::policy::BotPolicy;
 use crate::runtime::bindings::aviary::bot::messaging::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::Outgoing;
@@ -17,7 +18,6 @@ pub struct Messaging {
     /// What the bot sent, committed when `handle` returns ok.
     pub sends: Vec<Outgoing>,
     pub policy: Arc<BotPolicy>,
-    pub denials: Vec<Denial>,
 }
 
 impl Messaging {
@@ -25,21 +25,17 @@ impl Messaging {
         Messaging {
             sends: Vec::new(),
             policy,
-            denials: Vec::new(),
         }
     }
+}
 
+impl Ctx<'_, Messaging> {
     fn deny(&mut self, target: &str, error: BotError) -> Result<(), BotError> {
-        let reason = match &error {
+        self.budget.refusals.deny("send", target, || match &error {
             BotError::Denied(r)
             | BotError::QuotaExceeded(r)
             | BotError::Invalid(r)
             | BotError::Unavailable(r) => r.clone(),
-        };
-        self.denials.push(Denial {
-            capability: "send",
-            target: target.to_owned(),
-            reason,
         });
         Err(error)
     }
@@ -50,10 +46,16 @@ impl Messaging {
         text: String,
         reply_to: Option<String>,
     ) -> Result<(), BotError> {
+        self.budget.check()?;
         if !crate::ids::is_valid_id(&conversation) {
-            return Err(BotError::Invalid(format!(
-                "`{conversation}` is not a valid conversation id"
-            )));
+            return Err(BotError::Invalid(
+                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
+            ));
+        }
+        if reply_to.as_deref().is_some_and(|id| !is_message_id(id)) {
+            return Err(BotError::Invalid(
+                "reply-to must be a message id (16 hex digits)".into(),
+            ));
         }
         if text.len() > MAX_TEXT_BYTES {
             let error = BotError::Invalid(format!(
@@ -62,7 +64,7 @@ impl Messaging {
             ));
             return self.deny(&conversation, error);
         }
-        if self.sends.len() >= MAX_SENDS_PER_EVENT {
+        if self.cap.sends.len() >= MAX_SENDS_PER_EVENT {
             return self.deny(
                 &conversation,
                 BotError::QuotaExceeded(format!(
@@ -70,15 +72,17 @@ impl Messaging {
                 )),
             );
         }
-        if let Err(reason) = self.policy.send.try_send(&conversation) {
-            let error = if self.policy.grant.send.is_some() {
+        if let Err(reason) = self.cap.policy.send.try_send(&conversation) {
+            let error = if self.cap.policy.grant.send.is_some() {
                 BotError::QuotaExceeded(reason)
             } else {
                 BotError::Denied(reason)
             };
             return self.deny(&conversation, error);
         }
-        self.sends.push(Outgoing {
+        let bytes = conversation.len() + text.len() + reply_to.as_ref().map_or(0, String::len);
+        self.budget.resize(0, bytes)?;
+        self.cap.sends.push(Outgoing {
             conversation,
             text,
             reply_to,
@@ -87,7 +91,12 @@ impl Messaging {
     }
 }
 
-impl Host for Messaging {
+/// Message ids are 16 hex digits (see `store::Store::next_id`).
+fn is_message_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Host for Ctx<'_, Messaging> {
     fn send(&mut self, conversation: String, text: String) -> Result<(), BotError> {
         self.push(conversation, text, None)
     }
@@ -105,9 +114,9 @@ impl Host for Messaging {
         if crate::ids::is_valid_id(&conversation) {
             Ok(())
         } else {
-            Err(BotError::Invalid(format!(
-                "`{conversation}` is not a valid conversation id"
-            )))
+            Err(BotError::Invalid(
+                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
+            ))
         }
     }
 }

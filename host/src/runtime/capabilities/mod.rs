@@ -2,6 +2,10 @@
 //! need for one event and links its WIT interface into the linker; adding a
 //! capability is a new module plus one line in [`link_all`] and one field in
 //! [`crate::runtime::state::EventState`].
+//!
+//! Import functions run on a [`Ctx`]: the capability's own state beside the
+//! event's [`EventBudget`], which every call charges and every refusal is
+//! recorded in.
 
 pub mod config;
 pub mod http;
@@ -9,20 +13,45 @@ pub mod kv;
 pub mod log;
 pub mod messaging;
 
-use wasmtime::component::{HasSelf, Linker};
+use std::marker::PhantomData;
+
+use wasmtime::component::{HasData, HasSelf, Linker};
 
 use super::bindings::aviary::bot;
+use super::budget::EventBudget;
 use super::state::EventState;
+
+/// What an import function of capability `C` works on for one call.
+pub struct Ctx<'a, C> {
+    pub cap: &'a mut C,
+    pub budget: &'a mut EventBudget,
+}
+
+/// The [`HasData`] of a capability whose imports run on a [`Ctx`].
+struct WithBudget<C>(PhantomData<C>);
+
+impl<C: 'static> HasData for WithBudget<C> {
+    type Data<'a> = Ctx<'a, C>;
+}
 
 /// Links every capability's imports into `linker`.
 pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
     bot::types::add_to_linker::<EventState, HasSelf<EventState>>(linker, |s| s)?;
-    bot::messaging::add_to_linker::<EventState, HasSelf<messaging::Messaging>>(linker, |s| {
-        &mut s.messaging
+    bot::messaging::add_to_linker::<EventState, WithBudget<messaging::Messaging>>(linker, |s| {
+        Ctx {
+            cap: &mut s.messaging,
+            budget: &mut s.budget,
+        }
     })?;
-    bot::kv::add_to_linker::<EventState, HasSelf<kv::Kv>>(linker, |s| &mut s.kv)?;
+    bot::kv::add_to_linker::<EventState, WithBudget<kv::Kv>>(linker, |s| Ctx {
+        cap: &mut s.kv,
+        budget: &mut s.budget,
+    })?;
     bot::log::add_to_linker::<EventState, HasSelf<log::Log>>(linker, |s| &mut s.log)?;
-    bot::config::add_to_linker::<EventState, HasSelf<config::Config>>(linker, |s| &mut s.config)?;
+    bot::config::add_to_linker::<EventState, WithBudget<config::Config>>(linker, |s| Ctx {
+        cap: &mut s.config,
+        budget: &mut s.budget,
+    })?;
     http::link(linker)?;
     Ok(())
 }

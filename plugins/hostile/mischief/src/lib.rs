@@ -13,13 +13,15 @@ struct Mischief;
 
 impl Guest for Mischief {
     fn init(settings: Vec<(String, String)>) -> Result<(), String> {
-        if settings
+        let mode = settings
             .iter()
-            .any(|(k, v)| k == "mode" && v == "init-trap")
-        {
-            panic!("trapping in init on purpose");
+            .find(|(k, _)| k == "mode")
+            .map_or("", |(_, v)| v.as_str());
+        match mode {
+            "init-trap" => panic!("trapping in init on purpose"),
+            "init-huge-error" => Err("e".repeat(8 << 20)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn handle(event: Event) -> Result<(), String> {
@@ -46,6 +48,15 @@ impl Guest for Mischief {
             "oversized" => oversized(&message),
             "log-flood" => log_flood(&message),
             "snoop" => snoop(&message),
+            "sleep" => sleep(&message),
+            "huge-error" => Err("e".repeat(8 << 20)),
+            "secret-flood" => secret_flood(&message),
+            "long-secret-name" => long_secret_name(&message),
+            "kv-refusal-flood" => kv_refusal_flood(&message),
+            "one-key-refusals" => one_key_refusals(&message),
+            "absent-deletes" => absent_deletes(&message),
+            "absent-reads" => absent_reads(&message),
+            "huge-reply-to" => huge_reply_to(&message),
             other => Err(format!("unknown mode `{other}`")),
         }
     }
@@ -143,6 +154,71 @@ fn snoop(message: &Message) -> Result<(), String> {
         Err(error) => format!("secret refused: {error:?}"),
     };
     reply(message, &format!("found [{}]; {secret}", found.join(", ")))
+}
+
+/// Blocks inside a host call (WASI poll through `std::thread::sleep`)
+/// far past any deadline; the wasm itself uses no CPU while it waits.
+fn sleep(message: &Message) -> Result<(), String> {
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+    reply(message, "woke up")
+}
+
+/// A million refused `secret()` calls, each for another name.
+fn secret_flood(message: &Message) -> Result<(), String> {
+    let refused = (0..1_000_000)
+        .filter(|n| config::secret(&format!("S{n}")).is_err())
+        .count();
+    reply(message, &format!("{refused} secrets refused"))
+}
+
+/// An 8 MiB secret name, asked for again and again.
+fn long_secret_name(message: &Message) -> Result<(), String> {
+    let name = "n".repeat(8 << 20);
+    let refused = (0..100).filter(|_| config::secret(&name).is_err()).count();
+    reply(message, &format!("{refused} long names refused"))
+}
+
+/// Fills the kv quota, then 40,000 refused writes to distinct keys.
+fn kv_refusal_flood(message: &Message) -> Result<(), String> {
+    let value = vec![b'x'; 1024];
+    let mut refused = 0;
+    for n in 0..40_100 {
+        if kv::set(&format!("flood/{n}"), &value).is_err() {
+            refused += 1;
+        }
+    }
+    reply(message, &format!("{refused} kv writes refused"))
+}
+
+/// A million refused writes to one key.
+fn one_key_refusals(message: &Message) -> Result<(), String> {
+    let value = vec![b'x'; 100_000];
+    let refused = (0..1_000_000)
+        .filter(|_| kv::set("the-key", &value).is_err())
+        .count();
+    reply(message, &format!("{refused} writes to one key refused"))
+}
+
+/// Deletes a million keys that were never there.
+fn absent_deletes(message: &Message) -> Result<(), String> {
+    let failed = (0..1_000_000)
+        .filter(|n| kv::delete(&format!("absent/{n:0>400}")).is_err())
+        .count();
+    reply(message, &format!("{failed} deletes failed"))
+}
+
+/// Reads a million distinct keys that were never there.
+fn absent_reads(message: &Message) -> Result<(), String> {
+    let failed = (0..1_000_000)
+        .filter(|n| kv::get(&format!("absent/{n:0>400}")).is_err())
+        .count();
+    reply(message, &format!("{failed} reads failed"))
+}
+
+/// A reply whose `reply-to` is megabytes long.
+fn huge_reply_to(message: &Message) -> Result<(), String> {
+    let outcome = messaging::reply(&message.conversation, &"1".repeat(4 << 20), "hi");
+    reply(message, &format!("huge reply-to: {outcome:?}"))
 }
 
 export!(Mischief);
