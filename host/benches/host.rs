@@ -71,7 +71,9 @@ fn main() -> Result<()> {
     let post_event = hostile_post_event_ms(&app)?;
     eprintln!("hostile post-event work: worst {post_event:.2} ms");
     let wall_blocked = hostile_wall_blocked_ms(&app, (cores * 2).max(4))?;
-    eprintln!("echo worst beside 4 sleepers: {wall_blocked:.1} ms (wall limit {HOSTILE_WALL_MS} ms)");
+    eprintln!(
+        "echo worst beside 4 sleepers: {wall_blocked:.1} ms (wall limit {HOSTILE_WALL_MS} ms)"
+    );
     drop(app);
 
     config.data_dir = scratch.path().join("http");
@@ -482,9 +484,10 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
         ("sleep", |o| {
             matches!(o.result, Err(HandleError::WallTimeout(_)))
         }),
-        ("huge-error", |o| {
-            matches!(&o.result, Err(HandleError::Bot(m)) if m.len() < 4096)
-        }),
+        (
+            "huge-error",
+            |o| matches!(&o.result, Err(HandleError::Bot(m)) if m.len() < 4096),
+        ),
         ("secret-flood", bounded_refusals),
         ("kv-refusal-flood", bounded_refusals),
         ("one-key-refusals", bounded_refusals),
@@ -496,9 +499,9 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
             matches!(o.result, Err(HandleError::Budget(_)))
         }),
         ("huge-reply-to", |o| {
-            o.result.as_ref().is_ok_and(|e| {
-                e.sends.len() == 1 && e.sends[0].text.contains("Invalid")
-            })
+            o.result
+                .as_ref()
+                .is_ok_and(|e| e.sends.len() == 1 && e.sends[0].text.contains("Invalid"))
         }),
     ];
     for (mode, was_contained) in run_time {

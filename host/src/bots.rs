@@ -145,8 +145,9 @@ impl Bots {
         match result {
             Ok(id) => id,
             Err(error) => {
-                let error = crate::text::cut(&format!("{error:#}"), 2 * crate::text::MAX_ERROR_BYTES)
-                    .into_owned();
+                let error =
+                    crate::text::cut(&format!("{error:#}"), 2 * crate::text::MAX_ERROR_BYTES)
+                        .into_owned();
                 tracing::error!(bot = %fallback_id, "bot not loaded: {error}");
                 self.audit("refuse", &fallback_id, None, None, &error);
                 self.failed.write().insert(fallback_id.clone(), error);

@@ -8,6 +8,10 @@ use std::borrow::Cow;
 /// Longest bot-supplied error (a `handle` or `init` error, a trap message)
 /// kept in logs, dead letters, the audit log and `GET /api/v1/bots`.
 pub const MAX_ERROR_BYTES: usize = 2048;
+/// Longest text the store keeps in a dead letter or an audit detail: a
+/// last bound behind the cuts made where the text enters the host, loose
+/// enough not to cut those again.
+pub const MAX_STORED_TEXT_BYTES: usize = 8192;
 /// Longest audit target (a kv key, a secret name, a URL) kept per record.
 pub const MAX_TARGET_BYTES: usize = 256;
 
@@ -23,7 +27,11 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Cow::Owned(format!("{}… [cut: {} bytes in all]", &text[..end], text.len()))
+    Cow::Owned(format!(
+        "{}… [cut: {} bytes in all]",
+        &text[..end],
+        text.len()
+    ))
 }
 
 #[cfg(test)]

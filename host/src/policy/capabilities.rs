@@ -159,9 +159,8 @@ impl Capabilities {
     /// The wall-clock limit of one event: `wall_ms`, or the default but
     /// never less than the CPU limit.
     pub fn wall_ms(&self) -> u64 {
-        self.wall_ms.unwrap_or_else(|| {
-            DEFAULT_WALL_MS.max(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
-        })
+        self.wall_ms
+            .unwrap_or_else(|| DEFAULT_WALL_MS.max(self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)))
     }
 
     /// Whether the named capability is present at all (as imports need it).

@@ -128,7 +128,8 @@ impl HandleError {
             HandleError::Memory(_) => Some("memory"),
             HandleError::Budget(_) => Some("event_budget"),
             HandleError::Trap(message)
-                if message.contains("out of bounds") || message.contains("call stack exhausted") =>
+                if message.contains("out of bounds")
+                    || message.contains("call stack exhausted") =>
             {
                 Some("stack")
             }
@@ -142,17 +143,21 @@ impl LoadedBot {
     pub fn handle(&self, tree: &sled::Tree, event: &PendingEvent) -> Outcome {
         let wit_event = to_wit(event);
         let (mut store, result) = self.run(tree, async |bot: Bot, store: &mut Store<_>| {
-            bot.aviary_bot_handler().call_handle(store, &wit_event).await
+            bot.aviary_bot_handler()
+                .call_handle(store, &wit_event)
+                .await
         });
         let refusals = store.data_mut().take_refusals();
         self.log_stdio(store.data().stdio());
-        let result = match result {
-            Ok(Ok(())) => match store.data().budget.exceeded() {
-                Some(reason) => Err(HandleError::Budget(reason.to_owned())),
-                None => Ok(store.into_data().into_effects()),
-            },
-            Ok(Err(message)) => Err(HandleError::Bot(cut(&message, MAX_ERROR_BYTES).into_owned())),
-            Err(error) => Err(error),
+        let over_budget = store.data().budget.exceeded().map(str::to_owned);
+        let result = match (result, over_budget) {
+            (Err(error), _) => Err(error),
+            // Whatever the bot answered, an event over its budget fails.
+            (Ok(_), Some(reason)) => Err(HandleError::Budget(reason)),
+            (Ok(Ok(())), None) => Ok(store.into_data().into_effects()),
+            (Ok(Err(message)), None) => Err(HandleError::Bot(
+                cut(&message, MAX_ERROR_BYTES).into_owned(),
+            )),
         };
         Outcome { result, refusals }
     }

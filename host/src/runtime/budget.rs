@@ -139,12 +139,7 @@ impl Refusals {
         self.unlisted += other.unlisted;
     }
 
-    fn add(
-        &mut self,
-        key: (&'static str, String),
-        count: u64,
-        reason: impl FnOnce() -> String,
-    ) {
+    fn add(&mut self, key: (&'static str, String), count: u64, reason: impl FnOnce() -> String) {
         if let Some(&at) = self.index.get(&key) {
             self.itemised[at].count += count;
         } else if self.itemised.len() < MAX_ITEMISED_DENIALS {

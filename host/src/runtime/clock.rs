@@ -92,7 +92,8 @@ pub struct Containment {
 impl Containment {
     /// Records a misbehaviour now.
     pub fn mark(&self) {
-        self.last_ms.store(since_start_ms().max(1), Ordering::Relaxed);
+        self.last_ms
+            .store(since_start_ms().max(1), Ordering::Relaxed);
     }
 
     /// Whether the bot misbehaved within the last [`QUARANTINE`].
@@ -131,7 +132,10 @@ mod tests {
         // Computing does count (however loaded the machine, it gets there).
         let spin = Instant::now();
         while thread_cpu_time() - start < Duration::from_millis(15) {
-            assert!(spin.elapsed() < Duration::from_secs(30), "the CPU clock never advanced");
+            assert!(
+                spin.elapsed() < Duration::from_secs(30),
+                "the CPU clock never advanced"
+            );
         }
     }
 

@@ -130,10 +130,8 @@ mod tests {
     use wasmtime::ResourceLimiter;
 
     fn four_memories() -> Vec<u8> {
-        wat::parse_str(
-            "(component (core module (memory 1) (memory 1) (memory 1) (memory 1)))",
-        )
-        .unwrap()
+        wat::parse_str("(component (core module (memory 1) (memory 1) (memory 1) (memory 1)))")
+            .unwrap()
     }
 
     #[test]

@@ -27,9 +27,9 @@ use crate::policy::{
     capabilities::DEFAULT_MEMORY_MB, capabilities::DEFAULT_TIMEOUT_MS, imports::component_imports,
     BotPolicy,
 };
-use clock::Containment;
 use bindings::BotPre;
 use cache::ArtifactCache;
+use clock::Containment;
 use state::EventState;
 
 /// Largest memory cap a bot may be given; the pooling allocator reserves

@@ -53,9 +53,9 @@ impl Store {
     /// Appends `entry` to the audit log, its target and detail cut to a
     /// bound (they may carry text a bot chose).
     pub fn audit(&self, mut entry: AuditEntry) -> Result<AuditRecord> {
-        use crate::text::{cut, MAX_ERROR_BYTES, MAX_TARGET_BYTES};
+        use crate::text::{cut, MAX_STORED_TEXT_BYTES, MAX_TARGET_BYTES};
         entry.target = entry.target.map(|t| cut(&t, MAX_TARGET_BYTES).into_owned());
-        entry.detail = cut(&entry.detail, MAX_ERROR_BYTES).into_owned();
+        entry.detail = cut(&entry.detail, MAX_STORED_TEXT_BYTES).into_owned();
         // The chain's head (next seq, last hash) is read from the store once,
         // then kept here: appends happen on the event path.
         let mut head = self.inner.audit_head.lock();

@@ -225,7 +225,7 @@ impl Store {
     pub fn dead_letter(&self, event: &PendingEvent, error: &str, attempts: u32) -> Result<()> {
         let letter = DeadLetter {
             event: event.clone(),
-            error: crate::text::cut(error, crate::text::MAX_ERROR_BYTES).into_owned(),
+            error: crate::text::cut(error, crate::text::MAX_STORED_TEXT_BYTES).into_owned(),
             attempts,
             at: now_ms(),
         };

@@ -190,7 +190,9 @@ impl Host for Ctx<'_, Kv> {
             Some(bytes) => std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| BotError::Invalid("the key does not hold a decimal integer".into()))?,
+                .ok_or_else(|| {
+                    BotError::Invalid("the key does not hold a decimal integer".into())
+                })?,
         };
         let next = current.checked_add(delta).ok_or_else(|| {
             BotError::Invalid("incrementing overflows a signed 64-bit integer".into())
@@ -300,7 +302,10 @@ mod tests {
         for n in 0..crate::runtime::budget::MAX_READ_ENTRIES {
             assert!(!kv.ctx().delete(format!("absent-{n}")).unwrap());
         }
-        assert!(kv.kv.writes.is_empty(), "nothing to delete, nothing buffered");
+        assert!(
+            kv.kv.writes.is_empty(),
+            "nothing to delete, nothing buffered"
+        );
         assert!(matches!(
             kv.ctx().get("one-more".into()),
             Err(BotError::QuotaExceeded(_))
@@ -332,15 +337,21 @@ mod tests {
         let (_dir, _tree, mut kv) = kv();
         assert_eq!(kv.ctx().increment("n".into(), 5).unwrap(), 5);
         assert_eq!(kv.ctx().increment("n".into(), -2).unwrap(), 3);
-        assert!(!kv.ctx().compare_and_swap("n".into(), Some(b"4".to_vec()), None)
+        assert!(!kv
+            .ctx()
+            .compare_and_swap("n".into(), Some(b"4".to_vec()), None)
             .unwrap());
-        assert!(kv.ctx().compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec()))
+        assert!(kv
+            .ctx()
+            .compare_and_swap("n".into(), Some(b"3".to_vec()), Some(b"x".to_vec()))
             .unwrap());
         assert!(matches!(
             kv.ctx().increment("n".into(), 1),
             Err(BotError::Invalid(_))
         ));
-        assert!(kv.ctx().compare_and_swap("m".into(), None, Some(b"1".to_vec()))
+        assert!(kv
+            .ctx()
+            .compare_and_swap("m".into(), None, Some(b"1".to_vec()))
             .unwrap());
     }
 
@@ -357,6 +368,9 @@ mod tests {
             kv.ctx().list_keys("p/".into()).unwrap(),
             vec!["p/2".to_string(), "p/3".to_string()]
         );
-        assert!(matches!(kv.ctx().get(String::new()), Err(BotError::Invalid(_))));
+        assert!(matches!(
+            kv.ctx().get(String::new()),
+            Err(BotError::Invalid(_))
+        ));
     }
 }
