@@ -28,7 +28,10 @@ impl App {
         let store = Store::open(&config.data_dir)?;
         let purged = store.purge_expired()?;
         if purged > 0 {
-            tracing::info!(count = purged, "deleted expired tokens and idempotency keys");
+            tracing::info!(
+                count = purged,
+                "deleted expired tokens and idempotency keys"
+            );
         }
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
         let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));

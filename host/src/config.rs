@@ -265,4 +265,32 @@ mod tests {
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("listn"), "{err}");
     }
+
+    #[test]
+    fn web_section_has_defaults_and_checks_its_numbers() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.web.token_lifetime_secs, 24 * 3600);
+        assert!(config.web.conversation_secret.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aviary.toml");
+        std::fs::write(
+            &path,
+            "[web]\nheader_timeout_ms = 2500\nmax_connections = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            (config.web.header_timeout_ms, config.web.max_connections),
+            (2500, 3)
+        );
+        assert_eq!(
+            config.web.body_timeout_ms, 10_000,
+            "unset fields keep their default"
+        );
+        std::fs::write(&path, "[web]\nconversation_secret = \"short\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("conversation_secret"), "{err}");
+        std::fs::write(&path, "[web]\nmax_connections = 0\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+    }
 }

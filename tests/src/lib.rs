@@ -18,11 +18,11 @@
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -215,7 +215,12 @@ impl Host {
 
     /// `POST /api/v1/bots/{bot}/conversations` with `body` (none when
     /// `None`) and `Authorization: Bearer <bearer>` when given.
-    pub fn create_conversation(&self, bot: &str, body: Option<Value>, bearer: Option<&str>) -> Answer {
+    pub fn create_conversation(
+        &self,
+        bot: &str,
+        body: Option<Value>,
+        bearer: Option<&str>,
+    ) -> Answer {
         let mut request = self
             .client
             .post(self.url(&format!("/api/v1/bots/{bot}/conversations")));
@@ -537,11 +542,16 @@ impl Conversation {
             return Ok(Ok(token.clone()));
         }
         let secret = self.secret.as_deref().unwrap_or_else(|| {
-            panic!("Host::conversation needs a host with a conversation secret; this one started open")
+            panic!(
+                "Host::conversation needs a host with a conversation secret; this one started open"
+            )
         });
         let response = self
             .client
-            .post(format!("{}/api/v1/bots/{}/conversations", self.base, self.bot))
+            .post(format!(
+                "{}/api/v1/bots/{}/conversations",
+                self.base, self.bot
+            ))
             .bearer_auth(secret)
             .json(&json!({ "conversation": self.conversation, "user": { "id": user } }))
             .send()?;
@@ -563,7 +573,9 @@ impl Conversation {
         self.tokens
             .lock()
             .unwrap()
-            .retain(|(bot, conversation, _), _| (bot, conversation) != (&self.bot, &self.conversation));
+            .retain(|(bot, conversation, _), _| {
+                (bot, conversation) != (&self.bot, &self.conversation)
+            });
     }
 
     /// Posts a message as `sender` (with `sender`'s token); returns the
@@ -577,7 +589,12 @@ impl Conversation {
     }
 
     /// Posts raw `body` as `sender`, with `content_type` when given.
-    pub fn post_raw(&self, sender: &str, body: impl Into<Vec<u8>>, content_type: Option<&str>) -> Answer {
+    pub fn post_raw(
+        &self,
+        sender: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Answer {
         let token = match self.token(sender).expect("a token") {
             Ok(token) => token,
             Err(refused) => return refused,
@@ -768,7 +785,10 @@ pub struct RawAnswer {
 impl RawAnswer {
     /// The JSON body of the answer; panics when it is not JSON.
     pub fn json(&self) -> Value {
-        let body = self.text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let body = self
+            .text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body);
         serde_json::from_str(body)
             .unwrap_or_else(|e| panic!("the answer's body is not JSON ({e}): {:?}", self.text))
     }

@@ -318,18 +318,38 @@ fn bad_requests_get_json_errors_and_store_nothing() {
     let json = Some("application/json");
 
     let cases: &[(&str, &str, Option<&str>, StatusCode)] = &[
-        ("malformed JSON", r#"{"text":"hi""#, json, StatusCode::BAD_REQUEST),
+        (
+            "malformed JSON",
+            r#"{"text":"hi""#,
+            json,
+            StatusCode::BAD_REQUEST,
+        ),
         ("not JSON at all", "hello", json, StatusCode::BAD_REQUEST),
         ("no text", r#"{}"#, json, StatusCode::UNPROCESSABLE_ENTITY),
-        ("text is a number", r#"{"text":42}"#, json, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "text is a number",
+            r#"{"text":42}"#,
+            json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             "a sender of one's choosing",
             r#"{"sender":"mallory","text":"hi"}"#,
             json,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
-        ("body is a string", r#""alice: hi""#, json, StatusCode::UNPROCESSABLE_ENTITY),
-        ("body is an array", r#"[{"text":"hi"}]"#, json, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "body is a string",
+            r#""alice: hi""#,
+            json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "body is an array",
+            r#"[{"text":"hi"}]"#,
+            json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             "no content type",
             r#"{"text":"hi"}"#,
@@ -350,7 +370,12 @@ fn bad_requests_get_json_errors_and_store_nothing() {
         ),
     ];
     for (what, body, content_type, status) in cases {
-        assert_rejected(&chat.post_raw("alice", *body, *content_type), *status, &chat, what);
+        assert_rejected(
+            &chat.post_raw("alice", *body, *content_type),
+            *status,
+            &chat,
+            what,
+        );
     }
 
     // A body over 64 KiB, otherwise valid.

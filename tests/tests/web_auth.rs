@@ -29,12 +29,17 @@ fn created(answer: &Answer) -> Created {
         conversation: field("conversation"),
         token: field("token"),
         expires_at: answer.body["expires_at"].as_u64().expect("expires_at"),
-        user: answer.body["user"]["id"].as_str().expect("user.id").to_owned(),
+        user: answer.body["user"]["id"]
+            .as_str()
+            .expect("user.id")
+            .to_owned(),
     }
 }
 
 fn url(host: &Host, bot: &str, conversation: &str, tail: &str) -> String {
-    host.url(&format!("/api/v1/bots/{bot}/conversations/{conversation}/{tail}"))
+    host.url(&format!(
+        "/api/v1/bots/{bot}/conversations/{conversation}/{tail}"
+    ))
 }
 
 /// `POST .../messages` `{"text"}` with `Authorization: Bearer <token>` when given.
@@ -123,9 +128,19 @@ fn open_creation_gives_a_token_for_one_user_in_one_new_conversation() {
     // Without a token, with a bad one, or with another conversation's:
     // refused, and nothing stored.
     let c = &alice.conversation;
-    assert_refused(&post(&host, "echo", c, None, "no token"), StatusCode::UNAUTHORIZED, "no token");
     assert_refused(
-        &post(&host, "echo", c, Some("0123456789abcdef0123456789abcdef"), "guessed"),
+        &post(&host, "echo", c, None, "no token"),
+        StatusCode::UNAUTHORIZED,
+        "no token",
+    );
+    assert_refused(
+        &post(
+            &host,
+            "echo",
+            c,
+            Some("0123456789abcdef0123456789abcdef"),
+            "guessed",
+        ),
         StatusCode::UNAUTHORIZED,
         "a made-up token",
     );
@@ -134,7 +149,11 @@ fn open_creation_gives_a_token_for_one_user_in_one_new_conversation() {
         StatusCode::FORBIDDEN,
         "another conversation's token",
     );
-    assert_refused(&get(&host, "echo", c, None), StatusCode::UNAUTHORIZED, "reading without a token");
+    assert_refused(
+        &get(&host, "echo", c, None),
+        StatusCode::UNAUTHORIZED,
+        "reading without a token",
+    );
     assert_refused(
         &get(&host, "echo", c, Some(&anonymous.token)),
         StatusCode::FORBIDDEN,
@@ -149,21 +168,41 @@ fn open_creation_gives_a_token_for_one_user_in_one_new_conversation() {
     let stored = texts(&host, "echo", c, &alice.token);
     assert_eq!(stored[0], ("alice".to_owned(), "hi".to_owned()));
     assert!(
-        stored.iter().all(|(_, text)| text == "hi" || text == "echo: hi"),
+        stored
+            .iter()
+            .all(|(_, text)| text == "hi" || text == "echo: hi"),
         "a refused message was stored: {stored:?}"
     );
-    assert!(texts(&host, "echo", &anonymous.conversation, &anonymous.token)
-        .iter()
-        .all(|(_, text)| !text.contains("intruder")));
+    assert!(
+        texts(&host, "echo", &anonymous.conversation, &anonymous.token)
+            .iter()
+            .all(|(_, text)| !text.contains("intruder"))
+    );
 
     // Bad creation bodies are JSON errors.
     for (what, body, status) in [
-        ("a user without id", json!({ "user": { "name": "x" } }), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "a user without id",
+            json!({ "user": { "name": "x" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         ("an array", json!([1]), StatusCode::UNPROCESSABLE_ENTITY),
-        ("an unknown field", json!({ "sender": "x" }), StatusCode::UNPROCESSABLE_ENTITY),
-        ("an empty user id", json!({ "user": { "id": "" } }), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "an unknown field",
+            json!({ "sender": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "an empty user id",
+            json!({ "user": { "id": "" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ] {
-        assert_refused(&host.create_conversation("echo", Some(body), None), status, what);
+        assert_refused(
+            &host.create_conversation("echo", Some(body), None),
+            status,
+            what,
+        );
     }
     assert_refused(
         &host.create_conversation("no-such-bot", None, None),
@@ -199,7 +238,13 @@ fn with_a_secret_only_the_backend_creates_and_may_add_users_to_a_conversation() 
     ));
     assert_eq!(bob.conversation, alice.conversation);
     for (who, token) in [("alice", &alice.token), ("bob", &bob.token)] {
-        let answer = post(&host, "echo", &alice.conversation, Some(token), &format!("from {who}"));
+        let answer = post(
+            &host,
+            "echo",
+            &alice.conversation,
+            Some(token),
+            &format!("from {who}"),
+        );
         assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.raw);
     }
     let ins: Vec<(String, String)> = texts(&host, "echo", &alice.conversation, &bob.token)
@@ -215,7 +260,12 @@ fn with_a_secret_only_the_backend_creates_and_may_add_users_to_a_conversation() 
     );
     // The secret is for creating conversations, not for reading them.
     assert_refused(
-        &get(&host, "echo", &alice.conversation, Some(CONVERSATION_SECRET)),
+        &get(
+            &host,
+            "echo",
+            &alice.conversation,
+            Some(CONVERSATION_SECRET),
+        ),
         StatusCode::UNAUTHORIZED,
         "the secret as a conversation token",
     );
@@ -252,21 +302,43 @@ fn a_refreshed_token_replaces_the_old_one() {
 
     // Hostile: replaying the token that was refreshed.
     let c = &first.conversation;
-    assert_refused(&post(&host, "echo", c, Some(&first.token), "replay"), StatusCode::UNAUTHORIZED, "the replaced token");
-    assert_refused(&refresh(&host, "echo", c, &first.token), StatusCode::UNAUTHORIZED, "refreshing the replaced token");
+    assert_refused(
+        &post(&host, "echo", c, Some(&first.token), "replay"),
+        StatusCode::UNAUTHORIZED,
+        "the replaced token",
+    );
+    assert_refused(
+        &refresh(&host, "echo", c, &first.token),
+        StatusCode::UNAUTHORIZED,
+        "refreshing the replaced token",
+    );
     let answer = post(&host, "echo", c, Some(&second), "renewed");
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.raw);
     // Another conversation's token cannot refresh this one.
     let other = created(&host.create_conversation("echo", None, None));
-    assert_refused(&refresh(&host, "echo", c, &other.token), StatusCode::FORBIDDEN, "a foreign refresh");
-    assert_refused(&refresh(&host, "echo", c, "nonsense"), StatusCode::UNAUTHORIZED, "a bad refresh");
+    assert_refused(
+        &refresh(&host, "echo", c, &other.token),
+        StatusCode::FORBIDDEN,
+        "a foreign refresh",
+    );
+    assert_refused(
+        &refresh(&host, "echo", c, "nonsense"),
+        StatusCode::UNAUTHORIZED,
+        "a bad refresh",
+    );
 }
 
 #[test]
 fn tokens_are_stored_only_as_hashes_and_outlive_a_restart() {
     let mut host = Host::start_open("");
     let session = created(&host.create_conversation("echo", None, None));
-    let answer = post(&host, "echo", &session.conversation, Some(&session.token), "kept");
+    let answer = post(
+        &host,
+        "echo",
+        &session.conversation,
+        Some(&session.token),
+        "kept",
+    );
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.raw);
     host.restart();
     let stored = texts(&host, "echo", &session.conversation, &session.token);
@@ -296,13 +368,23 @@ fn tokens_are_stored_only_as_hashes_and_outlive_a_restart() {
 fn echo_and_parrot() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for ext in ["wasm", "toml"] {
-        std::fs::copy(bots_dir().join(format!("echo.{ext}")), dir.path().join(format!("echo.{ext}"))).unwrap();
+        std::fs::copy(
+            bots_dir().join(format!("echo.{ext}")),
+            dir.path().join(format!("echo.{ext}")),
+        )
+        .unwrap();
     }
     std::fs::copy(bots_dir().join("echo.wasm"), dir.path().join("parrot.wasm")).unwrap();
     let manifest = std::fs::read_to_string(bots_dir().join("echo.toml")).unwrap();
     let manifest: String = manifest
         .lines()
-        .map(|l| if l.starts_with("id = ") { "id = \"parrot\"\n".to_owned() } else { format!("{l}\n") })
+        .map(|l| {
+            if l.starts_with("id = ") {
+                "id = \"parrot\"\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect();
     std::fs::write(dir.path().join("parrot.toml"), manifest).unwrap();
     let grant = "[bots.parrot.grant]\nmemory_mb = 16\ntimeout_ms = 2000\n\
@@ -315,7 +397,10 @@ fn echo_and_parrot() -> (tempfile::TempDir, String) {
 fn a_token_of_one_bot_opens_nothing_of_another_bot() {
     let (plugins, grant) = echo_and_parrot();
     let host = Host::start_with_plugins(&grant, plugins.path());
-    let parrot_running = host.bots().iter().any(|b| b["id"] == "parrot" && b["status"] == "running");
+    let parrot_running = host
+        .bots()
+        .iter()
+        .any(|b| b["id"] == "parrot" && b["status"] == "running");
     assert!(parrot_running, "parrot runs: {:?}", host.bots());
     let echo = created(&host.create_conversation(
         "echo",
@@ -324,7 +409,13 @@ fn a_token_of_one_bot_opens_nothing_of_another_bot() {
     ));
     // The same conversation id under another bot is another conversation.
     assert_refused(
-        &post(&host, "parrot", &echo.conversation, Some(&echo.token), "wrong bot"),
+        &post(
+            &host,
+            "parrot",
+            &echo.conversation,
+            Some(&echo.token),
+            "wrong bot",
+        ),
         StatusCode::FORBIDDEN,
         "echo's token on parrot",
     );
@@ -334,7 +425,10 @@ fn a_token_of_one_bot_opens_nothing_of_another_bot() {
         "reading parrot with echo's token",
     );
     let parrot = host.conversation("parrot", "shared-name");
-    assert!(parrot.messages(None, None).is_empty(), "nothing stored under parrot");
+    assert!(
+        parrot.messages(None, None).is_empty(),
+        "nothing stored under parrot"
+    );
 }
 
 #[test]
@@ -356,11 +450,20 @@ fn an_idempotency_key_makes_a_retry_answer_the_first_id() {
         answer.body["id"].clone()
     };
     let first = send("order-1", "pay once");
-    assert_eq!(send("order-1", "pay once"), first, "a retry answers with the first id");
+    assert_eq!(
+        send("order-1", "pay once"),
+        first,
+        "a retry answers with the first id"
+    );
     let other = send("order-2", "another");
     assert_ne!(other, first);
     chat.wait_for_reply(other.as_str().unwrap());
-    let ins: Vec<String> = chat.all_messages().into_iter().filter(|m| m.is_in()).map(|m| m.text).collect();
+    let ins: Vec<String> = chat
+        .all_messages()
+        .into_iter()
+        .filter(|m| m.is_in())
+        .map(|m| m.text)
+        .collect();
     assert_eq!(ins, ["pay once", "another"], "the retry stored nothing");
 
     // Remembered durably: a retry after a restart still finds the first.

@@ -37,15 +37,25 @@ fn every_refusal_is_a_json_error() {
 
     let answer = request(&host, "DELETE /api/v1/bots HTTP/1.1");
     assert_json_error(&answer, 405, "a wrong method");
-    assert!(answer.header("allow").is_some(), "405 keeps Allow: {:?}", answer.text);
+    assert!(
+        answer.header("allow").is_some(),
+        "405 keeps Allow: {:?}",
+        answer.text
+    );
     assert_json_error(
-        &request(&host, "GET /api/v1/bots/%FF%FE/conversations/x/messages HTTP/1.1"),
+        &request(
+            &host,
+            "GET /api/v1/bots/%FF%FE/conversations/x/messages HTTP/1.1",
+        ),
         400,
         "a path that is not UTF-8 once decoded",
     );
     for dots in ["%2e%2e", "%2E", ".", ".."] {
         assert_json_error(
-            &request(&host, &format!("GET /api/v1/bots/echo/conversations/{dots}/messages HTTP/1.1")),
+            &request(
+                &host,
+                &format!("GET /api/v1/bots/echo/conversations/{dots}/messages HTTP/1.1"),
+            ),
             400,
             dots,
         );
@@ -53,7 +63,10 @@ fn every_refusal_is_a_json_error() {
     assert_json_error(
         &request(
             &host,
-            &format!("GET {}?limit=lots HTTP/1.1\r\nAuthorization: Bearer {token}", chat.path()),
+            &format!(
+                "GET {}?limit=lots HTTP/1.1\r\nAuthorization: Bearer {token}",
+                chat.path()
+            ),
         ),
         400,
         "a query that does not parse",
@@ -78,10 +91,18 @@ fn every_refusal_is_a_json_error() {
         raw_http(host.port(), request.as_bytes(), Duration::from_secs(2))
     };
     assert_json_error(&handshake(None), 400, "no Sec-WebSocket-Key");
-    assert_json_error(&handshake(Some("not base64 at all")), 400, "a malformed Sec-WebSocket-Key");
+    assert_json_error(
+        &handshake(Some("not base64 at all")),
+        400,
+        "a malformed Sec-WebSocket-Key",
+    );
     assert_json_error(&handshake(Some("c2hvcnQ=")), 400, "a key of 5 bytes");
     let accepted = handshake(Some("dGhlIHNhbXBsZSBub25jZQ=="));
-    assert_eq!(accepted.status, 101, "a valid key is accepted: {:?}", accepted.text);
+    assert_eq!(
+        accepted.status, 101,
+        "a valid key is accepted: {:?}",
+        accepted.text
+    );
 
     // The admin API's input errors.
     let admin_token = std::fs::read_to_string(host.data_dir().join("admin.token")).unwrap();
@@ -105,7 +126,11 @@ fn every_refusal_is_a_json_error() {
             .map(|v| v.to_str().unwrap().to_owned());
         let text = response.text().unwrap();
         assert!(status.is_client_error(), "admin {what}: {status} {text}");
-        assert_eq!(content.as_deref(), Some("application/json"), "admin {what}: {text}");
+        assert_eq!(
+            content.as_deref(),
+            Some("application/json"),
+            "admin {what}: {text}"
+        );
         let body: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert!(body["error"].is_string(), "admin {what}: {text}");
     }
@@ -118,7 +143,8 @@ fn the_data_directory_is_the_owners_only() {
     let id = chat.post_message("alice", "a secret");
     chat.wait_for_reply(&id);
     host.kill();
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&host.data_dir()), 0o700, "the data dir");
     // After a restart too (sled writes more files), nothing is open to others.
     host.restart();
@@ -133,11 +159,23 @@ fn the_data_directory_is_the_owners_only() {
         let meta = std::fs::symlink_metadata(&path).unwrap();
         if meta.is_dir() {
             pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            assert_eq!(mode(&path) & 0o077, 0, "{} is open to others", path.display());
+            assert_eq!(
+                mode(&path) & 0o077,
+                0,
+                "{} is open to others",
+                path.display()
+            );
         } else if meta.is_file() {
             checked += 1;
-            if path.parent() == Some(&host.data_dir()) || path.starts_with(host.data_dir().join("store")) {
-                assert_eq!(mode(&path) & 0o077, 0, "{} is open to others", path.display());
+            if path.parent() == Some(&host.data_dir())
+                || path.starts_with(host.data_dir().join("store"))
+            {
+                assert_eq!(
+                    mode(&path) & 0o077,
+                    0,
+                    "{} is open to others",
+                    path.display()
+                );
             }
         }
     }

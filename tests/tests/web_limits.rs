@@ -11,7 +11,8 @@ use aviary_e2e::{raw_http, Host};
 
 /// Tight limits so that the tests are quick: a second for headers and for
 /// bodies, eight connections.
-const TIGHT: &str = "[web]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nmax_connections = 8\n";
+const TIGHT: &str =
+    "[web]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nmax_connections = 8\n";
 /// How long any cut-off may take beyond its limit on a loaded machine.
 const SLACK: Duration = Duration::from_secs(4);
 
@@ -26,20 +27,38 @@ fn connect(host: &Host) -> TcpStream {
 /// Writes `drip` one byte at a time, `every` apart, reading what comes
 /// back, until the host closes the connection or `within` passes. Returns
 /// what the host sent and when it closed, if it did.
-fn drip(stream: &mut TcpStream, drip: &[u8], every: Duration, within: Duration) -> (String, Option<Duration>) {
+fn drip(
+    stream: &mut TcpStream,
+    drip: &[u8],
+    every: Duration,
+    within: Duration,
+) -> (String, Option<Duration>) {
     let started = Instant::now();
     let mut received = Vec::new();
     let mut bytes = drip.iter().cycle();
     let mut buffer = [0u8; 4096];
     while started.elapsed() < within {
         match stream.read(&mut buffer) {
-            Ok(0) => return (String::from_utf8_lossy(&received).into(), Some(started.elapsed())),
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&received).into(),
+                    Some(started.elapsed()),
+                )
+            }
             Ok(n) => received.extend_from_slice(&buffer[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (String::from_utf8_lossy(&received).into(), Some(started.elapsed())),
+            Err(_) => {
+                return (
+                    String::from_utf8_lossy(&received).into(),
+                    Some(started.elapsed()),
+                )
+            }
         }
         if stream.write_all(&[*bytes.next().unwrap()]).is_err() {
-            return (String::from_utf8_lossy(&received).into(), Some(started.elapsed()));
+            return (
+                String::from_utf8_lossy(&received).into(),
+                Some(started.elapsed()),
+            );
         }
         std::thread::sleep(every);
     }
@@ -56,9 +75,20 @@ fn assert_serving(host: &Host) {
 fn a_client_that_sends_its_headers_slowly_is_disconnected() {
     let host = Host::start(TIGHT);
     let mut stream = connect(&host);
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let (_, closed) = drip(&mut stream, b"X-Slow: a\r\n", Duration::from_millis(200), Duration::from_secs(1) + SLACK);
-    assert!(closed.is_some(), "a header sent at 5 bytes/s kept its connection for {:?}", Duration::from_secs(1) + SLACK);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (_, closed) = drip(
+        &mut stream,
+        b"X-Slow: a\r\n",
+        Duration::from_millis(200),
+        Duration::from_secs(1) + SLACK,
+    );
+    assert!(
+        closed.is_some(),
+        "a header sent at 5 bytes/s kept its connection for {:?}",
+        Duration::from_secs(1) + SLACK
+    );
     assert_serving(&host);
 }
 
@@ -84,8 +114,14 @@ fn an_idle_kept_alive_connection_is_closed() {
         }
     };
     let text = String::from_utf8_lossy(&received);
-    assert!(text.starts_with("HTTP/1.1 200"), "the request was answered: {text:?}");
-    assert!(closed.is_some(), "an idle connection stayed open past the idle limit");
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request was answered: {text:?}"
+    );
+    assert!(
+        closed.is_some(),
+        "an idle connection stayed open past the idle limit"
+    );
 }
 
 #[test]
@@ -102,11 +138,22 @@ fn a_body_sent_slowly_gets_408_and_is_not_stored() {
         body.len() * 100
     )
     .unwrap();
-    let (answer, closed) = drip(&mut stream, body, Duration::from_millis(200), Duration::from_secs(1) + SLACK);
-    assert!(closed.is_some(), "a body at 5 bytes/s kept its connection: {answer:?}");
+    let (answer, closed) = drip(
+        &mut stream,
+        body,
+        Duration::from_millis(200),
+        Duration::from_secs(1) + SLACK,
+    );
+    assert!(
+        closed.is_some(),
+        "a body at 5 bytes/s kept its connection: {answer:?}"
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains(r#""error""#), "a JSON error: {answer:?}");
-    assert!(chat.messages(None, None).is_empty(), "the dripped body was stored");
+    assert!(
+        chat.messages(None, None).is_empty(),
+        "the dripped body was stored"
+    );
     assert_serving(&host);
 }
 
@@ -124,23 +171,37 @@ fn a_declared_oversized_body_is_refused_before_it_is_read() {
     let answer = raw_http(host.port(), request.as_bytes(), Duration::from_secs(3));
     assert_eq!(answer.status, 413, "{:?}", answer.text);
     assert!(answer.json()["error"].as_str().unwrap().contains("bytes"));
-    assert!(started.elapsed() < Duration::from_secs(3), "the host waited for the body");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the host waited for the body"
+    );
     assert!(chat.messages(None, None).is_empty());
 }
 
 #[test]
 fn connections_over_the_cap_get_503_and_the_host_recovers() {
     let host = Host::start("[web]\nmax_connections = 8\nheader_timeout_ms = 20000\n");
-    // Eight clients that open a connection and say nothing.
+    // Let the start-up probe's connection close, then eight clients open
+    // a connection each and say nothing; each holds a slot (none was
+    // refused).
+    std::thread::sleep(Duration::from_millis(500));
     let mut idle: Vec<TcpStream> = (0..8).map(|_| connect(&host)).collect();
     std::thread::sleep(Duration::from_millis(300));
+    for stream in &mut idle {
+        let mut byte = [0u8; 1];
+        let held = matches!(stream.read(&mut byte), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+        assert!(held, "an idle client within the cap was answered or closed");
+    }
     let refused = raw_http(
         host.port(),
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         Duration::from_secs(3),
     );
     assert_eq!(refused.status, 503, "{:?}", refused.text);
-    assert!(refused.json()["error"].as_str().unwrap().contains("connections"));
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("connections"));
     assert_eq!(refused.header("connection").as_deref(), Some("close"));
 
     // Once they leave, others are served again.
@@ -155,7 +216,11 @@ fn connections_over_the_cap_get_503_and_the_host_recovers() {
         if answer.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "still refused after the idle clients left: {:?}", answer.text);
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the idle clients left: {:?}",
+            answer.text
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -184,14 +249,24 @@ fn oversized_and_flooded_headers_are_refused_and_the_host_keeps_serving() {
         "a".repeat(64 * 1024)
     );
     let answer = raw_http(host.port(), huge.as_bytes(), Duration::from_secs(3));
-    assert_eq!(answer.status, 431, "a 64 KiB Authorization header: {:?}", answer.text.get(..200));
+    assert_eq!(
+        answer.status,
+        431,
+        "a 64 KiB Authorization header: {:?}",
+        answer.text.get(..200)
+    );
     let mut flood = format!("GET {} HTTP/1.1\r\nHost: x\r\n", chat.path());
     for n in 0..500 {
         flood.push_str(&format!("X-Flood-{n}: {n}\r\n"));
     }
     flood.push_str("\r\n");
     let answer = raw_http(host.port(), flood.as_bytes(), Duration::from_secs(3));
-    assert_eq!(answer.status, 431, "500 headers: {:?}", answer.text.get(..200));
+    assert_eq!(
+        answer.status,
+        431,
+        "500 headers: {:?}",
+        answer.text.get(..200)
+    );
     assert_serving(&host);
     assert!(chat.messages(None, None).is_empty());
 }

@@ -202,9 +202,17 @@ fn bad_websocket_requests_are_refused() {
     let url = chat.ws_url(None);
     let without = url.split('?').next().unwrap().to_owned();
     assert_eq!(status(without), 401, "no token");
-    assert_eq!(status(chat.ws_url_with(&"0".repeat(64), None)), 401, "a made-up token");
+    assert_eq!(
+        status(chat.ws_url_with(&"0".repeat(64), None)),
+        401,
+        "a made-up token"
+    );
     let foreign = other.token("alice").unwrap().unwrap();
-    assert_eq!(status(chat.ws_url_with(&foreign, None)), 403, "another conversation's token");
+    assert_eq!(
+        status(chat.ws_url_with(&foreign, None)),
+        403,
+        "another conversation's token"
+    );
 }
 
 #[test]
@@ -217,7 +225,10 @@ fn a_socket_whose_token_is_replaced_is_closed() {
     // The holder refreshes: the old token, still held by this socket, dies.
     let answer = aviary_e2e::Answer::read(
         reqwest::blocking::Client::new()
-            .post(host.url(&format!("/api/v1/bots/echo/conversations/{}/token", chat.conversation)))
+            .post(host.url(&format!(
+                "/api/v1/bots/echo/conversations/{}/token",
+                chat.conversation
+            )))
             .bearer_auth(&token)
             .send()
             .unwrap(),
@@ -232,7 +243,10 @@ fn a_socket_whose_token_is_replaced_is_closed() {
             Ok(Frame::Text(text)) => panic!("a revoked socket got {text}"),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("expected a close frame, got {e}"),
         }
         assert!(Instant::now() < deadline, "the revoked socket stayed open");

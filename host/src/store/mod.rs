@@ -401,8 +401,12 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make the data directory {} owner-only", dir.display()))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make the data directory {} owner-only",
+            dir.display()
+        )
+    })
 }
 
 /// Takes the group and other bits off everything under `dir` (sled creates

@@ -64,8 +64,7 @@ impl Store {
         let Some(value) = self.inner.state.get(keys::token(hash))? else {
             return Ok(None);
         };
-        let record: TokenRecord =
-            serde_json::from_slice(&value).context("corrupt token record")?;
+        let record: TokenRecord = serde_json::from_slice(&value).context("corrupt token record")?;
         Ok((record.expires_at > now_ms()).then_some(record))
     }
 
@@ -165,6 +164,10 @@ mod tests {
             .accept_inbound_once("echo", "c2", "alice", "hi", "k-1")
             .unwrap();
         assert!(matches!(other, Inbound::Accepted(_)));
-        assert_eq!(store.pending_events().unwrap().len(), 4, "two contacts, two messages");
+        assert_eq!(
+            store.pending_events().unwrap().len(),
+            4,
+            "two contacts, two messages"
+        );
     }
 }

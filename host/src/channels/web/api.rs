@@ -68,9 +68,10 @@ pub async fn post_message(
         .map_err(|full| ApiError::new(StatusCode::TOO_MANY_REQUESTS, full.to_string()))?;
     let id = match idempotency_key {
         None => {
-            let accepted = state
-                .store
-                .accept_inbound(&bot, &conversation, sender, &message.text)?;
+            let accepted =
+                state
+                    .store
+                    .accept_inbound(&bot, &conversation, sender, &message.text)?;
             reservation.push(accepted.events);
             accepted.message.id
         }

@@ -34,7 +34,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn mint() -> Result<(String, String), ApiError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
-        ApiError::internal(anyhow::anyhow!("no randomness for a conversation token: {e}"))
+        ApiError::internal(anyhow::anyhow!(
+            "no randomness for a conversation token: {e}"
+        ))
     })?;
     let token = hex::encode(bytes);
     let hash = sha256_hex(token.as_bytes());

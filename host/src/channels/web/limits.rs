@@ -23,12 +23,22 @@ pub struct BodyLimits {
 
 /// Reads the whole body before the handler runs: 413 when the declared
 /// `Content-Length` (checked before reading) or the bytes sent exceed the
-/// limit, 408 when the body is not complete within the deadline.
-pub async fn read_body(
-    State(limits): State<BodyLimits>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// limit, 408 when the body is not complete within the deadline. Those
+/// answers close the connection: the rest of the body is never read.
+pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    match buffer(limits, request).await {
+        Ok(request) => next.run(request).await,
+        Err(error) => {
+            let mut response = error.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn buffer(limits: BodyLimits, request: Request) -> Result<Request, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -59,12 +69,14 @@ pub async fn read_body(
     })?;
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(too_large())
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(error) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot read the body: {error}"
+            )))
         }
-        Err(error) => return Err(ApiError::bad_request(format!("cannot read the body: {error}"))),
     };
-    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// Longest plain-text error that is carried over into the JSON answer.
@@ -83,7 +95,9 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     }
     let (mut parts, body) = response.into_parts();
     let text = match Limited::new(body, MAX_ERROR_TEXT).collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes())
+            .trim()
+            .to_owned(),
         Err(_) => String::new(),
     };
     let message = if text.is_empty() {

@@ -78,6 +78,9 @@ pub fn guard(routes: HttpRouter, max_body_bytes: usize, web: &WebConfig) -> Http
         timeout: Duration::from_millis(web.body_timeout_ms),
     };
     routes
-        .layer(axum::middleware::from_fn_with_state(limits, limits::read_body))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::read_body,
+        ))
         .layer(axum::middleware::from_fn(limits::json_errors))
 }

@@ -42,9 +42,8 @@ pub async fn upgrade(
         .transpose()?
         .map(str::to_owned);
     check_key(&headers)?;
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::new(rejection.status(), rejection.body_text())
-    })?;
+    let upgrade =
+        upgrade.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
     let stream = Stream {
         state,
         bot,
@@ -144,9 +143,7 @@ impl Stream {
     }
 
     fn time_left(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            self.expires_at.saturating_sub(crate::store::now_ms()),
-        )
+        std::time::Duration::from_millis(self.expires_at.saturating_sub(crate::store::now_ms()))
     }
 }
 
