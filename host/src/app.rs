@@ -26,6 +26,13 @@ impl App {
     /// accepted but not handled before the last stop.
     pub fn start(config: Config) -> Result<App> {
         let store = Store::open(&config.data_dir)?;
+        let purged = store.purge_expired()?;
+        if purged > 0 {
+            tracing::info!(
+                count = purged,
+                "deleted expired tokens and idempotency keys"
+            );
+        }
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
         let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));
         bots.reload()?;
@@ -62,17 +69,23 @@ impl App {
             store: self.store.clone(),
             router: self.router.clone(),
             bots: self.bots.clone(),
+            web: Arc::new(self.config.web.clone()),
         };
         let token = crate::admin::load_or_create_token(
             self.config.admin_token.as_deref(),
             &self.config.data_dir,
         )?;
-        let routes = crate::admin::routes(state.clone(), token)
-            .merge(web::routes(state, self.config.max_body_bytes));
+        let routes = crate::admin::routes(state.clone(), token).merge(web::routes(state));
+        let routes = web::guard(routes, self.config.max_body_bytes, &self.config.web);
         tracing::info!("aviary is serving on http://{}", listener.local_addr()?);
-        axum::serve(listener, routes)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        if self.config.web.conversation_secret.is_none() && !self.config.listen.ip().is_loopback() {
+            tracing::warn!(
+                "anyone who reaches {} may start conversations: set `web.conversation_secret` \
+                 when the port is not on loopback",
+                self.config.listen
+            );
+        }
+        web::server::serve(listener, routes, &self.config.web, shutdown_signal()).await?;
         self.store.flush()?;
         Ok(())
     }

@@ -30,6 +30,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Largest accepted HTTP request body, in bytes.
     pub max_body_bytes: usize,
+    /// Timeouts, connection cap and conversation tokens of the web channel.
+    pub web: WebConfig,
     /// Token of the admin API; when unset, one is generated into
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
@@ -45,6 +47,68 @@ pub struct QueueConfig {
     pub per_conversation: usize,
     /// Events waiting in the whole host.
     pub total: usize,
+}
+
+/// `[web]`: how the web channel treats slow, idle and unknown clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Time a client has to send a request's headers, counted from the
+    /// connection's start or the end of the previous answer; so it is also
+    /// how long an idle kept-alive connection stays open.
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a whole request body, from its headers.
+    pub body_timeout_ms: u64,
+    /// Open connections (WebSockets included) beyond which new ones get a
+    /// 503 and are closed.
+    pub max_connections: usize,
+    /// Lifetime of a conversation token, in seconds (a client refreshes it
+    /// before then with `POST .../token`).
+    pub token_lifetime_secs: u64,
+    /// When set, creating a conversation needs `Authorization: Bearer
+    /// <secret>`: a website's backend mints tokens for its users. Unset,
+    /// anyone who reaches the port may create one (fit for loopback only).
+    pub conversation_secret: Option<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 1024,
+            token_lifetime_secs: 24 * 3600,
+            conversation_secret: None,
+        }
+    }
+}
+
+impl WebConfig {
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.header_timeout_ms >= 100,
+            "`web.header_timeout_ms` must be at least 100"
+        );
+        anyhow::ensure!(
+            self.body_timeout_ms >= 100,
+            "`web.body_timeout_ms` must be at least 100"
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "`web.max_connections` must be at least 1"
+        );
+        anyhow::ensure!(
+            self.token_lifetime_secs >= 60,
+            "`web.token_lifetime_secs` must be at least 60"
+        );
+        if let Some(secret) = &self.conversation_secret {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "`web.conversation_secret` must be at least 16 characters"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What the admin sets for one bot.
@@ -74,6 +138,7 @@ impl Default for Config {
             workers: (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(4),
             queue: QueueConfig::default(),
             max_body_bytes: 64 * 1024,
+            web: WebConfig::default(),
             admin_token: None,
             bots: BTreeMap::new(),
         }
@@ -147,6 +212,7 @@ impl Config {
             self.queue.total >= self.queue.per_conversation,
             "`queue.total` must be at least `queue.per_conversation`"
         );
+        self.web.validate()?;
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }
@@ -205,5 +271,33 @@ mod tests {
         std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn web_section_has_defaults_and_checks_its_numbers() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.web.token_lifetime_secs, 24 * 3600);
+        assert!(config.web.conversation_secret.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aviary.toml");
+        std::fs::write(
+            &path,
+            "[web]\nheader_timeout_ms = 2500\nmax_connections = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            (config.web.header_timeout_ms, config.web.max_connections),
+            (2500, 3)
+        );
+        assert_eq!(
+            config.web.body_timeout_ms, 10_000,
+            "unset fields keep their default"
+        );
+        std::fs::write(&path, "[web]\nconversation_secret = \"short\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("conversation_secret"), "{err}");
+        std::fs::write(&path, "[web]\nmax_connections = 0\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! Validation of the ids that appear in URLs and store keys.
 
-/// Bot and conversation ids: 1 to 128 of `[A-Za-z0-9._:-]`. Never `/`,
-/// which separates parts of store keys.
+/// Bot and conversation ids: 1 to 128 of `[A-Za-z0-9._:-]`, not only dots.
+/// Never `/`, which separates parts of store keys, nor `.` or `..`, which
+/// name directories in URLs and paths.
 pub fn is_valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
+        && !id.bytes().all(|b| b == b'.')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
@@ -20,5 +22,9 @@ mod tests {
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id(&"a".repeat(129)));
         assert!(!is_valid_id("é"));
+        assert!(!is_valid_id("."));
+        assert!(!is_valid_id(".."));
+        assert!(!is_valid_id("..."));
+        assert!(is_valid_id(".a."));
     }
 }

@@ -8,16 +8,23 @@
 //! - [`Host::kill`] sends SIGKILL; [`Host::restart`] starts the host again on
 //!   the same data dir; dropping a [`Host`] kills it.
 //! - [`Conversation`] wraps the message endpoints of one conversation.
+//!   The host runs with a `web.conversation_secret` (the harness adds one
+//!   unless the config sets it), so the harness acts as a website backend:
+//!   it names each conversation and mints a token per sender on first use
+//!   (tokens are durable, so they outlive restarts). [`Host::start_open`]
+//!   starts a host without a secret, where only raw requests work.
 //!
 //! Where things are, overridable through the environment:
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -29,6 +36,14 @@ use serde_json::{json, Value};
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Conversation::wait_for_reply`] waits for a bot's answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The conversation secret the harness gives a host whose config sets none.
+pub const CONVERSATION_SECRET: &str = "e2e-conversation-secret-0123456789";
+/// The user whose token the harness reads conversations with.
+pub const READER: &str = "e2e-reader";
+
+/// Tokens minted so far, by (bot, conversation, user).
+type Tokens = Arc<Mutex<HashMap<(String, String, String), String>>>;
 
 /// The repository root: the parent of this crate's directory.
 pub fn workspace_dir() -> PathBuf {
@@ -98,7 +113,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn read(response: Response) -> Answer {
+    /// Reads a response into an answer.
+    pub fn read(response: Response) -> Answer {
         let status = response.status();
         let raw = response.text().unwrap_or_default();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
@@ -124,6 +140,8 @@ pub struct Host {
     plugins_dir: PathBuf,
     child: Option<Child>,
     client: Client,
+    secret: Option<String>,
+    tokens: Tokens,
 }
 
 impl Host {
@@ -142,6 +160,30 @@ impl Host {
 
     /// Like [`start`](Self::start) with another plugins directory.
     pub fn start_with_plugins(config_toml: &str, plugins_dir: &Path) -> Host {
+        let mut config: toml::Table = config_toml
+            .parse()
+            .unwrap_or_else(|e| panic!("the test's aviary.toml does not parse: {e}"));
+        let web = config
+            .entry("web")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("`web` is a table");
+        let secret = web
+            .entry("conversation_secret")
+            .or_insert_with(|| CONVERSATION_SECRET.into())
+            .as_str()
+            .expect("`web.conversation_secret` is a string")
+            .to_owned();
+        Host::launch_with(&config.to_string(), plugins_dir, Some(secret))
+    }
+
+    /// Starts a host with no conversation secret: anyone may create a
+    /// conversation, and [`Host::conversation`] cannot mint tokens.
+    pub fn start_open(config_toml: &str) -> Host {
+        Host::launch_with(config_toml, &bots_dir(), None)
+    }
+
+    fn launch_with(config_toml: &str, plugins_dir: &Path, secret: Option<String>) -> Host {
         let dir = tempfile::Builder::new()
             .prefix("aviary-e2e-")
             .tempdir()
@@ -159,9 +201,40 @@ impl Host {
             plugins_dir: plugins_dir.to_path_buf(),
             child: None,
             client,
+            secret,
+            tokens: Tokens::default(),
         };
         host.launch(None);
         host
+    }
+
+    /// The conversation secret the host runs with, if any.
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
+    /// `POST /api/v1/bots/{bot}/conversations` with `body` (none when
+    /// `None`) and `Authorization: Bearer <bearer>` when given.
+    pub fn create_conversation(
+        &self,
+        bot: &str,
+        body: Option<Value>,
+        bearer: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1/bots/{bot}/conversations")));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        Answer::read(
+            request
+                .send()
+                .unwrap_or_else(|e| panic!("POST /api/v1/bots/{bot}/conversations: {e}")),
+        )
     }
 
     /// The temp dir that holds `aviary.toml`, `data/` and `host.log`.
@@ -264,13 +337,17 @@ impl Host {
             .clone()
     }
 
-    /// The message endpoints of one conversation with one bot.
+    /// The message endpoints of one conversation with one bot. The
+    /// harness names the conversation (as a backend with the secret may)
+    /// and mints a token per sender the first time it posts.
     pub fn conversation(&self, bot: &str, conversation: &str) -> Conversation {
         Conversation {
             client: self.client.clone(),
             base: self.base_url(),
             bot: bot.to_owned(),
             conversation: conversation.to_owned(),
+            secret: self.secret.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 
@@ -407,6 +484,8 @@ pub struct Conversation {
     base: String,
     pub bot: String,
     pub conversation: String,
+    secret: Option<String>,
+    tokens: Tokens,
 }
 
 impl Conversation {
@@ -418,26 +497,130 @@ impl Conversation {
         )
     }
 
-    /// `ws://.../ws?after=` URL of this conversation.
+    /// `ws://.../ws?token=&after=` URL of this conversation, with the
+    /// reader's token (none when the host refuses to mint one, say for an
+    /// unknown bot, so that the handshake shows the refusal).
     pub fn ws_url(&self, after: Option<&str>) -> String {
+        let token = self
+            .token(READER)
+            .unwrap_or_else(|e| panic!("a token for {}: {e}", self.path()))
+            .ok();
+        self.ws_url_for(token.as_deref(), after)
+    }
+
+    /// `ws://.../ws?token=<token>&after=` URL of this conversation.
+    pub fn ws_url_with(&self, token: &str, after: Option<&str>) -> String {
+        self.ws_url_for(Some(token), after)
+    }
+
+    fn ws_url_for(&self, token: Option<&str>, after: Option<&str>) -> String {
         let base = self.base.replacen("http://", "ws://", 1);
+        let mut query = Vec::new();
+        if let Some(token) = token {
+            query.push(format!("token={token}"));
+        }
+        if let Some(after) = after {
+            query.push(format!("after={after}"));
+        }
         let mut url = format!(
             "{base}/api/v1/bots/{}/conversations/{}/ws",
             self.bot, self.conversation
         );
-        if let Some(after) = after {
-            url.push_str("?after=");
-            url.push_str(after);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
         }
         url
     }
 
-    /// Posts a message; returns the status and body whatever they are.
+    /// The token of `user` in this conversation, minted with the host's
+    /// conversation secret on first use; the refusal when the host says no
+    /// (an unknown bot, a malformed conversation id).
+    pub fn token(&self, user: &str) -> reqwest::Result<Result<String, Answer>> {
+        let key = (self.bot.clone(), self.conversation.clone(), user.to_owned());
+        if let Some(token) = self.tokens.lock().unwrap().get(&key) {
+            return Ok(Ok(token.clone()));
+        }
+        let secret = self.secret.as_deref().unwrap_or_else(|| {
+            panic!(
+                "Host::conversation needs a host with a conversation secret; this one started open"
+            )
+        });
+        let response = self
+            .client
+            .post(format!(
+                "{}/api/v1/bots/{}/conversations",
+                self.base, self.bot
+            ))
+            .bearer_auth(secret)
+            .json(&json!({ "conversation": self.conversation, "user": { "id": user } }))
+            .send()?;
+        let answer = Answer::read(response);
+        if answer.status != StatusCode::CREATED {
+            return Ok(Err(answer));
+        }
+        let token = answer.body["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `token` in {}", answer.raw))
+            .to_owned();
+        self.tokens.lock().unwrap().insert(key, token.clone());
+        Ok(Ok(token))
+    }
+
+    /// Forgets the harness's tokens of this conversation (say, after the
+    /// host's data was wiped); the next call mints new ones.
+    pub fn forget_tokens(&self) {
+        self.tokens
+            .lock()
+            .unwrap()
+            .retain(|(bot, conversation, _), _| {
+                (bot, conversation) != (&self.bot, &self.conversation)
+            });
+    }
+
+    /// Posts a message as `sender` (with `sender`'s token); returns the
+    /// status and body whatever they are.
     pub fn try_post(&self, sender: &str, text: &str) -> reqwest::Result<Answer> {
+        let token = match self.token(sender)? {
+            Ok(token) => token,
+            Err(refused) => return Ok(refused),
+        };
+        self.post_with(&token, &json!({ "text": text }))
+    }
+
+    /// Posts raw `body` as `sender`, with `content_type` when given.
+    pub fn post_raw(
+        &self,
+        sender: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Answer {
+        let token = match self.token(sender).expect("a token") {
+            Ok(token) => token,
+            Err(refused) => return refused,
+        };
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base, self.path()))
+            .bearer_auth(token)
+            .body(body.into());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        Answer::read(
+            request
+                .send()
+                .unwrap_or_else(|e| panic!("POST {}: {e}", self.path())),
+        )
+    }
+
+    /// Posts `body` as JSON with `token`; returns the answer.
+    pub fn post_with(&self, token: &str, body: &Value) -> reqwest::Result<Answer> {
         let response = self
             .client
             .post(format!("{}{}", self.base, self.path()))
-            .json(&json!({ "sender": sender, "text": text }))
+            .bearer_auth(token)
+            .json(body)
             .send()?;
         Ok(Answer::read(response))
     }
@@ -473,9 +656,17 @@ impl Conversation {
         if let Some(limit) = limit {
             query.push(("limit", limit.to_string()));
         }
+        let token = match self
+            .token(READER)
+            .unwrap_or_else(|e| panic!("a token for {}: {e}", self.path()))
+        {
+            Ok(token) => token,
+            Err(refused) => return refused,
+        };
         let response = self
             .client
             .get(format!("{}{}", self.base, self.path()))
+            .bearer_auth(token)
             .query(&query)
             .send()
             .unwrap_or_else(|e| panic!("GET {}: {e}", self.path()));
@@ -580,4 +771,56 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
+}
+
+/// An answer read off a raw TCP connection by [`raw_http`].
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The status code of the first answer, 0 when none came.
+    pub status: u16,
+    /// Everything the host sent, as text.
+    pub text: String,
+}
+
+impl RawAnswer {
+    /// The JSON body of the answer; panics when it is not JSON.
+    pub fn json(&self) -> Value {
+        let body = self
+            .text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body);
+        serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("the answer's body is not JSON ({e}): {:?}", self.text))
+    }
+
+    /// The value of header `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+/// Sends `request` verbatim to 127.0.0.1:`port` and reads until the host
+/// closes the connection or `timeout` passes; for what an HTTP client
+/// library would not send (dot segments, bad encodings, broken framing).
+pub fn raw_http(port: u16, request: &[u8], timeout: Duration) -> RawAnswer {
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the host");
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    // A host that refuses early may close before reading everything.
+    let _ = stream.write_all(request);
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    RawAnswer { status, text }
 }

@@ -315,49 +315,73 @@ fn assert_rejected(answer: &Answer, status: StatusCode, chat: &Conversation, wha
 fn bad_requests_get_json_errors_and_store_nothing() {
     let host = Host::start("");
     let chat = host.conversation("echo", "errors");
-    let path = chat.path();
+    let json = Some("application/json");
 
-    let cases: &[(&str, &str, StatusCode)] = &[
+    let cases: &[(&str, &str, Option<&str>, StatusCode)] = &[
         (
             "malformed JSON",
-            r#"{"sender":"alice","text":"hi""#,
+            r#"{"text":"hi""#,
+            json,
             StatusCode::BAD_REQUEST,
         ),
-        ("not JSON at all", "hello", StatusCode::BAD_REQUEST),
-        (
-            "no text",
-            r#"{"sender":"alice"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "no sender",
-            r#"{"text":"hi"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
+        ("not JSON at all", "hello", json, StatusCode::BAD_REQUEST),
+        ("no text", r#"{}"#, json, StatusCode::UNPROCESSABLE_ENTITY),
         (
             "text is a number",
-            r#"{"sender":"alice","text":42}"#,
+            r#"{"text":42}"#,
+            json,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            "sender is null",
-            r#"{"sender":null,"text":"hi"}"#,
+            "a sender of one's choosing",
+            r#"{"sender":"mallory","text":"hi"}"#,
+            json,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "body is a string",
             r#""alice: hi""#,
+            json,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
+        (
+            "body is an array",
+            r#"[{"text":"hi"}]"#,
+            json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "no content type",
+            r#"{"text":"hi"}"#,
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "a cross-site form",
+            "text=hi",
+            Some("application/x-www-form-urlencoded"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "JSON as text/plain (a CORS-simple request)",
+            r#"{"text":"hi"}"#,
+            Some("text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
     ];
-    for (what, body, status) in cases {
-        assert_rejected(&host.post_raw(&path, *body), *status, &chat, what);
+    for (what, body, content_type, status) in cases {
+        assert_rejected(
+            &chat.post_raw("alice", *body, *content_type),
+            *status,
+            &chat,
+            what,
+        );
     }
 
     // A body over 64 KiB, otherwise valid.
-    let big = serde_json::json!({ "sender": "alice", "text": "x".repeat(65 * 1024) }).to_string();
+    let big = serde_json::json!({ "text": "x".repeat(65 * 1024) }).to_string();
     assert_rejected(
-        &host.post_raw(&path, big),
+        &chat.post_raw("alice", big, json),
         StatusCode::PAYLOAD_TOO_LARGE,
         &chat,
         "body over 64 KiB",
@@ -365,7 +389,7 @@ fn bad_requests_get_json_errors_and_store_nothing() {
 
     // Unknown bot: POST and GET are 404.
     let ghost = host.conversation("no-such-bot", "errors");
-    let answer = host.post_raw(&ghost.path(), r#"{"sender":"alice","text":"hi"}"#);
+    let answer = ghost.try_post("alice", "hi").unwrap();
     assert_eq!(
         answer.status,
         StatusCode::NOT_FOUND,
@@ -382,16 +406,17 @@ fn bad_requests_get_json_errors_and_store_nothing() {
     );
     answer.error();
 
-    // Conversation ids outside [A-Za-z0-9._:-]{1,128}.
+    // Conversation ids outside [A-Za-z0-9._:-]{1,128}, or only dots.
     for bad in [
         "has%20space",
         "semi%3Bcolon",
         "caf%C3%A9",
         "a%2Fb",
         &"c".repeat(129),
+        "...",
     ] {
         let path = format!("/api/v1/bots/echo/conversations/{bad}/messages");
-        let answer = host.post_raw(&path, r#"{"sender":"alice","text":"hi"}"#);
+        let answer = host.post_raw(&path, r#"{"text":"hi"}"#);
         assert_eq!(
             answer.status,
             StatusCode::BAD_REQUEST,

@@ -174,7 +174,13 @@ fn live_messages_reach_every_socket_of_the_conversation_only() {
 fn bad_websocket_requests_are_refused() {
     let host = Host::start("");
     let status = |url: String| match Socket::try_open(&url) {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{url}: the refusal is not JSON ({e})"));
+            assert!(body["error"].is_string(), "{url}: {body}");
+            response.status().as_u16()
+        }
         Err(e) => panic!("{url}: expected an HTTP error, got {e}"),
         Ok(_) => panic!("{url}: the handshake succeeded"),
     };
@@ -190,4 +196,72 @@ fn bad_websocket_requests_are_refused() {
         status(host.conversation("echo", "ok").ws_url(Some("not-an-id"))),
         400
     );
+    // Tokens: none, a made-up one, another conversation's.
+    let chat = host.conversation("echo", "guarded");
+    let other = host.conversation("echo", "elsewhere");
+    let url = chat.ws_url(None);
+    let without = url.split('?').next().unwrap().to_owned();
+    assert_eq!(status(without), 401, "no token");
+    assert_eq!(
+        status(chat.ws_url_with(&"0".repeat(64), None)),
+        401,
+        "a made-up token"
+    );
+    let foreign = other.token("alice").unwrap().unwrap();
+    assert_eq!(
+        status(chat.ws_url_with(&foreign, None)),
+        403,
+        "another conversation's token"
+    );
+}
+
+#[test]
+fn a_socket_whose_token_is_replaced_is_closed() {
+    let host = Host::start("");
+    let chat = host.conversation("echo", "revoked");
+    let token = chat.token("mallory").unwrap().unwrap();
+    let mut socket = Socket::open(&chat.ws_url_with(&token, None));
+    socket.assert_quiet("an empty conversation");
+    // The holder refreshes: the old token, still held by this socket, dies.
+    let answer = aviary_e2e::Answer::read(
+        reqwest::blocking::Client::new()
+            .post(host.url(&format!(
+                "/api/v1/bots/echo/conversations/{}/token",
+                chat.conversation
+            )))
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.raw);
+    // The next message would go out on the socket: it is closed instead.
+    let id = chat.post_message("alice", "not for mallory's old socket");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        match socket.socket.read() {
+            Ok(Frame::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(Frame::Text(text)) => panic!("a revoked socket got {text}"),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+        assert!(Instant::now() < deadline, "the revoked socket stayed open");
+    };
+    assert_eq!(closed, Some(1008), "closed as a policy violation");
+    chat.wait_for_reply(&id);
+}
+
+#[test]
+fn a_quiet_socket_outlasts_the_idle_limit() {
+    let host = Host::start("[web]\nheader_timeout_ms = 500\n");
+    let chat = host.conversation("echo", "quiet-socket");
+    let mut socket = Socket::open(&chat.ws_url(None));
+    std::thread::sleep(Duration::from_millis(1500));
+    let id = chat.post_message("alice", "still there?");
+    assert_eq!(socket.next().id, id);
+    assert_eq!(socket.next().text, "echo: still there?");
 }

@@ -74,15 +74,11 @@ async fn require_token(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+    if presented.is_some_and(|p| crate::channels::web::auth::same_secret(p, &token)) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::new(StatusCode::UNAUTHORIZED, "admin endpoints need `Authorization: Bearer <token>` (the token is in <data_dir>/admin.token)"))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Runs blocking registry work (compiling, loading) off the async threads.

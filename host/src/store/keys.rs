@@ -68,3 +68,20 @@ pub fn audit_seq(key: &[u8]) -> Option<u64> {
 pub fn approval(bot: &str, version: &str, sha256: &str) -> Vec<u8> {
     format!("p/{bot}/{version}/{sha256}").into_bytes()
 }
+
+/// A conversation token, by the sha256 of the token: `t/<hex>`.
+pub fn token(hash: &str) -> Vec<u8> {
+    format!("t/{hash}").into_bytes()
+}
+
+/// Prefix of conversation tokens.
+pub const TOKEN: &[u8] = b"t/";
+
+/// An `Idempotency-Key` seen in a conversation, by the key's sha256:
+/// `i/<bot>/<conversation>/<hex>`.
+pub fn idempotency(bot: &str, conversation: &str, hash: &str) -> Vec<u8> {
+    format!("i/{bot}/{conversation}/{hash}").into_bytes()
+}
+
+/// Prefix of remembered idempotency keys.
+pub const IDEMPOTENCY: &[u8] = b"i/";

@@ -11,6 +11,7 @@ mod commit;
 mod durability;
 pub mod keys;
 mod records;
+mod tokens;
 mod watch;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
+pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
 use durability::GroupCommit;
 use watch::Visibility;
@@ -52,6 +54,16 @@ struct Inner {
 /// Bound of the known-senders cache; past it the cache starts afresh.
 const MAX_KNOWN_SENDERS: usize = 100_000;
 
+/// What [`Store::accept_inbound_once`] did with a message.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// The message is new and was stored.
+    Accepted(Accepted),
+    /// Its idempotency key was seen in the conversation within a day: it is
+    /// this earlier message, and nothing new was stored.
+    Repeated { id: String },
+}
+
 /// What [`Store::accept_inbound`] stored.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -64,8 +76,7 @@ pub struct Accepted {
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir.join("store"))
             .cache_capacity(256 * 1024 * 1024)
@@ -78,6 +89,7 @@ impl Store {
                     dir.display()
                 )
             })?;
+        private_files(dir)?;
         let state = db.open_tree("state")?;
         let visibility = Arc::new(Visibility::default());
         let revealer = visibility.clone();
@@ -115,6 +127,46 @@ impl Store {
     ) -> Result<Accepted> {
         let is_new_sender = self.claim_sender(bot, conversation, sender)?;
         let _lane = self.lane_lock(bot, conversation);
+        self.store_inbound(bot, conversation, sender, text, is_new_sender, None)
+    }
+
+    /// Like [`Store::accept_inbound`], once per `idempotency_key` and
+    /// conversation: a key seen there within [`IDEMPOTENCY_MS`] answers
+    /// with the first message's id and stores nothing. The key is kept in
+    /// the same batch as the message, so a crash keeps both or neither.
+    pub fn accept_inbound_once(
+        &self,
+        bot: &str,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+        idempotency_key: &str,
+    ) -> Result<Inbound> {
+        let key = keys::idempotency(bot, conversation, &sha256_hex(idempotency_key.as_bytes()));
+        if let Some(id) = self.remembered(&key)? {
+            return Ok(Inbound::Repeated { id });
+        }
+        let is_new_sender = self.claim_sender(bot, conversation, sender)?;
+        let _lane = self.lane_lock(bot, conversation);
+        // Checked again under the lane lock: two retries racing store one.
+        if let Some(id) = self.remembered(&key)? {
+            return Ok(Inbound::Repeated { id });
+        }
+        self.store_inbound(bot, conversation, sender, text, is_new_sender, Some(key))
+            .map(Inbound::Accepted)
+    }
+
+    /// Writes a message, its events and its idempotency key (if any) in one
+    /// batch; the caller holds the conversation's lane lock.
+    fn store_inbound(
+        &self,
+        bot: &str,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+        is_new_sender: bool,
+        idempotency_key: Option<Vec<u8>>,
+    ) -> Result<Accepted> {
         let message = MessageRecord {
             id: self.next_id()?,
             sender: sender.to_owned(),
@@ -147,6 +199,13 @@ impl Store {
         );
         for event in &events {
             batch.insert(keys::pending(event.seq), serde_json::to_vec(event)?);
+        }
+        if let Some(key) = idempotency_key {
+            let remembered = tokens::Remembered {
+                id: message.id.clone(),
+                expires_at: message.at + IDEMPOTENCY_MS,
+            };
+            batch.insert(key, serde_json::to_vec(&remembered)?);
         }
         self.inner.state.apply_batch(batch)?;
         self.written(bot, conversation, &message.id);
@@ -331,4 +390,44 @@ impl Store {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+/// Creates `dir` if needed and makes it owner-only (0700): the store holds
+/// every conversation, the bots' kv and the admin token.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make the data directory {} owner-only",
+            dir.display()
+        )
+    })
+}
+
+/// Takes the group and other bits off everything under `dir` (sled creates
+/// its files with the process's umask).
+fn private_files(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let metadata = std::fs::symlink_metadata(&path)?;
+        if metadata.file_type().is_symlink() {
+            continue;
+        }
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700))
+                .with_context(|| format!("cannot make {} owner-only", path.display()))?;
+        }
+        if metadata.is_dir() {
+            private_files(&path)?;
+        }
+    }
+    Ok(())
 }

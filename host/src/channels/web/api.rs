@@ -3,27 +3,30 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{authorize, bearer};
+use super::body::json_object;
 use super::{ApiError, WebState};
 use crate::ids::is_valid_id;
 use crate::runtime::capabilities::messaging::MAX_TEXT_BYTES;
-use crate::store::MessageRecord;
+use crate::store::{Inbound, MessageRecord};
 
 /// Longest accepted long-poll, in seconds.
 const MAX_WAIT_SECONDS: f64 = 60.0;
 /// Most messages one page may hold.
 const MAX_PAGE: usize = 1000;
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The body of `POST .../messages`; the sender is the token's user.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
-    sender: String,
     text: String,
 }
 
@@ -40,42 +43,74 @@ pub async fn list_bots(State(state): State<WebState>) -> Json<Value> {
 }
 
 /// `POST .../messages`: store the message durably, queue it for the bot,
-/// answer 202 with its id.
+/// answer 202 with its id. A repeated `Idempotency-Key` answers 202 with
+/// the first message's id and stores nothing.
 pub async fn post_message(
     State(state): State<WebState>,
     Path((bot, conversation)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body =
-        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
     check_target(&state, &bot, &conversation)?;
-    let message: PostMessage = parse_json(&body)?;
-    if message.sender.is_empty() || message.sender.len() > 128 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "`sender` must be 1 to 128 bytes",
-        ));
-    }
+    let caller = authorize(&state, bearer(&headers), &bot, &conversation)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let message: PostMessage = json_object(&headers, &body)?;
     if message.text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`text` must be at most {MAX_TEXT_BYTES} bytes"),
         ));
     }
+    let sender = &caller.record.user;
     let reservation = state
         .router
         .reserve(&bot, &conversation, 2)
         .map_err(|full| ApiError::new(StatusCode::TOO_MANY_REQUESTS, full.to_string()))?;
-    let accepted =
-        state
-            .store
-            .accept_inbound(&bot, &conversation, &message.sender, &message.text)?;
-    reservation.push(accepted.events);
+    let id = match idempotency_key {
+        None => {
+            let accepted =
+                state
+                    .store
+                    .accept_inbound(&bot, &conversation, sender, &message.text)?;
+            reservation.push(accepted.events);
+            accepted.message.id
+        }
+        Some(key) => match state.store.accept_inbound_once(
+            &bot,
+            &conversation,
+            sender,
+            &message.text,
+            key,
+        )? {
+            Inbound::Accepted(accepted) => {
+                reservation.push(accepted.events);
+                accepted.message.id
+            }
+            // The reservation is dropped unused: nothing new was queued.
+            Inbound::Repeated { id } => id,
+        },
+    };
+    // A repeat waits too: its first copy may not be on disk yet.
     state.store.wait_durable().await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": accepted.message.id })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
 }
 
 /// `GET .../messages?after=&wait=&limit=`: a page of messages, long-polling
@@ -83,10 +118,12 @@ pub async fn post_message(
 pub async fn get_messages(
     State(state): State<WebState>,
     Path((bot, conversation)): Path<(String, String)>,
+    headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     check_target(&state, &bot, &conversation)?;
+    authorize(&state, bearer(&headers), &bot, &conversation)?;
     let after = query.after.as_deref().map(check_cursor).transpose()?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -118,17 +155,23 @@ pub async fn get_messages(
     }
 }
 
-/// Unknown bots are 404; malformed conversation ids 400.
-pub fn check_target(state: &WebState, bot: &str, conversation: &str) -> Result<(), ApiError> {
+/// Unknown bots are 404.
+pub fn check_bot(state: &WebState, bot: &str) -> Result<(), ApiError> {
     if state.bots.get(bot).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no bot named `{bot}` is running; GET /api/v1/bots lists them"),
         ));
     }
+    Ok(())
+}
+
+/// Unknown bots are 404; malformed conversation ids 400.
+pub fn check_target(state: &WebState, bot: &str, conversation: &str) -> Result<(), ApiError> {
+    check_bot(state, bot)?;
     if !is_valid_id(conversation) {
         return Err(ApiError::bad_request(
-            "conversation ids are 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
+            "conversation ids are 1 to 128 of the characters A-Z a-z 0-9 . _ : -, not only dots",
         ));
     }
     Ok(())
@@ -143,14 +186,4 @@ pub fn check_cursor(after: &str) -> Result<&str, ApiError> {
             "`after` must be a message id (16 hex digits)",
         ))
     }
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid message: {error}"),
-        ),
-        _ => ApiError::bad_request(format!("malformed JSON: {error}")),
-    })
 }

@@ -1,23 +1,33 @@
 //! The web channel: a JSON HTTP API, a WebSocket per conversation and the
-//! built-in chat page, all served by axum.
+//! built-in chat page, served by axum on hyper.
+//!
+//! Per-conversation calls need the conversation's token (see [`auth`]),
+//! which `POST /api/v1/bots/{bot}/conversations` gives.
 
 mod api;
+pub mod auth;
+mod body;
+mod conversations;
 mod error;
+mod limits;
+pub mod server;
 mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::Html;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router as HttpRouter;
 
 use crate::bots::Bots;
+use crate::config::WebConfig;
 use crate::router::Router;
 use crate::store::Store;
 
 pub use error::ApiError;
+use limits::BodyLimits;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,10 +35,12 @@ pub struct WebState {
     pub store: Store,
     pub router: Router,
     pub bots: Arc<Bots>,
+    /// The `[web]` section of the configuration.
+    pub web: Arc<WebConfig>,
 }
 
 /// The channel's routes.
-pub fn routes(state: WebState, max_body_bytes: usize) -> HttpRouter {
+pub fn routes(state: WebState) -> HttpRouter {
     HttpRouter::new()
         .route("/", get(|| async { Html(include_str!("chat.html")) }))
         .route(
@@ -36,6 +48,14 @@ pub fn routes(state: WebState, max_body_bytes: usize) -> HttpRouter {
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/api/v1/bots", get(api::list_bots))
+        .route(
+            "/api/v1/bots/{bot}/conversations",
+            post(conversations::create),
+        )
+        .route(
+            "/api/v1/bots/{bot}/conversations/{conversation}/token",
+            post(conversations::refresh),
+        )
         .route(
             "/api/v1/bots/{bot}/conversations/{conversation}/messages",
             get(api::get_messages).post(api::post_message),
@@ -47,6 +67,20 @@ pub fn routes(state: WebState, max_body_bytes: usize) -> HttpRouter {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/bots")
         })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Wraps all routes (the channel's and the admin's) in the rules every
+/// request follows: bounded bodies read within a deadline, JSON errors.
+pub fn guard(routes: HttpRouter, max_body_bytes: usize, web: &WebConfig) -> HttpRouter {
+    let limits = BodyLimits {
+        max_bytes: max_body_bytes,
+        timeout: Duration::from_millis(web.body_timeout_ms),
+    };
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::read_body,
+        ))
+        .layer(axum::middleware::from_fn(limits::json_errors))
 }
