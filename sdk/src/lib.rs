@@ -10,7 +10,10 @@
 //!   config), implemented by [`WasmHost`] inside the component and by
 //!   [`testing::TestHost`] in unit tests;
 //! - the [`export_bot!`] macro, which turns a [`Bot`] into the component's
-//!   exports. A bot crate needs only `aviary-sdk` as a dependency.
+//!   exports. A bot crate needs only `aviary-sdk` as a dependency;
+//! - the host's rules, shared with it through `aviary-rules`: [`text`] (the
+//!   [`text::MAX_TEXT_BYTES`] limit of one message, [`text::split`] and
+//!   [`text::trim`] for longer texts), [`kv`] limits and [`ids`].
 //!
 //! ```
 //! use aviary_sdk::{Bot, Event, Host};
@@ -45,6 +48,8 @@
 use std::collections::BTreeMap;
 
 pub mod testing;
+
+pub use aviary_rules::{ids, kv, text};
 
 /// Bindings generated from `wit/aviary.wit` (world `bot`).
 ///

@@ -144,48 +144,54 @@ impl TestHost {
     }
 }
 
-/// Longest kv key the host accepts, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest kv value the host accepts, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-
 fn check_key(key: &str) -> Result<(), Error> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(Error::Invalid(format!(
-            "kv keys must be 1 to {MAX_KEY_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    crate::kv::check_key(key).map_err(Error::Invalid)
 }
 
 fn check_value(value: &[u8]) -> Result<(), Error> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(Error::Invalid(format!(
-            "kv values must be at most {MAX_VALUE_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    crate::kv::check_value(value).map_err(Error::Invalid)
 }
 
-/// Same rules as the host's kv: keys of 1 to [`MAX_KEY_BYTES`] bytes, values
-/// up to [`MAX_VALUE_BYTES`], counters stored as decimal text.
-impl Host for TestHost {
-    fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
+impl TestHost {
+    /// Records a send that follows the host's rules: a valid conversation
+    /// id and a text of at most [`MAX_TEXT_BYTES`](crate::text::MAX_TEXT_BYTES).
+    fn push_sent(
+        &mut self,
+        conversation: &str,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), Error> {
+        if !crate::ids::is_valid_id(conversation) {
+            return Err(Error::Invalid(format!(
+                "`{conversation}` is not a valid conversation id"
+            )));
+        }
+        let max = crate::text::MAX_TEXT_BYTES;
+        if text.len() > max {
+            return Err(Error::Invalid(format!(
+                "message of {} bytes is over the {max}-byte limit; split it with `aviary_sdk::text::split` (or `trim`)",
+                text.len()
+            )));
+        }
         self.sent.push(Sent {
             conversation: conversation.into(),
             text: text.into(),
-            reply_to: None,
+            reply_to: reply_to.map(Into::into),
         });
         Ok(())
+    }
+}
+
+/// The host's rules (`aviary-rules`): valid conversation ids and texts of
+/// at most [`MAX_TEXT_BYTES`](crate::text::MAX_TEXT_BYTES) for sends; kv
+/// keys and values within [`crate::kv`]'s limits, counters as decimal text.
+impl Host for TestHost {
+    fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
+        self.push_sent(conversation, text, None)
     }
 
     fn reply(&mut self, conversation: &str, reply_to: &str, text: &str) -> Result<(), Error> {
-        self.sent.push(Sent {
-            conversation: conversation.into(),
-            text: text.into(),
-            reply_to: Some(reply_to.into()),
-        });
-        Ok(())
+        self.push_sent(conversation, text, Some(reply_to))
     }
 
     fn typing(&mut self, conversation: &str) -> Result<(), Error> {
@@ -220,21 +226,9 @@ impl Host for TestHost {
 
     fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
         check_key(key)?;
-        let current = match self.kv.get(key) {
-            None => 0,
-            Some(bytes) => std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    Error::Invalid(format!("kv key `{key}` does not hold a decimal integer"))
-                })?,
-        };
-        let new = current.checked_add(delta).ok_or_else(|| {
-            Error::Invalid(format!(
-                "incrementing `{key}` overflows a signed 64-bit integer"
-            ))
-        })?;
-        self.kv.insert(key.into(), new.to_string().into_bytes());
+        let current = self.kv.get(key).map(Vec::as_slice);
+        let (new, stored) = crate::kv::increment(key, current, delta).map_err(Error::Invalid)?;
+        self.kv.insert(key.into(), stored);
         Ok(new)
     }
 
@@ -277,6 +271,7 @@ impl Host for TestHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
     #[test]
     fn kv_get_set_delete() {
@@ -287,6 +282,23 @@ mod tests {
         assert!(host.kv_delete("a").unwrap());
         assert!(!host.kv_delete("a").unwrap());
         assert_eq!(host.kv_get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn sends_follow_the_hosts_text_and_id_rules() {
+        let mut host = TestHost::new();
+        let max = crate::text::MAX_TEXT_BYTES;
+        host.send("c", &"x".repeat(max)).unwrap();
+        let Err(Error::Invalid(error)) = host.reply("c", "m1", &"x".repeat(max + 1)) else {
+            panic!("an oversized reply is refused");
+        };
+        assert!(
+            error.contains("16384-byte limit") && error.contains("aviary_sdk::text::split"),
+            "{error}"
+        );
+        assert!(matches!(host.send("a/b", "hi"), Err(Error::Invalid(_))));
+        assert!(matches!(host.send("..", "hi"), Err(Error::Invalid(_))));
+        assert_eq!(host.sent().len(), 1);
     }
 
     #[test]

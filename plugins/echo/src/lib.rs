@@ -10,8 +10,13 @@
 //! - `/fail` fails the event, so nothing it did commits.
 //!
 //! Contact-added and timer events are ignored.
+//!
+//! A reply longer than one message may be (the prefix and a text near the
+//! [`MAX_TEXT_BYTES`](aviary_sdk::text::MAX_TEXT_BYTES) limit) is split with
+//! [`aviary_sdk::text::split`] and sent as several replies, in order, so
+//! nothing of the text is lost.
 
-use aviary_sdk::{Bot, Event, Host, Message, Settings};
+use aviary_sdk::{text, Bot, Event, Host, Message, Settings};
 
 /// Prefix used when the `prefix` setting is absent.
 pub const DEFAULT_PREFIX: &str = "echo: ";
@@ -61,8 +66,16 @@ fn on_message(host: &mut dyn Host, message: &Message) -> Result<(), String> {
         let prefix = host.config("prefix");
         format!("{}{text}", prefix.as_deref().unwrap_or(DEFAULT_PREFIX))
     };
-    host.reply_to(message, &answer)
-        .map_err(|e| format!("reply failed: {e}"))
+    reply_in_parts(host, message, &answer)
+}
+
+/// Replies with `answer`, in as many messages as the text limit needs.
+fn reply_in_parts(host: &mut dyn Host, message: &Message, answer: &str) -> Result<(), String> {
+    for part in text::split(answer, text::MAX_TEXT_BYTES) {
+        host.reply_to(message, part)
+            .map_err(|e| format!("reply failed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The argument of `/name arg` (empty for a bare `/name`), or `None` if
@@ -184,6 +197,36 @@ mod tests {
         assert_eq!(say(&mut host, "a", "/recalled").text, "echo: /recalled");
         assert_eq!(say(&mut host, "a", "/failure").text, "echo: /failure");
         assert!(host.kv().is_empty());
+    }
+
+    #[test]
+    fn a_reply_over_the_limit_is_split_into_replies_that_fit() {
+        let mut host = TestHost::new();
+        let long = "y".repeat(text::MAX_TEXT_BYTES);
+        let event = host.message("a", "alice", &long);
+        host.deliver::<Echo>(event)
+            .expect("a message at the limit is answered");
+        let parts = host.sent();
+        assert_eq!(parts.len(), 2, "prefix + 16384 bytes take two messages");
+        assert!(parts.iter().all(|p| p.text.len() <= text::MAX_TEXT_BYTES));
+        assert!(parts
+            .iter()
+            .all(|p| p.reply_to.as_deref() == Some("m000001")));
+        let joined: String = parts.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(joined, format!("echo: {long}"), "nothing is lost");
+    }
+
+    #[test]
+    fn long_words_split_at_spaces_and_chars_stay_whole() {
+        let mut host = TestHost::new();
+        let words = "🦜 bird ".repeat(2000); // 18,000 bytes
+        let event = host.message("a", "alice", &words);
+        host.deliver::<Echo>(event).unwrap();
+        let parts = host.sent();
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].text.ends_with(' '), "cut after a space");
+        let joined: String = parts.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(joined, format!("echo: {words}"));
     }
 
     #[test]

@@ -15,11 +15,6 @@ use crate::runtime::bindings::aviary::bot::kv::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::{keys, KvRead};
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-
 /// Per-event kv state.
 pub struct Kv {
     tree: sled::Tree,
@@ -49,11 +44,7 @@ impl Kv {
 impl Ctx<'_, Kv> {
     fn full_key(&self, key: &str) -> Result<Vec<u8>, BotError> {
         self.budget.check()?;
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(BotError::Invalid(format!(
-                "kv keys must be 1 to {MAX_KEY_BYTES} bytes"
-            )));
-        }
+        aviary_rules::kv::check_key(key).map_err(BotError::Invalid)?;
         let mut full = self.cap.prefix.clone();
         full.extend_from_slice(key.as_bytes());
         Ok(full)
@@ -79,11 +70,7 @@ impl Ctx<'_, Kv> {
 
     fn write(&mut self, full: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), BotError> {
         if let Some(v) = &value {
-            if v.len() > MAX_VALUE_BYTES {
-                return Err(BotError::Invalid(format!(
-                    "kv values must be at most {MAX_VALUE_BYTES} bytes"
-                )));
-            }
+            aviary_rules::kv::check_value(v).map_err(BotError::Invalid)?;
         }
         let old_value = self.read(&full)?;
         if old_value.is_none() && value.is_none() {
@@ -185,19 +172,10 @@ impl Host for Ctx<'_, Kv> {
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, BotError> {
         let full = self.full_key(&key)?;
-        let current = match self.read(&full)? {
-            None => 0,
-            Some(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    BotError::Invalid("the key does not hold a decimal integer".into())
-                })?,
-        };
-        let next = current.checked_add(delta).ok_or_else(|| {
-            BotError::Invalid("incrementing overflows a signed 64-bit integer".into())
-        })?;
-        self.write(full, Some(next.to_string().into_bytes()))?;
+        let current = self.read(&full)?;
+        let (next, stored) = aviary_rules::kv::increment(&key, current.as_deref(), delta)
+            .map_err(BotError::Invalid)?;
+        self.write(full, Some(stored))?;
         Ok(next)
     }
 

@@ -8,8 +8,7 @@ use crate::runtime::bindings::aviary::bot::messaging::Host;
 use crate::runtime::bindings::BotError;
 use crate::store::Outgoing;
 
-/// Largest text a bot may send in one message, in bytes.
-pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+pub use aviary_rules::text::MAX_TEXT_BYTES;
 /// Most messages one event may send.
 pub const MAX_SENDS_PER_EVENT: usize = 64;
 
@@ -59,7 +58,7 @@ impl Ctx<'_, Messaging> {
         }
         if text.len() > MAX_TEXT_BYTES {
             let error = BotError::Invalid(format!(
-                "message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit",
+                "message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit; split it with `aviary_sdk::text::split` (or `trim`)",
                 text.len()
             ));
             return self.deny(&conversation, error);
