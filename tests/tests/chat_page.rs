@@ -333,7 +333,8 @@ fn chat_page_continues_its_conversation_after_a_reload() {
     let host = Host::start_open("");
     let driver = Driver::start();
     let url = host.url("/");
-    runtime().block_on(async {
+    let rt = runtime();
+    let (client, conversation, token) = rt.block_on(async {
         let client = driver.session().await;
         client.goto(&url).await.unwrap();
         wait_for(
@@ -368,14 +369,16 @@ fn chat_page_continues_its_conversation_after_a_reload() {
             .await;
         }
         let (conversation, token) = stored_session(&client).await;
-        let stored: Vec<(String, String)> = host
-            .joined("echo", &conversation, "you", &token)
-            .messages(None, None)
-            .into_iter()
-            .map(|m| (m.direction, m.text))
-            .collect();
-        assert_eq!(stored.len(), 6, "{stored:?}");
-
+        (client, conversation, token)
+    });
+    let stored: Vec<(String, String)> = host
+        .joined("echo", &conversation, "you", &token)
+        .messages(None, None)
+        .into_iter()
+        .map(|m| (m.direction, m.text))
+        .collect();
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    rt.block_on(async {
         // A reload continues the same conversation, history and all.
         client.refresh().await.unwrap();
         wait_for(
@@ -412,14 +415,15 @@ fn chat_page_continues_its_conversation_after_a_reload() {
             .await
             .unwrap();
         wait_for_reply_text(&client, "echo: after the reload").await;
-        assert_eq!(
-            host.joined("echo", &conversation, "you", &token)
-                .messages(None, None)
-                .len(),
-            8,
-            "the reloaded page posted into the same conversation"
-        );
-
+    });
+    assert_eq!(
+        host.joined("echo", &conversation, "you", &token)
+            .messages(None, None)
+            .len(),
+        8,
+        "the reloaded page posted into the same conversation"
+    );
+    rt.block_on(async {
         // "New conversation" starts another one on the next message.
         client
             .find(Locator::Id("new-conversation"))
