@@ -270,14 +270,28 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
             let client = client.clone();
             let base = base.clone();
             tasks.push(tokio::spawn(async move {
-                let url = format!("{base}/api/v1/bots/echo/conversations/h{c}/messages");
+                // Each client starts its own conversation, as the chat page does.
+                let created: serde_json::Value = client
+                    .post(format!("{base}/api/v1/bots/echo/conversations"))
+                    .json(&json!({"user": {"id": format!("bench-{c}")}}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let conversation = created["conversation"]
+                    .as_str()
+                    .context("no conversation")?;
+                let token = created["token"].as_str().context("no token")?.to_owned();
+                let url = format!("{base}/api/v1/bots/echo/conversations/{conversation}/messages");
                 let mut latencies = Vec::new();
                 let mut cursor: Option<String> = None;
                 while started.elapsed() < run_for {
                     let sent = Instant::now();
                     let posted: serde_json::Value = client
                         .post(&url)
-                        .json(&json!({"sender": "bench", "text": "hi"}))
+                        .bearer_auth(&token)
+                        .json(&json!({"text": "hi"}))
                         .send()
                         .await?
                         .error_for_status()?
@@ -285,7 +299,7 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
                         .await?;
                     let id = posted["id"].as_str().context("no id")?.to_owned();
                     'reply: loop {
-                        let mut get = client.get(&url).query(&[("wait", "5")]);
+                        let mut get = client.get(&url).bearer_auth(&token).query(&[("wait", "5")]);
                         if let Some(after) = &cursor {
                             get = get.query(&[("after", after)]);
                         }

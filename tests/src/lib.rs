@@ -351,6 +351,28 @@ impl Host {
         }
     }
 
+    /// A conversation that a client started itself (say, the chat page on
+    /// an open host), read and written with `user`'s `token`.
+    pub fn joined(&self, bot: &str, conversation: &str, user: &str, token: &str) -> Conversation {
+        let chat = Conversation {
+            client: self.client.clone(),
+            base: self.base_url(),
+            bot: bot.to_owned(),
+            conversation: conversation.to_owned(),
+            secret: None,
+            tokens: Tokens::default(),
+        };
+        let mut tokens = chat.tokens.lock().unwrap();
+        for who in [user, READER] {
+            tokens.insert(
+                (bot.to_owned(), conversation.to_owned(), who.to_owned()),
+                token.to_owned(),
+            );
+        }
+        drop(tokens);
+        chat
+    }
+
     /// Spawns the host and waits for `/healthz`. When `port` is given it is
     /// tried first (a restart); a port that cannot be bound is replaced.
     fn launch(&mut self, preferred: Option<u16>) {

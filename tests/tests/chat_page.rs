@@ -167,42 +167,62 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The session the page keeps in localStorage for echo: (conversation, token).
+async fn stored_session(client: &Client) -> (String, String) {
+    let value = wait_for(
+        client,
+        "a session in localStorage",
+        "return localStorage.getItem('aviary.chat.echo');",
+        Duration::from_secs(20),
+    )
+    .await;
+    let session: Value = serde_json::from_str(value.as_str().unwrap()).unwrap();
+    (
+        session["conversation"].as_str().unwrap().to_owned(),
+        session["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn field_value(client: &Client, id: &str) -> String {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
 #[test]
 fn chat_page_sends_a_message_and_shows_the_reply_live() {
-    let mut host = Host::start("");
+    // An open host: the page creates its conversation itself.
+    let mut host = Host::start_open("");
     let driver = Driver::start();
     let rt = runtime();
     let url = host.url("/");
 
-    let (client, conversation) = rt.block_on(async {
+    let (client, conversation, token) = rt.block_on(async {
         let client = driver.session().await;
         client.goto(&url).await.unwrap();
         assert_eq!(client.title().await.unwrap(), "Aviary chat");
 
-        // The selector is filled from /api/v1/bots and the stream connects.
+        // The selector is filled from /api/v1/bots; no conversation yet.
         wait_for(&client, "the echo bot in #bot", "return document.querySelector('#bot').value === 'echo';", Duration::from_secs(20)).await;
-        let sender = client.find(Locator::Id("sender")).await.unwrap();
-        assert_eq!(sender.prop("value").await.unwrap().as_deref(), Some("you"), "the sender defaults to `you`");
-        let conversation =
-            client.find(Locator::Id("conversation")).await.unwrap().prop("value").await.unwrap().unwrap_or_default();
-        assert!(
-            !conversation.is_empty() && conversation.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
-            "the page made up a valid conversation id, got {conversation:?}"
-        );
-        // Every page load picks another conversation.
-        client.goto(&url).await.unwrap();
-        wait_for(&client, "the echo bot in #bot", "return document.querySelector('#bot').value === 'echo';", Duration::from_secs(20)).await;
-        let again = client.find(Locator::Id("conversation")).await.unwrap().prop("value").await.unwrap().unwrap_or_default();
-        assert_ne!(again, conversation, "two page loads share a conversation id");
-        let conversation = again;
+        assert_eq!(field_value(&client, "sender").await, "you", "the sender defaults to `you`");
+        assert_eq!(field_value(&client, "conversation").await, "", "a conversation starts with the first message");
 
-        // Type, click Send, see the message and the echo.
+        // Type, click Send: the page creates the conversation, sends, shows the echo.
         type_into(&client, "sender", "tester").await;
         type_into(&client, "text", "hello from chromium").await;
         client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
         wait_for_reply_text(&client, "echo: hello from chromium").await;
         let text_value = client.find(Locator::Id("text")).await.unwrap().prop("value").await.unwrap();
         assert_eq!(text_value.as_deref(), Some(""), "the text box is cleared after sending");
+        let (conversation, token) = stored_session(&client).await;
+        assert_eq!(field_value(&client, "conversation").await, conversation, "the page shows its conversation");
+        let disabled = client.execute("return document.querySelector('#sender').disabled;", vec![]).await.unwrap();
+        assert_eq!(disabled, json!(true), "the name is fixed for the conversation");
 
         // Enter sends too.
         let enter: char = Key::Enter.into();
@@ -218,13 +238,13 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
         assert!(messages[2].1.contains("second line"), "{messages:#?}");
         let error_hidden = client.execute("return document.querySelector('#error').hidden || document.querySelector('#error').offsetParent === null;", vec![]).await.unwrap();
         assert_eq!(error_hidden, json!(true), "#error shows while nothing failed");
-        (client, conversation)
+        (client, conversation, token)
     });
 
-    // What the page sent is what the host stored, under the shown conversation.
-    let stored = host
-        .conversation("echo", &conversation)
-        .messages(None, None);
+    // What the page sent is what the host stored, under its conversation
+    // and as the user it named.
+    let chat = host.joined("echo", &conversation, "tester", &token);
+    let stored = chat.messages(None, None);
     let seen: Vec<(&str, &str, &str)> = stored
         .iter()
         .map(|m| (m.direction.as_str(), m.sender.as_str(), m.text.as_str()))
@@ -239,10 +259,8 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
         ]
     );
 
-    // A message from elsewhere (another client) in this conversation shows up live.
-    let id = host
-        .conversation("echo", &conversation)
-        .post_message("someone-else", "from the API");
+    // A message from another client holding the token shows up live.
+    let id = chat.post_message("tester", "from the API");
     rt.block_on(wait_for_reply_text(&client, "echo: from the API"));
 
     // The host goes away and comes back: the page reconnects after the last
@@ -281,9 +299,7 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
             "each message once after reconnecting: {messages:#?}"
         );
     });
-    let stored = host
-        .conversation("echo", &conversation)
-        .messages(None, None);
+    let stored = chat.messages(None, None);
     assert_eq!(stored.len(), 8);
     assert_eq!(stored[4].id, id);
 
@@ -302,25 +318,10 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
         )
         .await;
         assert!(error.as_str().unwrap().contains("413"), "the error names the HTTP status: {error}");
-
-        // An invalid conversation id is refused before anything is sent.
-        type_into(&client, "conversation", "not valid!").await;
-        type_into(&client, "text", "nowhere").await;
-        client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
-        let error = wait_for(
-            &client,
-            "an error about the conversation id",
-            "const e = document.querySelector('#error'); return !e.hidden && e.textContent.includes('onversation') && e.textContent;",
-            Duration::from_secs(10),
-        )
-        .await;
-        assert!(!error.as_str().unwrap().is_empty());
         client.close().await.unwrap();
     });
     assert_eq!(
-        host.conversation("echo", &conversation)
-            .messages(None, None)
-            .len(),
+        chat.messages(None, None).len(),
         8,
         "a refused message was stored"
     );
@@ -328,38 +329,70 @@ fn chat_page_sends_a_message_and_shows_the_reply_live() {
 }
 
 #[test]
-fn chat_page_opens_the_conversation_named_in_the_url_with_its_history() {
-    let host = Host::start("");
-    let chat = host.conversation("echo", "shared-link");
-    for text in ["first", "/inc page-views", "third"] {
-        let id = chat.post_message("alice", text);
-        chat.wait_for_reply(&id);
-    }
-    let stored: Vec<(String, String)> = chat
-        .messages(None, None)
-        .into_iter()
-        .map(|m| (m.direction, m.text))
-        .collect();
+fn chat_page_continues_its_conversation_after_a_reload() {
+    let host = Host::start_open("");
     let driver = Driver::start();
-    let url = host.url("/#shared-link");
-    runtime().block_on(async {
+    let url = host.url("/");
+    let rt = runtime();
+    let (client, conversation, token) = rt.block_on(async {
         let client = driver.session().await;
         client.goto(&url).await.unwrap();
         wait_for(
             &client,
-            "six messages",
+            "the echo bot in #bot",
+            "return document.querySelector('#bot').value === 'echo';",
+            Duration::from_secs(20),
+        )
+        .await;
+        for text in ["first", "/inc page-views", "third"] {
+            type_into(&client, "text", text).await;
+            client
+                .find(Locator::Id("send"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for(
+                &client,
+                "the reply",
+                &format!(
+                    "return document.querySelectorAll('#messages .message.out').length >= {};",
+                    ["first", "/inc page-views", "third"]
+                        .iter()
+                        .position(|t| *t == text)
+                        .unwrap()
+                        + 1
+                ),
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+        let (conversation, token) = stored_session(&client).await;
+        (client, conversation, token)
+    });
+    let stored: Vec<(String, String)> = host
+        .joined("echo", &conversation, "you", &token)
+        .messages(None, None)
+        .into_iter()
+        .map(|m| (m.direction, m.text))
+        .collect();
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    rt.block_on(async {
+        // A reload continues the same conversation, history and all.
+        client.refresh().await.unwrap();
+        wait_for(
+            &client,
+            "six messages after the reload",
             "return document.querySelectorAll('#messages .message').length >= 6;",
             Duration::from_secs(20),
         )
         .await;
-        let conversation = client
-            .find(Locator::Id("conversation"))
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap();
-        assert_eq!(conversation.as_deref(), Some("shared-link"));
+        assert_eq!(field_value(&client, "conversation").await, conversation);
+        assert_eq!(
+            stored_session(&client).await,
+            (conversation.clone(), token.clone())
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let messages = shown(&client).await;
         assert_eq!(messages.len(), stored.len(), "{messages:#?}");
@@ -373,6 +406,48 @@ fn chat_page_opens_the_conversation_named_in_the_url_with_its_history() {
                 "{content:?} lacks {text:?}"
             );
         }
+        type_into(&client, "text", "after the reload").await;
+        client
+            .find(Locator::Id("send"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for_reply_text(&client, "echo: after the reload").await;
+    });
+    assert_eq!(
+        host.joined("echo", &conversation, "you", &token)
+            .messages(None, None)
+            .len(),
+        8,
+        "the reloaded page posted into the same conversation"
+    );
+    rt.block_on(async {
+        // "New conversation" starts another one on the next message.
+        client
+            .find(Locator::Id("new-conversation"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            shown(&client).await.len(),
+            0,
+            "a new conversation shows nothing old"
+        );
+        type_into(&client, "text", "fresh start").await;
+        client
+            .find(Locator::Id("send"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for_reply_text(&client, "echo: fresh start").await;
+        let (fresh, _) = stored_session(&client).await;
+        assert_ne!(fresh, conversation, "a new conversation id");
         client.close().await.unwrap();
     });
 }
