@@ -469,12 +469,6 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     let mut tried = 0;
     let mut contained = 0;
     let event = message_event(&app.store, "hostile", "go")?;
-    let denied = |o: &aviary_host::runtime::Outcome, capability: &str| {
-        o.refusals
-            .itemised()
-            .iter()
-            .any(|d| d.capability == capability)
-    };
     type Check = fn(&aviary_host::runtime::Outcome) -> bool;
     let run_time: [(&str, Check); 19] = [
         ("loop", |o| matches!(o.result, Err(HandleError::Timeout(_)))),
@@ -567,6 +561,15 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
         contained += 1;
     }
     Ok((tried, contained))
+}
+
+/// Whether the event was refused something of `capability`.
+fn denied(outcome: &aviary_host::runtime::Outcome, capability: &str) -> bool {
+    outcome
+        .refusals
+        .itemised()
+        .iter()
+        .any(|d| d.capability == capability)
 }
 
 /// A refusal flood kept to a few itemised records and a count.
