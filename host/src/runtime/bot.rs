@@ -66,6 +66,9 @@ pub struct Limits {
 pub struct Outcome {
     pub result: Result<Effects, HandleError>,
     pub denials: Vec<Denial>,
+    /// A send was refused by a send-rate bucket that will refill in this
+    /// long: the event is to run again then, not to fail.
+    pub send_wait: Option<Duration>,
 }
 
 /// A bot ready to handle events.
@@ -107,13 +110,18 @@ impl LoadedBot {
             .instantiate(&mut store)
             .and_then(|bot| bot.aviary_bot_handler().call_handle(&mut store, &wit_event));
         let denials = store.data_mut().take_denials();
+        let send_wait = store.data().messaging.refill_wait.flatten();
         self.log_stdio(store.data().stdio());
         let result = match result {
             Ok(Ok(())) => Ok(store.into_data().into_effects()),
             Ok(Err(message)) => Err(HandleError::Bot(message)),
             Err(error) => Err(self.classify(error)),
         };
-        Outcome { result, denials }
+        Outcome {
+            result,
+            denials,
+            send_wait,
+        }
     }
 
     fn log_stdio(&self, output: bytes::Bytes) {

@@ -1,6 +1,7 @@
 //! `aviary:bot/messaging`: sends buffered until the event commits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::policy::{BotPolicy, Denial};
 use crate::runtime::bindings::aviary::bot::messaging::Host;
@@ -17,6 +18,9 @@ pub struct Messaging {
     pub sends: Vec<Outgoing>,
     pub policy: Arc<BotPolicy>,
     pub denials: Vec<Denial>,
+    /// Set when a send was refused by a send-rate bucket that will refill:
+    /// how long until this event's sends fit (`None` inside: never).
+    pub refill_wait: Option<Option<Duration>>,
 }
 
 impl Messaging {
@@ -25,6 +29,7 @@ impl Messaging {
             sends: Vec::new(),
             policy,
             denials: Vec::new(),
+            refill_wait: None,
         }
     }
 
@@ -71,6 +76,7 @@ impl Messaging {
         }
         if let Err(reason) = self.policy.send.try_send(&conversation) {
             let error = if self.policy.grant.send.is_some() {
+                self.note_refill_wait(&conversation);
                 BotError::QuotaExceeded(reason)
             } else {
                 BotError::Denied(reason)
@@ -83,6 +89,29 @@ impl Messaging {
             reply_to,
         });
         Ok(())
+    }
+}
+
+impl Messaging {
+    /// Records how long until the sends this event wants (those accepted
+    /// and the one refused) fit the send-rate buckets.
+    fn note_refill_wait(&mut self, conversation: &str) {
+        let in_conversation = self
+            .sends
+            .iter()
+            .filter(|s| s.conversation == conversation)
+            .count() as u32
+            + 1;
+        let total = self.sends.len() as u32 + 1;
+        let wait = self
+            .policy
+            .send
+            .refill_wait(conversation, in_conversation, total);
+        self.refill_wait = Some(match (self.refill_wait, wait) {
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            (None, Some(b)) => Some(b),
+        });
     }
 }
 
