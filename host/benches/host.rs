@@ -19,7 +19,7 @@ use aviary_host::bots::Bots;
 use aviary_host::config::{Config, QueueConfig};
 use aviary_host::dispatch::Dispatcher;
 use aviary_host::policy::{BotPolicy, Capabilities, KvQuota, SendRate};
-use aviary_host::router::{Dispatch, Router};
+use aviary_host::router::{Dispatch, Next, Router};
 use aviary_host::runtime::{BotSpec, HandleError, LoadedBot, Manifest};
 use aviary_host::store::{PendingEvent, Store};
 use parking_lot::Mutex;
@@ -150,13 +150,17 @@ struct Timed {
 }
 
 impl Dispatch for Timed {
-    fn dispatch(&self, event: PendingEvent) {
+    fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
+        let next = self.inner.dispatch(event, failures);
+        if next != Next::Done {
+            return next;
+        }
         let seq = event.seq;
-        self.inner.dispatch(event);
         if let Some(start) = self.started.lock().remove(&seq) {
             self.latencies.lock().push(start.elapsed());
         }
         self.finished.fetch_add(1, Ordering::Release);
+        next
     }
 
     fn concurrency_limit(&self, bot: &str) -> Option<usize> {

@@ -1,17 +1,25 @@
 //! Runs one event for the router: fresh instance, commit of its effects,
-//! re-runs on kv conflicts, bounded retries on failure, then a dead letter.
+//! re-runs on kv conflicts, retries with growing backoff on failure (the
+//! router waits, no worker sleeps), then a dead letter. A send refused by a
+//! send-rate bucket that will refill delays the event instead of failing it.
 //! Policy denials and contained failures go to the audit log.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::bots::Bots;
-use crate::router::Dispatch;
+use crate::router::{Dispatch, Next};
 use crate::runtime::budget::Refusals;
 use crate::runtime::{HandleError, LoadedBot, Outcome};
 use crate::store::{AuditEntry, CommitError, PendingEvent, Store};
 
 /// Re-runs allowed when kv reads keep changing under an event.
 const MAX_CONFLICTS: u32 = 1000;
+
+/// Wait before the first retry of a failed event; each further one doubles.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two runs of a failed event.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The production [`Dispatch`].
 pub struct Dispatcher {
@@ -30,17 +38,28 @@ impl Dispatch for Dispatcher {
             .map(|_| 1)
     }
 
-    fn dispatch(&self, event: PendingEvent) {
+    /// One run of `event`: committed, or to run again later (a send-rate
+    /// wait, or a failure with growing backoff), or dead-lettered once it
+    /// failed more than `max_retries` times after the first.
+    fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
         let Some(bot) = self.bots.get(&event.bot) else {
-            self.give_up(&event, "the bot is not loaded", 0);
-            return;
+            self.give_up(event, "the bot is not loaded", failures);
+            return Next::Done;
         };
-        let mut failures = 0;
         let mut conflicts = 0;
         loop {
-            let outcome = bot.handle(self.store.tree(), &event);
-            let error = match self.settle(&bot, &event, outcome) {
-                Settled::Committed => return,
+            let outcome = bot.handle(self.store.tree(), event);
+            if let Some(wait) = outcome.send_wait {
+                // A quota that will refill: discard this run, run it again
+                // when the bucket holds enough. Not a failure.
+                tracing::debug!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, "send rate reached; the event runs again in {wait:?}");
+                return Next::RunAgain {
+                    after: wait,
+                    failed: false,
+                };
+            }
+            let error = match self.settle(&bot, event, outcome) {
+                Settled::Committed => return Next::Done,
                 Settled::Conflict if conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
                     continue;
@@ -48,12 +67,16 @@ impl Dispatch for Dispatcher {
                 Settled::Conflict => CommitError::Conflict.to_string(),
                 Settled::Failed(error) => error,
             };
-            failures += 1;
+            let failures = failures + 1;
             tracing::warn!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempt = failures, "event failed: {error}");
             if failures > bot.limits.max_retries {
-                self.give_up(&event, &error, failures);
-                return;
+                self.give_up(event, &error, failures);
+                return Next::Done;
             }
+            return Next::RunAgain {
+                after: backoff(failures),
+                failed: true,
+            };
         }
     }
 }
@@ -66,6 +89,13 @@ pub enum Settled {
     Conflict,
     /// It failed; nothing was committed.
     Failed(String),
+}
+
+/// The wait before the run after the `failures`-th failure: 100 ms,
+/// doubling, at most 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    (RETRY_FIRST * 2u32.pow(doublings)).min(RETRY_MAX)
 }
 
 impl Dispatcher {
@@ -152,5 +182,19 @@ impl Dispatcher {
         if let Err(error) = self.store.audit(entry) {
             tracing::error!("cannot append to the audit log: {error:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(400));
+        assert_eq!(backoff(12), RETRY_MAX);
+        assert_eq!(backoff(u32::MAX), RETRY_MAX);
     }
 }

@@ -1,8 +1,10 @@
 //! Send-rate limits: a token bucket per bot and one per conversation, each
-//! refilling its per-minute allowance continuously.
+//! refilling its per-minute allowance continuously. A send refused because
+//! a bucket is empty is a delay, not a failure: [`SendLimiter::refill_wait`]
+//! says when the event's sends will fit again.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -26,7 +28,17 @@ impl Bucket {
         self.tokens = (self.tokens + gained).min(f64::from(per_minute));
         self.updated = now;
     }
+
+    /// How long until this bucket holds `needed` tokens (refilled to `now`).
+    fn wait_for(&self, needed: u32, per_minute: u32) -> Duration {
+        let missing = (f64::from(needed) - self.tokens).max(0.0);
+        Duration::from_secs_f64(missing * 60.0 / f64::from(per_minute.max(1)))
+    }
 }
+
+/// Slack added to a refill wait so the bucket is surely full enough when the
+/// event runs again.
+const REFILL_SLACK: Duration = Duration::from_millis(5);
 
 /// The send limits of one bot. Shared by all its events.
 pub struct SendLimiter {
@@ -91,6 +103,36 @@ impl SendLimiter {
         lane.tokens -= 1.0;
         Ok(())
     }
+
+    /// How long until an event can make `in_conversation` sends to
+    /// `conversation` and `total` sends in all: the wait of a refused send
+    /// that a refill will let through. `None` when no refill ever will
+    /// (sending is not granted, or more sends than a minute's allowance).
+    pub fn refill_wait(
+        &self,
+        conversation: &str,
+        in_conversation: u32,
+        total: u32,
+    ) -> Option<Duration> {
+        let rate = self.rate?;
+        if in_conversation > rate.per_conversation_per_minute || total > rate.per_bot_per_minute {
+            return None;
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let (bot, conversations) = &mut *state;
+        let bot_wait = bot.as_mut().map_or(Duration::ZERO, |b| {
+            b.refill(rate.per_bot_per_minute, now);
+            b.wait_for(total, rate.per_bot_per_minute)
+        });
+        let lane_wait = conversations
+            .get_mut(conversation)
+            .map_or(Duration::ZERO, |b| {
+                b.refill(rate.per_conversation_per_minute, now);
+                b.wait_for(in_conversation, rate.per_conversation_per_minute)
+            });
+        Some(bot_wait.max(lane_wait) + REFILL_SLACK)
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +159,26 @@ mod tests {
             .try_send("a")
             .unwrap_err()
             .contains("not granted"));
+    }
+
+    #[test]
+    fn an_empty_bucket_says_when_it_will_hold_enough() {
+        let limiter = SendLimiter::new(Some(SendRate {
+            per_conversation_per_minute: 600,
+            per_bot_per_minute: 6000,
+        }));
+        for _ in 0..600 {
+            limiter.try_send("a").unwrap();
+        }
+        assert!(limiter.try_send("a").is_err());
+        // 600 a minute: one token every 100 ms, two in 200 ms.
+        let one = limiter.refill_wait("a", 1, 1).unwrap();
+        assert!(one <= Duration::from_millis(110), "{one:?}");
+        assert!(one >= Duration::from_millis(50), "{one:?}");
+        let two = limiter.refill_wait("a", 2, 2).unwrap();
+        assert!(two > one + Duration::from_millis(50), "{two:?} vs {one:?}");
+        assert!(limiter.refill_wait("b", 1, 1).unwrap() <= REFILL_SLACK);
+        assert_eq!(limiter.refill_wait("a", 601, 601), None, "never fits");
+        assert_eq!(SendLimiter::new(None).refill_wait("a", 1, 1), None);
     }
 }

@@ -72,6 +72,9 @@ pub struct Limits {
 pub struct Outcome {
     pub result: Result<Effects, HandleError>,
     pub refusals: Refusals,
+    /// A send was refused by a send-rate bucket that will refill in this
+    /// long: the event is to run again then, not to fail.
+    pub send_wait: Option<Duration>,
 }
 
 /// A bot ready to handle events.
@@ -148,6 +151,7 @@ impl LoadedBot {
                 .await
         });
         let refusals = store.data_mut().take_refusals();
+        let send_wait = store.data().messaging.refill_wait.flatten();
         self.log_stdio(store.data().stdio());
         let over_budget = store.data().budget.exceeded().map(str::to_owned);
         let result = match (result, over_budget) {
@@ -159,7 +163,11 @@ impl LoadedBot {
                 cut(&message, MAX_ERROR_BYTES).into_owned(),
             )),
         };
-        Outcome { result, refusals }
+        Outcome {
+            result,
+            refusals,
+            send_wait,
+        }
     }
 
     /// Calls the bot's `init` with its settings, on a throw-away instance.

@@ -1,6 +1,7 @@
 //! `aviary:bot/messaging`: sends buffered until the event commits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Ctx;
 use crate::policy::BotPolicy;
@@ -17,6 +18,9 @@ pub struct Messaging {
     /// What the bot sent, committed when `handle` returns ok.
     pub sends: Vec<Outgoing>,
     pub policy: Arc<BotPolicy>,
+    /// Set when a send was refused by a send-rate bucket that will refill:
+    /// how long until this event's sends fit (`None` inside: never).
+    pub refill_wait: Option<Option<Duration>>,
 }
 
 impl Messaging {
@@ -24,6 +28,7 @@ impl Messaging {
         Messaging {
             sends: Vec::new(),
             policy,
+            refill_wait: None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl Ctx<'_, Messaging> {
         }
         if let Err(reason) = self.cap.policy.send.try_send(&conversation) {
             let error = if self.cap.policy.grant.send.is_some() {
+                self.cap.note_refill_wait(&conversation);
                 BotError::QuotaExceeded(reason)
             } else {
                 BotError::Denied(reason)
@@ -93,6 +99,29 @@ impl Ctx<'_, Messaging> {
 /// Message ids are 16 hex digits (see `store::Store::next_id`).
 fn is_message_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Messaging {
+    /// Records how long until the sends this event wants (those accepted
+    /// and the one refused) fit the send-rate buckets.
+    fn note_refill_wait(&mut self, conversation: &str) {
+        let in_conversation = self
+            .sends
+            .iter()
+            .filter(|s| s.conversation == conversation)
+            .count() as u32
+            + 1;
+        let total = self.sends.len() as u32 + 1;
+        let wait = self
+            .policy
+            .send
+            .refill_wait(conversation, in_conversation, total);
+        self.refill_wait = Some(match (self.refill_wait, wait) {
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            (None, Some(b)) => Some(b),
+        });
+    }
 }
 
 impl Host for Ctx<'_, Messaging> {

@@ -2,10 +2,16 @@
 //! events run one after another while different conversations run in
 //! parallel on the worker threads. Queues are bounded: admission fails
 //! (HTTP 429) before anything is stored when a lane or the host is full.
+//! An event to run again (a retry, a send-rate wait) stays first in its lane,
+//! which goes back to the workers "not before" its time ([`delay`]): no
+//! worker sleeps, and the lane's later events wait behind it.
+
+mod delay;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -13,9 +19,20 @@ use parking_lot::Mutex;
 use crate::config::QueueConfig;
 use crate::store::PendingEvent;
 
-/// Runs one event to completion (including retries and dead-lettering).
+/// What the router does with an event after one run of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Finished: committed or dead-lettered.
+    Done,
+    /// Run it again, still first in its lane, `after` from now; `failed`
+    /// counts this run among the event's failures.
+    RunAgain { after: Duration, failed: bool },
+}
+
+/// Runs one event once (the router calls it again when told to).
 pub trait Dispatch: Send + Sync + 'static {
-    fn dispatch(&self, event: PendingEvent);
+    /// Runs `event`, which failed `failures` times before.
+    fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next;
 
     /// How many events of `bot` may run at once; `None` for no limit. A
     /// bot that misbehaves is held to few workers so the others keep theirs.
@@ -31,8 +48,11 @@ struct Lane {
     queue: VecDeque<PendingEvent>,
     /// Admitted events not yet pushed.
     reserved: usize,
-    /// A worker owns this lane (it is running or in the ready queue).
+    /// A worker owns this lane (it is running, in the ready queue or
+    /// waiting for its time).
     scheduled: bool,
+    /// Failed runs of the event at the front.
+    failures: u32,
 }
 
 /// Lanes and the per-bot bookkeeping of how many of its events run.
@@ -54,6 +74,8 @@ pub struct Router {
 struct Inner {
     lanes: Mutex<Lanes>,
     ready: Sender<LaneKey>,
+    /// Lanes waiting for the time their front event may run again.
+    delays: Arc<delay::Delays<LaneKey>>,
     /// Events admitted and not yet finished, host-wide.
     queued: AtomicUsize,
     limits: QueueConfig,
@@ -75,9 +97,14 @@ impl Router {
     /// Starts `workers` threads that run events through `dispatcher`.
     pub fn start(workers: usize, limits: QueueConfig, dispatcher: Arc<dyn Dispatch>) -> Router {
         let (ready, ready_rx) = crossbeam_channel::unbounded();
+        let due = ready.clone();
+        let delays = delay::Delays::start("aviary-delays", move |key| {
+            let _ = due.send(key);
+        });
         let inner = Arc::new(Inner {
             lanes: Mutex::new(Lanes::default()),
             ready,
+            delays,
             queued: AtomicUsize::new(0),
             limits,
         });
@@ -196,14 +223,25 @@ impl Inner {
                     continue;
                 }
                 *lanes.running.entry(bot.clone()).or_default() += 1;
-                lanes
-                    .by_key
-                    .get_mut(&key)
-                    .and_then(|lane| lane.queue.pop_front())
+                lanes.by_key.get_mut(&key).and_then(|lane| {
+                    let event = lane.queue.pop_front()?;
+                    Some((event, lane.failures))
+                })
             };
-            if let Some(event) = event {
-                dispatcher.dispatch(event);
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+            let mut next = Next::Done;
+            if let Some((event, failures)) = event {
+                next = dispatcher.dispatch(&event, failures);
+                match next {
+                    Next::Done => {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Next::RunAgain { failed, .. } => {
+                        let mut lanes = self.lanes.lock();
+                        let lane = lanes.by_key.entry(key.clone()).or_default();
+                        lane.queue.push_front(event);
+                        lane.failures = failures + u32::from(failed);
+                    }
+                }
             }
             let mut lanes = self.lanes.lock();
             if let Some(running) = lanes.running.get_mut(&bot) {
@@ -220,8 +258,14 @@ impl Inner {
                     lanes.deferred.remove(&bot);
                 }
             }
+            if let Next::RunAgain { after, .. } = next {
+                // The lane stays scheduled: nothing else runs it before its time.
+                self.delays.add(Instant::now() + after, key);
+                continue;
+            }
             if let Some(lane) = lanes.by_key.get_mut(&key) {
                 lane.scheduled = false;
+                lane.failures = 0;
                 if lane.queue.is_empty() {
                     if lane.reserved == 0 {
                         lanes.by_key.remove(&key);
@@ -259,12 +303,15 @@ mod tests {
     }
 
     impl Dispatch for Recorder {
-        fn dispatch(&self, event: PendingEvent) {
+        fn dispatch(&self, event: &PendingEvent, _failures: u32) -> Next {
             let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_active.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(self.delay);
-            self.seen.lock().push((event.conversation, event.seq));
+            self.seen
+                .lock()
+                .push((event.conversation.clone(), event.seq));
             self.active.fetch_sub(1, Ordering::SeqCst);
+            Next::Done
         }
     }
 
@@ -329,8 +376,8 @@ mod tests {
     struct OneAtATime(Arc<Recorder>);
 
     impl Dispatch for OneAtATime {
-        fn dispatch(&self, event: PendingEvent) {
-            self.0.dispatch(event)
+        fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
+            self.0.dispatch(event, failures)
         }
 
         fn concurrency_limit(&self, _bot: &str) -> Option<usize> {
@@ -384,5 +431,92 @@ mod tests {
         );
         first.push(vec![event("a", 1)]);
         assert_eq!(router.queued(), 1);
+    }
+
+    /// Fails the first event of lane "a" three times (100 ms apart, the
+    /// second run not counted), recording each run with its time.
+    struct Flaky {
+        runs: Mutex<Vec<(String, u64, u32, Instant)>>,
+    }
+
+    impl Dispatch for Flaky {
+        fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
+            let mut runs = self.runs.lock();
+            let attempt = runs
+                .iter()
+                .filter(|r| r.0 == event.conversation && r.1 == event.seq)
+                .count();
+            runs.push((
+                event.conversation.clone(),
+                event.seq,
+                failures,
+                Instant::now(),
+            ));
+            if event.conversation == "a" && event.seq == 0 && attempt < 3 {
+                return Next::RunAgain {
+                    after: Duration::from_millis(100),
+                    failed: attempt != 1,
+                };
+            }
+            Next::Done
+        }
+    }
+
+    #[test]
+    fn a_delayed_lane_keeps_its_order_frees_its_worker_and_counts_failures() {
+        let flaky = Arc::new(Flaky {
+            runs: Mutex::new(Vec::new()),
+        });
+        let router = Router::start(
+            1,
+            QueueConfig {
+                per_conversation: 100,
+                total: 1000,
+            },
+            flaky.clone(),
+        );
+        let started = Instant::now();
+        router
+            .reserve("b", "a", 2)
+            .unwrap()
+            .push(vec![event("a", 0), event("a", 1)]);
+        router
+            .reserve("b", "z", 1)
+            .unwrap()
+            .push(vec![event("z", 5)]);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            router.queued(),
+            2,
+            "z ran; a's delayed event and the one behind it still count"
+        );
+        wait_idle(&router);
+        let runs = flaky.runs.lock();
+        let order: Vec<(&str, u64, u32)> = runs
+            .iter()
+            .map(|(c, s, f, _)| (c.as_str(), *s, *f))
+            .collect();
+        // Lane z ran on the one worker while lane a waited; a's second
+        // event ran only after its first was done; the uncounted run did
+        // not add a failure.
+        assert_eq!(
+            order,
+            [
+                ("a", 0, 0),
+                ("z", 5, 0),
+                ("a", 0, 1),
+                ("a", 0, 1),
+                ("a", 0, 2),
+                ("a", 1, 0)
+            ]
+        );
+        let a_runs: Vec<Instant> = runs.iter().filter(|r| r.0 == "a").map(|r| r.3).collect();
+        for pair in a_runs.windows(2).take(3) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(100),
+                "runs spaced by the delay"
+            );
+        }
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }
