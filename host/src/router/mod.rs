@@ -63,6 +63,11 @@ struct Lanes {
     running: HashMap<String, usize>,
     /// Lanes ready to run but held back by their bot's concurrency limit.
     deferred: HashMap<String, VecDeque<LaneKey>>,
+    /// Events running now of bots that have a concurrency limit.
+    limited_running: usize,
+    /// Lanes of limited bots held back because limited bots together
+    /// already use [`Inner::limited_workers`].
+    limited_deferred: VecDeque<LaneKey>,
 }
 
 /// The router. Cheap to clone.
@@ -79,6 +84,9 @@ struct Inner {
     /// Events admitted and not yet finished, host-wide.
     queued: AtomicUsize,
     limits: QueueConfig,
+    /// Workers that bots with a concurrency limit (misbehaving ones) may
+    /// use together, so that several of them cannot take every worker.
+    limited_workers: usize,
 }
 
 /// Why an event was not admitted.
@@ -107,6 +115,7 @@ impl Router {
             delays,
             queued: AtomicUsize::new(0),
             limits,
+            limited_workers: (workers / 2).max(1),
         });
         for n in 0..workers {
             let inner = inner.clone();
@@ -211,17 +220,23 @@ impl Inner {
     fn work(&self, ready: &Receiver<LaneKey>, dispatcher: &dyn Dispatch) {
         while let Ok(key) = ready.recv() {
             let bot = key.0.clone();
+            let mut limited = false;
             let event = {
                 let mut lanes = self.lanes.lock();
                 let running = lanes.running.get(&bot).copied().unwrap_or(0);
-                if dispatcher
-                    .concurrency_limit(&bot)
-                    .is_some_and(|limit| running >= limit)
-                {
+                let limit = dispatcher.concurrency_limit(&bot);
+                if limit.is_some_and(|limit| running >= limit) {
                     // The lane stays scheduled; it runs when one of its bot's events ends.
                     lanes.deferred.entry(bot).or_default().push_back(key);
                     continue;
                 }
+                if limit.is_some() && lanes.limited_running >= self.limited_workers {
+                    // It runs when an event of a limited bot ends.
+                    lanes.limited_deferred.push_back(key);
+                    continue;
+                }
+                limited = limit.is_some();
+                lanes.limited_running += usize::from(limited);
                 *lanes.running.entry(bot.clone()).or_default() += 1;
                 lanes.by_key.get_mut(&key).and_then(|lane| {
                     let event = lane.queue.pop_front()?;
@@ -248,6 +263,12 @@ impl Inner {
                 *running -= 1;
                 if *running == 0 {
                     lanes.running.remove(&bot);
+                }
+            }
+            if limited {
+                lanes.limited_running -= 1;
+                if let Some(next) = lanes.limited_deferred.pop_front() {
+                    let _ = self.ready.send(next);
                 }
             }
             if let Some(waiting) = lanes.deferred.get_mut(&bot) {
@@ -383,6 +404,29 @@ mod tests {
         fn concurrency_limit(&self, _bot: &str) -> Option<usize> {
             Some(1)
         }
+    }
+
+    #[test]
+    fn limited_bots_together_use_at_most_half_the_workers() {
+        let recorder = Recorder::new(Duration::from_millis(10));
+        let router = Router::start(
+            4,
+            QueueConfig {
+                per_conversation: 100,
+                total: 1000,
+            },
+            Arc::new(OneAtATime(recorder.clone())),
+        );
+        for seq in 0..3 {
+            for bot in ["b0", "b1", "b2", "b3"] {
+                let mut event = event("c", seq);
+                event.bot = bot.into();
+                router.reserve(bot, "c", 1).unwrap().push(vec![event]);
+            }
+        }
+        wait_idle(&router);
+        assert_eq!(recorder.seen.lock().len(), 12, "held-back lanes all ran");
+        assert_eq!(recorder.most_active.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -155,9 +155,10 @@ impl LoadedBot {
         self.log_stdio(store.data().stdio());
         let over_budget = store.data().budget.exceeded().map(str::to_owned);
         let result = match (result, over_budget) {
-            (Err(error), _) => Err(error),
-            // Whatever the bot answered, an event over its budget fails.
-            (Ok(_), Some(reason)) => Err(HandleError::Budget(reason)),
+            // Whatever the bot did after it ran out of budget (answered,
+            // trapped, overran), the budget is why the event fails.
+            (_, Some(reason)) => Err(HandleError::Budget(reason)),
+            (Err(error), None) => Err(error),
             (Ok(Ok(())), None) => Ok(store.into_data().into_effects()),
             (Ok(Err(message)), None) => Err(HandleError::Bot(
                 cut(&message, MAX_ERROR_BYTES).into_owned(),
