@@ -220,7 +220,7 @@ impl Inner {
     fn work(&self, ready: &Receiver<LaneKey>, dispatcher: &dyn Dispatch) {
         while let Ok(key) = ready.recv() {
             let bot = key.0.clone();
-            let mut limited = false;
+            let limited;
             let event = {
                 let mut lanes = self.lanes.lock();
                 let running = lanes.running.get(&bot).copied().unwrap_or(0);
