@@ -373,22 +373,6 @@ fn load_hostile_with(
     source: &str,
     mode: &str,
     grant: Capabilities,
-) -> Result<LoadedBot> {
-    let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm")))
-        .context("build the hostile bots first (`cargo xtask bench` does)")?;
-    let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(
-        hostile_dir().join(format!("{source}.toml")),
-    )?)?;
-    manifest.id = id.into();
-    load_bot(app, manifest, &bytes, grant, &[("mode", mode)], false)
-}
-
-/// Loads component `source` from the hostile directory as bot `id`.
-fn load_hostile(
-    app: &App,
-    id: &str,
-    source: &str,
-    mode: &str,
     policy_unchecked: bool,
 ) -> Result<LoadedBot> {
     let bytes = std::fs::read(hostile_dir().join(format!("{source}.wasm")))
@@ -401,10 +385,21 @@ fn load_hostile(
         app,
         manifest,
         &bytes,
-        hostile_grant(),
+        grant,
         &[("mode", mode)],
         policy_unchecked,
     )
+}
+
+/// Loads component `source` from the hostile directory as bot `id`.
+fn load_hostile(
+    app: &App,
+    id: &str,
+    source: &str,
+    mode: &str,
+    policy_unchecked: bool,
+) -> Result<LoadedBot> {
+    load_hostile_with(app, id, source, mode, hostile_grant(), policy_unchecked)
 }
 
 fn load_bot(
@@ -593,7 +588,14 @@ fn hostile_post_event_ms(app: &App) -> Result<f64> {
         let mut grant = hostile_grant();
         grant.timeout_ms = Some(2_000);
         grant.wall_ms = Some(5_000);
-        let bot = load_hostile_with(app, &format!("bench-post-{mode}"), "mischief", mode, grant)?;
+        let bot = load_hostile_with(
+            app,
+            &format!("bench-post-{mode}"),
+            "mischief",
+            mode,
+            grant,
+            false,
+        )?;
         let event = message_event(&app.store, "post-event", "go")?;
         let outcome = bot.handle(app.store.tree(), &event);
         let started = Instant::now();

@@ -322,6 +322,25 @@ impl Host {
         Answer::read(response)
     }
 
+    /// `GET path` on the admin API with the host's admin token; asserts
+    /// success and returns the JSON body.
+    pub fn admin_get(&self, path: &str) -> Value {
+        let token = std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("the host writes its admin token");
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token.trim())
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().expect("the admin API answers JSON")
+    }
+
     /// The `bots` array of `GET /api/v1/bots`.
     pub fn bots(&self) -> Vec<Value> {
         let answer = self.get("/api/v1/bots");

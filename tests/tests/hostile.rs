@@ -80,25 +80,8 @@ fn start(bots: &Bots, config: &str) -> Host {
     Host::start_with_plugins(config, bots.path())
 }
 
-fn admin_get(host: &Host, path: &str) -> Value {
-    let token = std::fs::read_to_string(host.data_dir().join("admin.token"))
-        .expect("the host writes its admin token");
-    let response = host
-        .client()
-        .get(host.url(path))
-        .bearer_auth(token.trim())
-        .send()
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "GET {path}: {}",
-        response.status()
-    );
-    response.json().unwrap()
-}
-
 fn audit_records(host: &Host) -> Vec<Value> {
-    admin_get(host, "/api/v1/admin/audit?n=1000")["records"]
+    host.admin_get("/api/v1/admin/audit?n=1000")["records"]
         .as_array()
         .unwrap()
         .clone()
@@ -128,7 +111,7 @@ fn wait_for_audit(host: &Host, action: &str, bot: &str, capability: Option<&str>
 fn wait_for_dead_letter(host: &Host, bot: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let letters = admin_get(host, "/api/v1/admin/dead-letters")["dead_letters"]
+        let letters = host.admin_get("/api/v1/admin/dead-letters")["dead_letters"]
             .as_array()
             .unwrap()
             .clone();
@@ -714,7 +697,7 @@ fn assert_refusal_flood_is_bounded(id: &str, mode: &str) {
         .wait_for_reply_within(&sent, Duration::from_millis(500))
         .is_none()
     {
-        let letters = admin_get(&host, "/api/v1/admin/dead-letters")["dead_letters"].clone();
+        let letters = host.admin_get("/api/v1/admin/dead-letters")["dead_letters"].clone();
         if letters
             .as_array()
             .unwrap()

@@ -8,24 +8,8 @@ use std::time::{Duration, Instant};
 use aviary_e2e::{bots_dir, hostile_dir, Host};
 use serde_json::Value;
 
-fn admin_get(host: &Host, path: &str) -> Value {
-    let token = std::fs::read_to_string(host.data_dir().join("admin.token")).unwrap();
-    let response = host
-        .client()
-        .get(host.url(path))
-        .bearer_auth(token.trim())
-        .send()
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "GET {path}: {}",
-        response.status()
-    );
-    response.json().unwrap()
-}
-
 fn dead_letters(host: &Host) -> Vec<Value> {
-    admin_get(host, "/api/v1/admin/dead-letters")["dead_letters"]
+    host.admin_get("/api/v1/admin/dead-letters")["dead_letters"]
         .as_array()
         .unwrap()
         .clone()
