@@ -426,7 +426,8 @@ mod tests {
         }
         wait_idle(&router);
         assert_eq!(recorder.seen.lock().len(), 12, "held-back lanes all ran");
-        assert_eq!(recorder.most_active.load(Ordering::SeqCst), 2);
+        let most = recorder.most_active.load(Ordering::SeqCst);
+        assert!(most <= 2, "{most} limited events ran at once on 4 workers");
     }
 
     #[test]
