@@ -322,6 +322,24 @@ impl Host {
         Answer::read(response)
     }
 
+    /// Runs `aviary <args> --url <host> --data-dir <data>`, the admin CLI
+    /// against this host; returns (exit ok, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(aviary_bin())
+            .args(args)
+            .arg("--url")
+            .arg(self.base_url())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output()
+            .expect("run aviary");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `GET path` on the admin API with the host's admin token; asserts
     /// success and returns the JSON body.
     pub fn admin_get(&self, path: &str) -> Value {

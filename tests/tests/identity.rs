@@ -4,27 +4,14 @@
 //! real bot keeps its conversations, its kv and its secret.
 
 use std::path::Path;
-use std::process::Command;
 
-use aviary_e2e::{aviary_bin, bots_dir, hostile_dir, Host};
+use aviary_e2e::{bots_dir, hostile_dir, Host};
 use serde_json::Value;
 
-/// Runs `aviary <args>` against `host`; returns (exit ok, stdout + stderr).
+/// Runs the admin CLI against `host`; returns (exit ok, stdout + stderr).
 fn cli(host: &Host, args: &[&str]) -> (bool, String) {
-    let out = Command::new(aviary_bin())
-        .args(args)
-        .arg("--url")
-        .arg(host.base_url())
-        .arg("--data-dir")
-        .arg(host.data_dir())
-        .output()
-        .expect("run aviary");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let (ok, stdout, stderr) = host.cli(args);
+    (ok, stdout + &stderr)
 }
 
 fn audit_records(host: &Host) -> Vec<Value> {

@@ -13,21 +13,9 @@ fn hostile(name: &str) -> std::path::PathBuf {
     hostile_dir().join(name)
 }
 
-/// Runs `aviary <args> --url <host> --data-dir <data>`; returns (exit ok, stdout, stderr).
+/// Runs the admin CLI against `host`; returns (exit ok, stdout, stderr).
 fn cli(host: &Host, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(aviary_bin())
-        .args(args)
-        .arg("--url")
-        .arg(host.base_url())
-        .arg("--data-dir")
-        .arg(host.data_dir())
-        .output()
-        .expect("run aviary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    host.cli(args)
 }
 
 fn cli_json(host: &Host, args: &[&str]) -> Value {
