@@ -14,6 +14,11 @@ pub fn is_valid_id(id: &str) -> bool {
         && !id.bytes().all(|b| b == b'.')
 }
 
+/// Message ids: 16 hex digits, as the host assigns them in storage order.
+pub fn is_message_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_valid_id;
@@ -35,5 +40,12 @@ mod tests {
         }
         assert!(is_valid_id(".a"));
         assert!(is_valid_id("a.."));
+    }
+
+    #[test]
+    fn message_ids_are_sixteen_hex_digits() {
+        assert!(super::is_message_id("00000000000000af"));
+        assert!(!super::is_message_id("00000000000000ag"));
+        assert!(!super::is_message_id(&"1".repeat(4 << 20)));
     }
 }

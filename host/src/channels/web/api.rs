@@ -179,7 +179,7 @@ pub fn check_target(state: &WebState, bot: &str, conversation: &str) -> Result<(
 
 /// A message id used as a paging cursor: 16 hex digits.
 pub fn check_cursor(after: &str) -> Result<&str, ApiError> {
-    if after.len() == 16 && after.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if aviary_rules::ids::is_message_id(after) {
         Ok(after)
     } else {
         Err(ApiError::bad_request(

@@ -56,7 +56,10 @@ impl Ctx<'_, Messaging> {
                 "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
             ));
         }
-        if reply_to.as_deref().is_some_and(|id| !is_message_id(id)) {
+        if reply_to
+            .as_deref()
+            .is_some_and(|id| !aviary_rules::ids::is_message_id(id))
+        {
             return Err(BotError::Invalid(
                 "reply-to must be a message id (16 hex digits)".into(),
             ));
@@ -94,11 +97,6 @@ impl Ctx<'_, Messaging> {
         });
         Ok(())
     }
-}
-
-/// Message ids are 16 hex digits (see `store::Store::next_id`).
-fn is_message_id(id: &str) -> bool {
-    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Messaging {
