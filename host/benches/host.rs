@@ -127,7 +127,7 @@ fn raw_events_per_s(app: &App, threads: usize) -> f64 {
             s.spawn(|| {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    bot.handle(app.store.tree(), &event)
+                    bot.handle(app.store.state(), &event)
                         .result
                         .expect("echo handles");
                     n += 1;
@@ -412,9 +412,9 @@ fn load_bot(
 ) -> Result<LoadedBot> {
     let id = manifest.id.clone();
     let policy = if unchecked {
-        BotPolicy::unchecked(&id, grant, app.store.tree())?
+        BotPolicy::unchecked(&id, grant, app.store.state())?
     } else {
-        BotPolicy::new(&id, grant, &Default::default(), app.store.tree())?
+        BotPolicy::new(&id, grant, &Default::default(), app.store.state())?
     };
     let spec = BotSpec {
         manifest,
@@ -426,7 +426,7 @@ fn load_bot(
         max_retries: 0,
     };
     app.runtime
-        .load(app.runtime.inspect(bytes)?, spec, app.store.tree())
+        .load(app.runtime.inspect(bytes)?, spec, app.store.state())
 }
 
 /// Echo's fresh-instance-and-handle time with the run-time policy checks
@@ -453,7 +453,7 @@ fn policy_overhead_pct(app: &App) -> Result<f64> {
         for (bot, total) in [(&checked, &mut with), (&unchecked, &mut without)] {
             let started = Instant::now();
             for _ in 0..2_000 {
-                bot.handle(app.store.tree(), &event)
+                bot.handle(app.store.state(), &event)
                     .result
                     .expect("echo handles");
             }
@@ -514,7 +514,7 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     for (mode, was_contained) in run_time {
         tried += 1;
         let bot = load_hostile(app, &format!("bench-{mode}"), "mischief", mode, false)?;
-        if was_contained(&bot.handle(app.store.tree(), &event)) {
+        if was_contained(&bot.handle(app.store.state(), &event)) {
             contained += 1;
         } else {
             eprintln!("hostile {mode}: NOT contained");
@@ -597,7 +597,7 @@ fn hostile_post_event_ms(app: &App) -> Result<f64> {
             false,
         )?;
         let event = message_event(&app.store, "post-event", "go")?;
-        let outcome = bot.handle(app.store.tree(), &event);
+        let outcome = bot.handle(app.store.state(), &event);
         let started = Instant::now();
         dispatcher.settle(&bot, &event, outcome);
         worst = worst.max(started.elapsed());

@@ -25,7 +25,7 @@ impl App {
     /// Opens the store, loads the bots and resumes the events that were
     /// accepted but not handled before the last stop.
     pub fn start(config: Config) -> Result<App> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with(&config.data_dir, &config.store)?;
         let purged = store.purge_expired()?;
         if purged > 0 {
             tracing::info!(

@@ -32,6 +32,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Timeouts, connection cap and conversation tokens of the web channel.
     pub web: WebConfig,
+    /// `[store]`: the disk reserve and the journal's checkpoints.
+    pub store: crate::store::StoreConfig,
     /// Token of the admin API; when unset, one is generated into
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
@@ -139,6 +141,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             max_body_bytes: 64 * 1024,
             web: WebConfig::default(),
+            store: crate::store::StoreConfig::default(),
             admin_token: None,
             bots: BTreeMap::new(),
         }
@@ -213,6 +216,7 @@ impl Config {
             "`queue.total` must be at least `queue.per_conversation`"
         );
         self.web.validate()?;
+        self.store.validate()?;
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }

@@ -48,7 +48,7 @@ impl Dispatch for Dispatcher {
         };
         let mut conflicts = 0;
         loop {
-            let outcome = bot.handle(self.store.tree(), event);
+            let outcome = bot.handle(self.store.state(), event);
             if let Some(wait) = outcome.send_wait {
                 // A quota that will refill: discard this run, run it again
                 // when the bucket holds enough. Not a failure.

@@ -199,14 +199,14 @@ impl Bots {
             );
         }
         let bot_config = self.config.bot(&id);
-        let policy = BotPolicy::new(&id, grant, &bot_config.secrets, self.store.tree())?;
+        let policy = BotPolicy::new(&id, grant, &bot_config.secrets, self.store.state())?;
         let spec = BotSpec {
             manifest,
             policy,
             settings: bot_config.settings,
             max_retries: bot_config.max_retries,
         };
-        let bot = self.runtime.load(inspected, spec, self.store.tree())?;
+        let bot = self.runtime.load(inspected, spec, self.store.state())?;
         tracing::info!(bot = %id, version = %bot.manifest.version, sha256 = %bot.sha256, "bot loaded");
         let detail = format!(
             "file {}; version {} sha256 {} imports {}",

@@ -33,7 +33,7 @@ impl BotPolicy {
         bot: &str,
         grant: Capabilities,
         configured_secrets: &BTreeMap<String, String>,
-        tree: &sled::Tree,
+        state: &crate::store::State,
     ) -> anyhow::Result<BotPolicy> {
         let secrets = configured_secrets
             .iter()
@@ -42,7 +42,7 @@ impl BotPolicy {
             .collect();
         Ok(BotPolicy {
             send: SendLimiter::new(grant.send),
-            kv: KvUsage::measure(tree, bot, grant.kv)?,
+            kv: KvUsage::measure(state, bot, grant.kv)?,
             secrets,
             grant,
         })
@@ -53,11 +53,11 @@ impl BotPolicy {
     pub fn unchecked(
         bot: &str,
         grant: Capabilities,
-        tree: &sled::Tree,
+        state: &crate::store::State,
     ) -> anyhow::Result<BotPolicy> {
         Ok(BotPolicy {
             send: SendLimiter::unchecked(),
-            ..BotPolicy::new(bot, grant, &BTreeMap::new(), tree)?
+            ..BotPolicy::new(bot, grant, &BTreeMap::new(), state)?
         })
     }
 

@@ -20,15 +20,15 @@ pub struct KvUsage {
 }
 
 impl KvUsage {
-    /// Counts what bot `bot` holds in `tree`.
+    /// Counts what bot `bot` holds in `state`.
     pub fn measure(
-        tree: &sled::Tree,
+        state: &crate::store::State,
         bot: &str,
         quota: Option<KvQuota>,
     ) -> anyhow::Result<KvUsage> {
         let prefix = keys::kv_prefix(bot);
         let mut used = KvDelta::default();
-        for item in tree.scan_prefix(&prefix) {
+        for item in state.scan_prefix(&prefix) {
             let (key, value) = item?;
             used.bytes += (key.len() - prefix.len() + value.len()) as i64;
             used.keys += 1;

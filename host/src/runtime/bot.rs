@@ -143,9 +143,9 @@ impl HandleError {
 
 impl LoadedBot {
     /// Runs `event` on a fresh instance; returns its effects, uncommitted.
-    pub fn handle(&self, tree: &sled::Tree, event: &PendingEvent) -> Outcome {
+    pub fn handle(&self, state: &crate::store::State, event: &PendingEvent) -> Outcome {
         let wit_event = to_wit(event);
-        let (mut store, result) = self.run(tree, async |bot: Bot, store: &mut Store<_>| {
+        let (mut store, result) = self.run(state, async |bot: Bot, store: &mut Store<_>| {
             bot.aviary_bot_handler()
                 .call_handle(store, &wit_event)
                 .await
@@ -172,13 +172,13 @@ impl LoadedBot {
     }
 
     /// Calls the bot's `init` with its settings, on a throw-away instance.
-    pub(super) fn init(&self, tree: &sled::Tree) -> Result<()> {
+    pub(super) fn init(&self, state: &crate::store::State) -> Result<()> {
         let settings: Vec<(String, String)> = self
             .settings
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (_, result) = self.run(tree, async |bot: Bot, store: &mut Store<_>| {
+        let (_, result) = self.run(state, async |bot: Bot, store: &mut Store<_>| {
             bot.aviary_bot_handler().call_init(store, &settings).await
         });
         match result {
@@ -197,10 +197,10 @@ impl LoadedBot {
     /// outlasts the wall deadline is cancelled there.
     fn run<R>(
         &self,
-        tree: &sled::Tree,
+        state: &crate::store::State,
         call: impl AsyncFnOnce(Bot, &mut Store<EventState>) -> wasmtime::Result<R>,
     ) -> (Store<EventState>, Result<R, HandleError>) {
-        let mut store = self.new_store(tree);
+        let mut store = self.new_store(state);
         let deadline = tokio::time::Instant::from_std(store.data().clock.wall_deadline());
         let outcome = self.io.block_on(async {
             let run = async {
@@ -234,7 +234,7 @@ impl LoadedBot {
         }
     }
 
-    fn new_store(&self, tree: &sled::Tree) -> Store<EventState> {
+    fn new_store(&self, state: &crate::store::State) -> Store<EventState> {
         let clock = EventClock::start(
             self.limits.timeout,
             self.limits.wall,
@@ -242,7 +242,7 @@ impl LoadedBot {
         );
         let state = EventState::new(
             &self.id,
-            tree,
+            state,
             &self.settings,
             &self.policy,
             self.limits.memory_bytes,

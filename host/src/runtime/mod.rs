@@ -105,7 +105,7 @@ impl Runtime {
         &self,
         inspected: Inspected,
         spec: BotSpec,
-        tree: &sled::Tree,
+        state: &crate::store::State,
     ) -> Result<LoadedBot> {
         let id = spec.manifest.id.clone();
         let refusals = spec.policy.import_refusals(&inspected.imports);
@@ -142,7 +142,7 @@ impl Runtime {
             io: self.io.handle().clone(),
             containment: Arc::new(Containment::default()),
         };
-        bot.init(tree)?;
+        bot.init(state)?;
         Ok(bot)
     }
 

@@ -34,10 +34,10 @@ pub struct EventState {
 }
 
 impl EventState {
-    /// State for one event of bot `bot`, reading kv from `tree`, timed by `clock`.
+    /// State for one event of bot `bot`, reading kv from `state`, timed by `clock`.
     pub fn new(
         bot: &Arc<str>,
-        tree: &sled::Tree,
+        state: &crate::store::State,
         settings: &Arc<BTreeMap<String, String>>,
         policy: &Arc<BotPolicy>,
         memory_bytes: usize,
@@ -59,7 +59,7 @@ impl EventState {
             clock,
             budget: EventBudget::default(),
             messaging: Messaging::new(policy.clone()),
-            kv: Kv::new(tree.clone(), bot, policy.clone()),
+            kv: Kv::new(state.clone(), bot, policy.clone()),
             log: Log::new(bot.clone()),
             config: Config {
                 settings: settings.clone(),

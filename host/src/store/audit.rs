@@ -74,7 +74,7 @@ impl Store {
         };
         self.inner
             .state
-            .insert(keys::audit(seq), serde_json::to_vec(&record)?)?;
+            .write(vec![(keys::audit(seq), Some(serde_json::to_vec(&record)?))]);
         *head = Some((seq + 1, record.hash.clone()));
         Ok(record)
     }
@@ -84,8 +84,8 @@ impl Store {
         match self
             .inner
             .state
-            .scan_prefix(keys::AUDIT)
-            .next_back()
+            .scan_prefix_rev(keys::AUDIT)
+            .next()
             .transpose()?
         {
             Some((_, value)) => {
@@ -102,8 +102,7 @@ impl Store {
         let mut records: Vec<AuditRecord> = self
             .inner
             .state
-            .scan_prefix(keys::AUDIT)
-            .rev()
+            .scan_prefix_rev(keys::AUDIT)
             .take(count)
             .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt audit record")?))
             .collect::<Result<_>>()?;
@@ -191,12 +190,11 @@ mod tests {
 
         let key = keys::audit(2);
         let mut record: AuditRecord =
-            serde_json::from_slice(&store.tree().get(&key).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&store.state().get(&key).unwrap().unwrap()).unwrap();
         record.entry.action = "deny".into();
         store
-            .tree()
-            .insert(&key, serde_json::to_vec(&record).unwrap())
-            .unwrap();
+            .state()
+            .write(vec![(key, Some(serde_json::to_vec(&record).unwrap()))]);
         let broken = store.audit_verify().unwrap().unwrap_err();
         assert_eq!(broken.seq, 2);
         assert!(broken.reason.contains("altered"), "{}", broken.reason);
@@ -209,7 +207,7 @@ mod tests {
         for action in ["load", "deny", "unload"] {
             store.audit(entry(action)).unwrap();
         }
-        store.tree().remove(keys::audit(1)).unwrap();
+        store.state().write(vec![(keys::audit(1), None)]);
         assert_eq!(store.audit_verify().unwrap().unwrap_err().seq, 2);
     }
 }

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-
+use super::state::Op;
 use super::{keys, now_ms, Direction, MessageRecord, Store};
 
 /// A message the bot asked to send.
@@ -17,7 +15,7 @@ pub struct Outgoing {
 }
 
 /// The value a kv read saw, checked again at commit.
-pub type KvRead = Option<sled::IVec>;
+pub type KvRead = Option<Vec<u8>>;
 
 /// Everything one `handle` call did, buffered until it returns.
 #[derive(Debug, Default)]
@@ -73,13 +71,13 @@ impl Store {
             };
             messages.push((send.conversation.clone(), record));
         }
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        let mut writes: Vec<Op> =
             Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
         writes.push((keys::pending(seq), None));
         for (conversation, record) in &messages {
             writes.push((
                 keys::message(bot, conversation, &record.id),
-                Some(serde_json::to_vec(record).map_err(anyhow::Error::from)?),
+                Some(record.encode()?),
             ));
         }
         writes.extend(
@@ -88,53 +86,15 @@ impl Store {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        if effects.kv_reads.is_empty() {
-            self.apply_blind(writes)?;
-        } else {
-            self.apply_checked(&effects.kv_reads, writes)?;
-        }
+        let seq = self
+            .inner
+            .state
+            .write_checked(&effects.kv_reads, writes)
+            .ok_or(CommitError::Conflict)?;
         for (conversation, record) in &messages {
-            self.written(bot, conversation, &record.id);
+            self.written(bot, conversation, &record.id, seq);
         }
         Ok(messages)
-    }
-
-    fn apply_blind(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        self.inner.state.apply_batch(batch)?;
-        Ok(())
-    }
-
-    fn apply_checked(
-        &self,
-        reads: &BTreeMap<Vec<u8>, KvRead>,
-        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<(), CommitError> {
-        let outcome = self.inner.state.transaction(|tx| {
-            for (key, seen) in reads {
-                if tx.get(key)? != *seen {
-                    return Err(ConflictableTransactionError::Abort(()));
-                }
-            }
-            for (key, value) in &writes {
-                match value {
-                    Some(value) => tx.insert(key.as_slice(), value.as_slice())?,
-                    None => tx.remove(key.as_slice())?,
-                };
-            }
-            Ok(())
-        });
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(())) => Err(CommitError::Conflict),
-            Err(TransactionError::Storage(e)) => Err(CommitError::Store(e.into())),
-        }
     }
 }
 
@@ -202,20 +162,20 @@ mod tests {
             text: "1".into(),
             reply_to: None,
         });
-        store.tree().insert(&key, b"7".as_slice()).unwrap();
+        store.state().write(vec![(key.clone(), Some(b"7".to_vec()))]);
         assert!(matches!(
             store.commit("echo", 1, &effects),
             Err(CommitError::Conflict)
         ));
         store.flush().unwrap();
-        assert_eq!(store.tree().get(&key).unwrap().unwrap().as_ref(), b"7");
+        assert_eq!(store.state().get(&key).unwrap().unwrap(), b"7");
         assert!(store
             .messages_after("echo", "c", None, 10)
             .unwrap()
             .is_empty());
-        effects.kv_reads.insert(key.clone(), Some(b"7".into()));
+        effects.kv_reads.insert(key.clone(), Some(b"7".to_vec()));
         store.commit("echo", 1, &effects).unwrap();
-        assert_eq!(store.tree().get(&key).unwrap().unwrap().as_ref(), b"1");
+        assert_eq!(store.state().get(&key).unwrap().unwrap(), b"1");
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! The host's durable state on sled: conversations, messages in both
-//! directions, pending events, per-bot kv and dead letters.
+//! The host's durable state: conversations, messages in both directions,
+//! pending events, per-bot kv and dead letters.
 //!
-//! Everything lives in one sled tree so that the effects of one `handle`
-//! call (its sends, its kv writes and the removal of the event from the
-//! pending queue) apply as one atomic batch. Keys are namespaced by a short
-//! prefix (see [`keys`]).
+//! Everything is one ordered key-value [`State`] (a journal in front of
+//! sled, see [`state`]), so that the effects of one `handle` call (its
+//! sends, its kv writes and the removal of the event from the pending
+//! queue) apply as one atomic write. Keys are namespaced by a short prefix
+//! (see [`keys`]).
 
 mod audit;
+mod codec;
 mod commit;
-mod durability;
 pub mod keys;
 mod records;
+pub mod state;
 mod tokens;
 mod watch;
 
@@ -23,9 +25,10 @@ use parking_lot::Mutex;
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
+pub use state::{State, StoreConfig, Unavailable};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
-use durability::GroupCommit;
+use state::Op;
 use watch::Visibility;
 
 /// Number of lock stripes that order id allocation and insertion per
@@ -39,15 +42,13 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    state: sled::Tree,
+    state: State,
     lanes: Vec<Mutex<()>>,
-    group_commit: GroupCommit,
     visibility: Arc<Visibility>,
     /// Next sequence number and last hash of the audit chain, once read;
     /// its lock serialises appends.
     audit_head: Mutex<Option<(u64, String)>>,
-    /// Sender keys known to be stored (see [`Store::claim_sender`]).
+    /// Sender keys known to be stored (see [`Store::is_new_sender`]).
     known_senders: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
@@ -74,36 +75,23 @@ pub struct Accepted {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir` with the default settings.
     pub fn open(dir: &std::path::Path) -> Result<Store> {
+        Store::open_with(dir, &StoreConfig::default())
+    }
+
+    /// Opens (or creates) the store under `dir`.
+    pub fn open_with(dir: &std::path::Path, config: &StoreConfig) -> Result<Store> {
         private_dir(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("store"))
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(Some(200))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .with_context(|| {
-                format!(
-                    "cannot open the store in {} (is another aviary running on it?)",
-                    dir.display()
-                )
-            })?;
-        private_files(dir)?;
-        let state = db.open_tree("state")?;
         let visibility = Arc::new(Visibility::default());
         let revealer = visibility.clone();
-        let group_commit = GroupCommit::start(
-            db.clone(),
-            Box::new(move |generation| revealer.durable(generation)),
-        );
+        let state = State::open(dir, config, Box::new(move |seq| revealer.durable(seq)))?;
+        private_files(dir)?;
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
                 state,
                 lanes,
-                group_commit,
                 visibility,
                 audit_head: Mutex::new(None),
                 known_senders: Mutex::default(),
@@ -111,13 +99,14 @@ impl Store {
         })
     }
 
-    /// The tree that holds all state; the runtime reads bot kv from it.
-    pub fn tree(&self) -> &sled::Tree {
+    /// The state all records live in; the runtime reads bot kv from it.
+    pub fn state(&self) -> &State {
         &self.inner.state
     }
 
     /// Stores an inbound message and the events it causes, durable only once
-    /// [`Store::wait_durable`] returns.
+    /// [`Store::wait_durable`] returns. Refused with [`Unavailable`] while
+    /// the disk is under its reserve.
     pub fn accept_inbound(
         &self,
         bot: &str,
@@ -125,15 +114,15 @@ impl Store {
         sender: &str,
         text: &str,
     ) -> Result<Accepted> {
-        let is_new_sender = self.claim_sender(bot, conversation, sender)?;
+        self.inner.state.admit()?;
         let _lane = self.lane_lock(bot, conversation);
-        self.store_inbound(bot, conversation, sender, text, is_new_sender, None)
+        self.store_inbound(bot, conversation, sender, text, None)
     }
 
     /// Like [`Store::accept_inbound`], once per `idempotency_key` and
     /// conversation: a key seen there within [`IDEMPOTENCY_MS`] answers
     /// with the first message's id and stores nothing. The key is kept in
-    /// the same batch as the message, so a crash keeps both or neither.
+    /// the same write as the message, so a crash keeps both or neither.
     pub fn accept_inbound_once(
         &self,
         bot: &str,
@@ -146,25 +135,25 @@ impl Store {
         if let Some(id) = self.remembered(&key)? {
             return Ok(Inbound::Repeated { id });
         }
-        let is_new_sender = self.claim_sender(bot, conversation, sender)?;
+        self.inner.state.admit()?;
         let _lane = self.lane_lock(bot, conversation);
         // Checked again under the lane lock: two retries racing store one.
         if let Some(id) = self.remembered(&key)? {
             return Ok(Inbound::Repeated { id });
         }
-        self.store_inbound(bot, conversation, sender, text, is_new_sender, Some(key))
+        self.store_inbound(bot, conversation, sender, text, Some(key))
             .map(Inbound::Accepted)
     }
 
-    /// Writes a message, its events and its idempotency key (if any) in one
-    /// batch; the caller holds the conversation's lane lock.
+    /// Writes a message, its events, its sender if new and its idempotency
+    /// key (if any) in one write; the caller holds the conversation's lane
+    /// lock.
     fn store_inbound(
         &self,
         bot: &str,
         conversation: &str,
         sender: &str,
         text: &str,
-        is_new_sender: bool,
         idempotency_key: Option<Vec<u8>>,
     ) -> Result<Accepted> {
         let message = MessageRecord {
@@ -175,7 +164,10 @@ impl Store {
             at: now_ms(),
             reply_to: None,
         };
+        let mut ops: Vec<Op> = Vec::with_capacity(4);
         let mut events = Vec::with_capacity(2);
+        let sender_key = keys::sender(bot, conversation, sender);
+        let is_new_sender = self.is_new_sender(&sender_key)?;
         if is_new_sender {
             events.push(self.pending(
                 bot,
@@ -184,6 +176,7 @@ impl Store {
                     contact: sender.to_owned(),
                 },
             )?);
+            ops.push((sender_key.clone(), Some(Vec::new())));
         }
         events.push(self.pending(
             bot,
@@ -192,34 +185,37 @@ impl Store {
                 message: message.clone(),
             },
         )?);
-        let mut batch = sled::Batch::default();
-        batch.insert(
+        ops.push((
             keys::message(bot, conversation, &message.id),
-            serde_json::to_vec(&message)?,
-        );
+            Some(message.encode()?),
+        ));
         for event in &events {
-            batch.insert(keys::pending(event.seq), serde_json::to_vec(event)?);
+            ops.push((keys::pending(event.seq), Some(event.encode()?)));
         }
         if let Some(key) = idempotency_key {
             let remembered = tokens::Remembered {
                 id: message.id.clone(),
                 expires_at: message.at + IDEMPOTENCY_MS,
             };
-            batch.insert(key, serde_json::to_vec(&remembered)?);
+            ops.push((key, Some(serde_json::to_vec(&remembered)?)));
         }
-        self.inner.state.apply_batch(batch)?;
-        self.written(bot, conversation, &message.id);
+        let seq = self.inner.state.write(ops);
+        if is_new_sender {
+            self.remember_sender(sender_key);
+        }
+        self.written(bot, conversation, &message.id, seq);
         Ok(Accepted { message, events })
     }
 
     /// Waits until everything written before the call is on disk.
     pub async fn wait_durable(&self) -> Result<()> {
-        self.inner.group_commit.wait().await
+        let seq = self.inner.state.last_seq();
+        self.inner.state.wait_durable(seq).await
     }
 
     /// Blocking form of [`Store::wait_durable`] for non-async callers.
     pub fn flush(&self) -> Result<()> {
-        futures::executor::block_on(self.inner.group_commit.wait())
+        futures::executor::block_on(self.wait_durable())
     }
 
     /// Messages of a conversation with ids greater than `after`, oldest
@@ -242,17 +238,16 @@ impl Store {
             .first_hidden(bot, conversation)
             .map(|id| keys::message(bot, conversation, &id));
         let mut out = Vec::new();
-        for item in self.inner.state.range(start..) {
+        for item in self.inner.state.scan(&start, &prefix) {
             let (key, value) = item?;
-            if !key.starts_with(&prefix)
-                || out.len() >= limit
+            if out.len() >= limit
                 || first_hidden
                     .as_deref()
-                    .is_some_and(|hidden| key.as_ref() >= hidden)
+                    .is_some_and(|hidden| key.as_slice() >= hidden)
             {
                 break;
             }
-            out.push(serde_json::from_slice(&value).context("corrupt message record")?);
+            out.push(MessageRecord::decode(&value)?);
         }
         Ok(out)
     }
@@ -263,12 +258,10 @@ impl Store {
         self.inner.visibility.subscribe(bot, conversation)
     }
 
-    /// Hides a just-written message until the flush that carries it; call
+    /// Hides a just-written message until its record `seq` is durable; call
     /// with the conversation's lane lock held, so ids arrive in order.
-    fn written(&self, bot: &str, conversation: &str, id: &str) {
-        self.inner
-            .visibility
-            .written(bot, conversation, id, || self.inner.group_commit.request());
+    fn written(&self, bot: &str, conversation: &str, id: &str, seq: u64) {
+        self.inner.visibility.written(bot, conversation, id, seq);
     }
 
     /// Every event that was accepted but not yet handled, in acceptance order.
@@ -276,7 +269,7 @@ impl Store {
         self.inner
             .state
             .scan_prefix(keys::PENDING)
-            .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt pending event")?))
+            .map(|item| PendingEvent::decode(&item?.1))
             .collect()
     }
 
@@ -288,10 +281,10 @@ impl Store {
             attempts,
             at: now_ms(),
         };
-        let mut batch = sled::Batch::default();
-        batch.remove(keys::pending(event.seq));
-        batch.insert(keys::dead_letter(event.seq), serde_json::to_vec(&letter)?);
-        self.inner.state.apply_batch(batch)?;
+        self.inner.state.write(vec![
+            (keys::pending(event.seq), None),
+            (keys::dead_letter(event.seq), Some(letter.encode()?)),
+        ]);
         Ok(())
     }
 
@@ -300,33 +293,35 @@ impl Store {
         self.inner
             .state
             .scan_prefix(keys::DEAD_LETTER)
-            .map(|item| Ok(serde_json::from_slice(&item?.1).context("corrupt dead letter")?))
+            .map(|item| DeadLetter::decode(&item?.1))
             .collect()
     }
 
-    /// Whether `sender` is new in the conversation (and marks it known).
-    /// A bounded in-memory set spares the store a write for known senders.
-    fn claim_sender(&self, bot: &str, conversation: &str, sender: &str) -> Result<bool> {
-        let key = keys::sender(bot, conversation, sender);
-        if self.inner.known_senders.lock().contains(&key) {
+    /// Whether the sender of `key` was never seen in its conversation; the
+    /// caller holds the lane lock, so two first messages add one contact.
+    /// A bounded in-memory set spares the lookup for known senders.
+    fn is_new_sender(&self, key: &[u8]) -> Result<bool> {
+        if self.inner.known_senders.lock().contains(key) {
             return Ok(false);
         }
-        let is_new = self
-            .inner
-            .state
-            .compare_and_swap(&key, None as Option<&[u8]>, Some(b"".as_slice()))?
-            .is_ok();
+        let is_new = self.inner.state.get(key)?.is_none();
+        if !is_new {
+            self.remember_sender(key.to_vec());
+        }
+        Ok(is_new)
+    }
+
+    fn remember_sender(&self, key: Vec<u8>) {
         let mut known = self.inner.known_senders.lock();
         if known.len() >= MAX_KNOWN_SENDERS {
             known.clear();
         }
         known.insert(key);
-        Ok(is_new)
     }
 
     fn pending(&self, bot: &str, conversation: &str, event: EventRecord) -> Result<PendingEvent> {
         Ok(PendingEvent {
-            seq: self.inner.db.generate_id()?,
+            seq: self.inner.state.generate_id()?,
             bot: bot.to_owned(),
             conversation: conversation.to_owned(),
             event,
@@ -334,7 +329,7 @@ impl Store {
     }
 
     fn next_id(&self) -> Result<String> {
-        Ok(format!("{:016x}", self.inner.db.generate_id()?))
+        Ok(format!("{:016x}", self.inner.state.generate_id()?))
     }
 
     /// Serialises id allocation and insertion within a conversation, so that
@@ -367,7 +362,7 @@ impl Store {
         version: &str,
         sha256: &str,
     ) -> Result<Option<crate::policy::Capabilities>> {
-        match self.inner.state.get(keys::approval(bot, version, sha256))? {
+        match self.inner.state.get(&keys::approval(bot, version, sha256))? {
             Some(value) => Ok(Some(
                 serde_json::from_slice(&value).context("corrupt approval record")?,
             )),
@@ -383,12 +378,11 @@ impl Store {
         sha256: &str,
         asks: &crate::policy::Capabilities,
     ) -> Result<()> {
-        self.inner.state.insert(
+        self.inner.state.write(vec![(
             keys::approval(bot, version, sha256),
-            serde_json::to_vec(asks)?,
-        )?;
-        self.inner.db.flush()?;
-        Ok(())
+            Some(serde_json::to_vec(asks)?),
+        )]);
+        self.flush()
     }
 }
 

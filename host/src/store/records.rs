@@ -1,6 +1,10 @@
-//! The records the store keeps, serialised as JSON.
+//! The records the store keeps. They are stored in the binary form of
+//! [`codec`](super::codec) and shown (by the APIs) as JSON.
 
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use super::codec::{Reader, Writer};
 
 /// Which way a message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,4 +55,173 @@ pub struct DeadLetter {
     pub error: String,
     pub attempts: u32,
     pub at: u64,
+}
+
+/// Format of the binary records below; bump it when a layout changes.
+const VERSION: u8 = 1;
+
+impl MessageRecord {
+    fn write(&self, writer: &mut Writer) -> Result<()> {
+        let id = u64::from_str_radix(&self.id, 16)
+            .with_context(|| format!("message id {:?} is not 16 hex digits", self.id))?;
+        writer
+            .u64(id)
+            .str(&self.sender)
+            .str(&self.text)
+            .u8(self.direction as u8)
+            .u64(self.at)
+            .opt_str(self.reply_to.as_deref());
+        Ok(())
+    }
+
+    fn read(reader: &mut Reader) -> Result<MessageRecord> {
+        Ok(MessageRecord {
+            id: format!("{:016x}", reader.u64()?),
+            sender: reader.str()?,
+            text: reader.str()?,
+            direction: match reader.u8()? {
+                0 => Direction::In,
+                1 => Direction::Out,
+                other => bail!("message record has an unknown direction {other}"),
+            },
+            at: reader.u64()?,
+            reply_to: reader.opt_str()?,
+        })
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut writer = Writer::new(VERSION, 48 + self.text.len());
+        self.write(&mut writer)?;
+        Ok(writer.finish())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MessageRecord> {
+        let mut reader = Reader::new(bytes, "message", VERSION)?;
+        let message = MessageRecord::read(&mut reader)?;
+        reader.end()?;
+        Ok(message)
+    }
+}
+
+impl PendingEvent {
+    fn write(&self, writer: &mut Writer) -> Result<()> {
+        writer.u64(self.seq).str(&self.bot).str(&self.conversation);
+        match &self.event {
+            EventRecord::Message { message } => message.write(writer.u8(0))?,
+            EventRecord::ContactAdded { contact } => {
+                writer.u8(1).str(contact);
+            }
+            EventRecord::Timer { id, payload } => {
+                writer.u8(2).str(id).str(payload);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(reader: &mut Reader) -> Result<PendingEvent> {
+        Ok(PendingEvent {
+            seq: reader.u64()?,
+            bot: reader.str()?,
+            conversation: reader.str()?,
+            event: match reader.u8()? {
+                0 => EventRecord::Message {
+                    message: MessageRecord::read(reader)?,
+                },
+                1 => EventRecord::ContactAdded {
+                    contact: reader.str()?,
+                },
+                2 => EventRecord::Timer {
+                    id: reader.str()?,
+                    payload: reader.str()?,
+                },
+                other => bail!("pending event record has an unknown kind {other}"),
+            },
+        })
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut writer = Writer::new(VERSION, 96);
+        self.write(&mut writer)?;
+        Ok(writer.finish())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PendingEvent> {
+        let mut reader = Reader::new(bytes, "pending event", VERSION)?;
+        let event = PendingEvent::read(&mut reader)?;
+        reader.end()?;
+        Ok(event)
+    }
+}
+
+impl DeadLetter {
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut writer = Writer::new(VERSION, 128 + self.error.len());
+        self.event.write(&mut writer)?;
+        writer.str(&self.error).u32(self.attempts).u64(self.at);
+        Ok(writer.finish())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DeadLetter> {
+        let mut reader = Reader::new(bytes, "dead letter", VERSION)?;
+        let letter = DeadLetter {
+            event: PendingEvent::read(&mut reader)?,
+            error: reader.str()?,
+            attempts: reader.u32()?,
+            at: reader.u64()?,
+        };
+        reader.end()?;
+        Ok(letter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> MessageRecord {
+        MessageRecord {
+            id: "00000000000abc12".into(),
+            sender: "alice".into(),
+            text: "héllo".into(),
+            direction: Direction::Out,
+            at: 1_700_000_000_000,
+            reply_to: Some("00000000000abc11".into()),
+        }
+    }
+
+    #[test]
+    fn records_read_back_from_their_binary_form() {
+        let message = message();
+        let bytes = message.encode().unwrap();
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(MessageRecord::decode(&bytes).unwrap(), message);
+        for event in [
+            EventRecord::Message { message },
+            EventRecord::ContactAdded { contact: "bob".into() },
+            EventRecord::Timer { id: "t".into(), payload: "p".into() },
+        ] {
+            let pending = PendingEvent {
+                seq: 9,
+                bot: "echo".into(),
+                conversation: "c".into(),
+                event,
+            };
+            assert_eq!(PendingEvent::decode(&pending.encode().unwrap()).unwrap(), pending);
+            let letter = DeadLetter { event: pending, error: "e".into(), attempts: 3, at: 5 };
+            let back = DeadLetter::decode(&letter.encode().unwrap()).unwrap();
+            assert_eq!((back.event, back.error, back.attempts, back.at), (letter.event, letter.error, 3, 5));
+        }
+    }
+
+    #[test]
+    fn a_record_of_another_format_or_cut_short_is_an_error() {
+        let mut bytes = message().encode().unwrap();
+        bytes[0] = 9;
+        assert!(MessageRecord::decode(&bytes).unwrap_err().to_string().contains("unknown format"));
+        let bytes = message().encode().unwrap();
+        assert!(MessageRecord::decode(&bytes[..bytes.len() - 2]).is_err());
+    }
 }

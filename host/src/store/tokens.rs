@@ -40,28 +40,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Store {
     /// Stores a token record under the token's hash; durable once
-    /// [`Store::wait_durable`] returns.
+    /// [`Store::wait_durable`] returns. Refused while the disk is under its
+    /// reserve.
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
+        self.inner.state.admit()?;
         self.inner
             .state
-            .insert(keys::token(hash), serde_json::to_vec(record)?)?;
+            .write(vec![(keys::token(hash), Some(serde_json::to_vec(record)?))]);
         Ok(())
     }
 
     /// Replaces the token `old` by `new` in one step: the old one stops
     /// working as the new one starts.
     pub fn replace_token(&self, old: &str, new: &str, record: &TokenRecord) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        batch.remove(keys::token(old));
-        batch.insert(keys::token(new), serde_json::to_vec(record)?);
-        self.inner.state.apply_batch(batch)?;
+        self.inner.state.admit()?;
+        self.inner.state.write(vec![
+            (keys::token(old), None),
+            (keys::token(new), Some(serde_json::to_vec(record)?)),
+        ]);
         Ok(())
     }
 
     /// The live record of the token with this hash; `None` when unknown or
     /// expired.
     pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let Some(value) = self.inner.state.get(keys::token(hash))? else {
+        let Some(value) = self.inner.state.get(&keys::token(hash))? else {
             return Ok(None);
         };
         let record: TokenRecord = serde_json::from_slice(&value).context("corrupt token record")?;
@@ -85,20 +88,21 @@ impl Store {
             expires_at: u64,
         }
         let now = now_ms();
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
+        let mut expired_keys = Vec::new();
         for prefix in [keys::TOKEN, keys::IDEMPOTENCY] {
             for item in self.inner.state.scan_prefix(prefix) {
                 let (key, value) = item?;
                 let expired = serde_json::from_slice::<Expiring>(&value)
                     .map_or(true, |record| record.expires_at <= now);
                 if expired {
-                    batch.remove(key);
-                    count += 1;
+                    expired_keys.push((key, None));
                 }
             }
         }
-        self.inner.state.apply_batch(batch)?;
+        let count = expired_keys.len();
+        if count > 0 {
+            self.inner.state.write(expired_keys);
+        }
         Ok(count)
     }
 }
@@ -134,7 +138,7 @@ mod tests {
         assert_eq!(store.token("aa").unwrap(), None, "the old token is revoked");
         assert!(store.token("bb").unwrap().is_some());
         assert_eq!(store.purge_expired().unwrap(), 1);
-        assert!(store.inner.state.get(keys::token("old")).unwrap().is_none());
+        assert!(store.inner.state.get(&keys::token("old")).unwrap().is_none());
     }
 
     #[test]

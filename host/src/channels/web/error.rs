@@ -43,7 +43,15 @@ impl IntoResponse for ApiError {
 }
 
 impl From<anyhow::Error> for ApiError {
+    /// A store that takes nothing new (disk full, journal failing) is a 503
+    /// the client may retry; anything else is a 500.
     fn from(error: anyhow::Error) -> ApiError {
-        ApiError::internal(error)
+        match error.downcast_ref::<crate::store::Unavailable>() {
+            Some(unavailable) => {
+                tracing::warn!("refused a write: {unavailable}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string())
+            }
+            None => ApiError::internal(error),
+        }
     }
 }

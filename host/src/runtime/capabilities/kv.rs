@@ -17,7 +17,7 @@ use crate::store::{keys, KvRead};
 
 /// Per-event kv state.
 pub struct Kv {
-    tree: sled::Tree,
+    state: crate::store::State,
     prefix: Vec<u8>,
     /// Full key → value first seen; checked again at commit.
     pub reads: BTreeMap<Vec<u8>, KvRead>,
@@ -29,9 +29,9 @@ pub struct Kv {
 }
 
 impl Kv {
-    pub fn new(tree: sled::Tree, bot: &str, policy: Arc<BotPolicy>) -> Kv {
+    pub fn new(state: crate::store::State, bot: &str, policy: Arc<BotPolicy>) -> Kv {
         Kv {
-            tree,
+            state,
             prefix: keys::kv_prefix(bot),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
@@ -58,7 +58,7 @@ impl Ctx<'_, Kv> {
         let value = match self.cap.reads.get(full) {
             Some(seen) => seen.clone(),
             None => {
-                let seen = self.cap.tree.get(full).map_err(unavailable)?;
+                let seen = self.cap.state.get(full).map_err(unavailable)?;
                 self.budget
                     .read(full.len() + seen.as_ref().map_or(0, |v| v.len()))?;
                 self.cap.reads.insert(full.to_vec(), seen.clone());
@@ -122,7 +122,7 @@ impl Ctx<'_, Kv> {
     }
 }
 
-fn unavailable(error: sled::Error) -> BotError {
+fn unavailable(error: anyhow::Error) -> BotError {
     BotError::Unavailable(format!("kv store error: {error}"))
 }
 
@@ -150,7 +150,7 @@ impl Host for Ctx<'_, Kv> {
         let mut full_prefix = self.cap.prefix.clone();
         full_prefix.extend_from_slice(prefix.as_bytes());
         let mut keys = std::collections::BTreeSet::new();
-        for item in self.cap.tree.scan_prefix(&full_prefix) {
+        for item in self.cap.state.scan_prefix(&full_prefix) {
             let (key, _) = item.map_err(unavailable)?;
             keys.insert(key.to_vec());
         }
@@ -214,28 +214,22 @@ mod tests {
         }
     }
 
-    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, sled::Tree, Event) {
+    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, crate::store::State, Event) {
         let dir = tempfile::tempdir().unwrap();
-        let tree = sled::Config::new()
-            .temporary(true)
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
+        let state = crate::store::Store::open(dir.path()).unwrap().state().clone();
         let grant = crate::policy::Capabilities {
             kv: quota,
             ..Default::default()
         };
-        let policy = Arc::new(BotPolicy::new("bot", grant, &Default::default(), &tree).unwrap());
+        let policy = Arc::new(BotPolicy::new("bot", grant, &Default::default(), &state).unwrap());
         let kv = Event {
-            kv: Kv::new(tree.clone(), "bot", policy),
+            kv: Kv::new(state.clone(), "bot", policy),
             budget: EventBudget::default(),
         };
-        (dir, tree, kv)
+        (dir, state, kv)
     }
 
-    fn kv() -> (tempfile::TempDir, sled::Tree, Event) {
+    fn kv() -> (tempfile::TempDir, crate::store::State, Event) {
         kv_with(Some(crate::policy::KvQuota {
             max_bytes: 1 << 20,
             max_keys: 100,
@@ -244,7 +238,7 @@ mod tests {
 
     #[test]
     fn writes_past_the_quota_are_refused_and_recorded() {
-        let (_dir, _tree, mut kv) = kv_with(Some(crate::policy::KvQuota {
+        let (_dir, _state, mut kv) = kv_with(Some(crate::policy::KvQuota {
             max_bytes: 20,
             max_keys: 2,
         }));
@@ -267,7 +261,7 @@ mod tests {
         kv.ctx().set("a".into(), b"1".to_vec()).unwrap();
         assert_eq!(kv.kv.delta, KvDelta { bytes: 4, keys: 2 });
         assert_eq!(kv.budget.refusals.itemised().len(), 2);
-        let (_dir, _tree, mut ungranted) = kv_with(None);
+        let (_dir, _state, mut ungranted) = kv_with(None);
         assert!(matches!(
             ungranted.ctx().set("a".into(), vec![]),
             Err(BotError::Denied(_))
@@ -276,7 +270,7 @@ mod tests {
 
     #[test]
     fn deletes_of_absent_keys_buffer_nothing_and_distinct_reads_are_bounded() {
-        let (_dir, _tree, mut kv) = kv();
+        let (_dir, _state, mut kv) = kv();
         for n in 0..crate::runtime::budget::MAX_READ_ENTRIES {
             assert!(!kv.ctx().delete(format!("absent-{n}")).unwrap());
         }
@@ -293,9 +287,8 @@ mod tests {
 
     #[test]
     fn reads_see_own_writes_and_record_what_the_store_held() {
-        let (_dir, tree, mut kv) = kv();
-        tree.insert(keys::kv("bot", "a"), b"old".as_slice())
-            .unwrap();
+        let (_dir, state, mut kv) = kv();
+        state.write(vec![(keys::kv("bot", "a"), Some(b"old".to_vec()))]);
         assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"old".to_vec()));
         kv.ctx().set("a".into(), b"new".to_vec()).unwrap();
         assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"new".to_vec()));
@@ -304,7 +297,7 @@ mod tests {
             Some(b"old".as_slice())
         );
         assert_eq!(
-            tree.get(keys::kv("bot", "a")).unwrap().unwrap().as_ref(),
+            state.get(&keys::kv("bot", "a")).unwrap().unwrap(),
             b"old",
             "writes wait for the commit"
         );
@@ -312,7 +305,7 @@ mod tests {
 
     #[test]
     fn increment_and_compare_and_swap() {
-        let (_dir, _tree, mut kv) = kv();
+        let (_dir, _state, mut kv) = kv();
         assert_eq!(kv.ctx().increment("n".into(), 5).unwrap(), 5);
         assert_eq!(kv.ctx().increment("n".into(), -2).unwrap(), 3);
         assert!(!kv
@@ -335,11 +328,10 @@ mod tests {
 
     #[test]
     fn list_keys_merges_buffered_writes_and_stays_in_the_bots_namespace() {
-        let (_dir, tree, mut kv) = kv();
-        tree.insert(keys::kv("bot", "p/1"), b"".as_slice()).unwrap();
-        tree.insert(keys::kv("bot", "p/2"), b"".as_slice()).unwrap();
-        tree.insert(keys::kv("other", "p/9"), b"".as_slice())
-            .unwrap();
+        let (_dir, state, mut kv) = kv();
+        state.write(vec![(keys::kv("bot", "p/1"), Some(b"".to_vec()))]);
+        state.write(vec![(keys::kv("bot", "p/2"), Some(b"".to_vec()))]);
+        state.write(vec![(keys::kv("other", "p/9"), Some(b"".to_vec()))]);
         kv.ctx().set("p/3".into(), vec![]).unwrap();
         assert!(kv.ctx().delete("p/1".into()).unwrap());
         assert_eq!(

@@ -1,0 +1,151 @@
+//! The compact binary encoding of the store's internal records: a version
+//! byte, then fixed-width little-endian integers and length-prefixed bytes.
+//! It is what the journal and the state engine hold; the HTTP API still
+//! speaks JSON.
+
+use anyhow::{bail, Context, Result};
+
+/// Builds one encoded record.
+pub struct Writer(Vec<u8>);
+
+impl Writer {
+    /// A record of format `version`, with room for `capacity` bytes.
+    pub fn new(version: u8, capacity: usize) -> Writer {
+        let mut bytes = Vec::with_capacity(capacity + 1);
+        bytes.push(version);
+        Writer(bytes)
+    }
+
+    pub fn u8(&mut self, value: u8) -> &mut Writer {
+        self.0.push(value);
+        self
+    }
+
+    pub fn u32(&mut self, value: u32) -> &mut Writer {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    pub fn u64(&mut self, value: u64) -> &mut Writer {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    pub fn bytes(&mut self, value: &[u8]) -> &mut Writer {
+        self.u32(value.len() as u32);
+        self.0.extend_from_slice(value);
+        self
+    }
+
+    pub fn str(&mut self, value: &str) -> &mut Writer {
+        self.bytes(value.as_bytes())
+    }
+
+    /// `0`, or `1` and the string.
+    pub fn opt_str(&mut self, value: Option<&str>) -> &mut Writer {
+        match value {
+            None => self.u8(0),
+            Some(value) => self.u8(1).str(value),
+        }
+    }
+
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Reads one encoded record, failing with the record's name on any short
+/// or malformed field.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads a `what` record, which must be of format `version`.
+    pub fn new(bytes: &'a [u8], what: &'static str, version: u8) -> Result<Reader<'a>> {
+        let mut reader = Reader { bytes, what };
+        let found = reader.u8()?;
+        if found != version {
+            bail!("{what} record of unknown format {found} (this aviary reads format {version})");
+        }
+        Ok(reader)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            bail!("{} record is cut short", self.what);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    pub fn str(&mut self) -> Result<String> {
+        let bytes = self.bytes()?;
+        Ok(std::str::from_utf8(bytes)
+            .with_context(|| format!("{} record holds a string that is not UTF-8", self.what))?
+            .to_owned())
+    }
+
+    pub fn opt_str(&mut self) -> Result<Option<String>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            tag => bail!("{} record has a bad option tag {tag}", self.what),
+        }
+    }
+
+    /// Checks that nothing is left over.
+    pub fn end(self) -> Result<()> {
+        if !self.bytes.is_empty() {
+            bail!("{} record has {} bytes too many", self.what, self.bytes.len());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_read_back_and_damage_is_named() {
+        let bytes = Writer::new(3, 16)
+            .u8(9)
+            .u64(1 << 40)
+            .str("héllo")
+            .opt_str(None)
+            .opt_str(Some("x"))
+            .finish();
+        let mut reader = Reader::new(&bytes, "test", 3).unwrap();
+        assert_eq!(reader.u8().unwrap(), 9);
+        assert_eq!(reader.u64().unwrap(), 1 << 40);
+        assert_eq!(reader.str().unwrap(), "héllo");
+        assert_eq!(reader.opt_str().unwrap(), None);
+        assert_eq!(reader.opt_str().unwrap().as_deref(), Some("x"));
+        reader.end().unwrap();
+        let error = Reader::new(&bytes, "test", 4).err().unwrap().to_string();
+        assert!(error.contains("unknown format 3"), "{error}");
+        let mut short = Reader::new(&bytes[..5], "test", 3).unwrap();
+        short.u8().unwrap();
+        assert!(short.u64().unwrap_err().to_string().contains("test record is cut short"));
+    }
+}

@@ -1,0 +1,352 @@
+//! The store's state: an ordered key-value map, durable through a
+//! write-ahead journal at the disk's own speed.
+//!
+//! A write goes to the memtable (visible to reads at once) and to the
+//! journal's queue under one lock, which also orders the records. The
+//! journal thread appends and syncs whatever has queued in one go; the
+//! applier then moves durable records into the state engine (sled) in
+//! large batches and flushes it lazily, at checkpoints. Nothing on the event
+//! path waits for sled. This module is the only one that names the engine.
+
+mod applier;
+mod batch;
+mod frame;
+mod journal;
+mod memtable;
+mod recover;
+mod space;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+
+pub use batch::Op;
+pub use frame::ReadError;
+use journal::{Durable, Journal};
+use memtable::{Lookup, Memtable, Merged};
+use space::Space;
+
+/// The engine key that holds the last journal record applied to it.
+const APPLIED: &[u8] = b"!applied";
+
+/// `[store]`: how the state uses the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Free bytes kept in reserve on the data directory's filesystem:
+    /// below it, new messages get a 503 and the events already accepted
+    /// still commit.
+    pub min_free_bytes: u64,
+    /// Journal bytes between two checkpoints (and the size of one journal
+    /// file); a restart replays at most about this much.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            min_free_bytes: 64 << 20,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the values an admin set.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.checkpoint_bytes >= 1 << 20,
+            "`store.checkpoint_bytes` must be at least 1048576 (1 MiB)"
+        );
+        Ok(())
+    }
+}
+
+/// Why the store takes nothing new right now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error(
+        "the data directory's disk is full: {free} bytes free, under the {reserve} bytes kept \
+         in reserve (`store.min_free_bytes`); nothing new is accepted until space is freed"
+    )]
+    DiskFull { free: u64, reserve: u64 },
+    #[error(
+        "the store cannot write to its disk ({0}); retry later (with the same Idempotency-Key \
+         the message is stored once)"
+    )]
+    Journal(String),
+}
+
+/// A key-value read of the state that a commit checks again.
+pub type Reads = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Handle to the state. Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    engine: sled::Tree,
+    memtable: Arc<Memtable>,
+    journal: Journal,
+    space: Arc<Space>,
+    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl State {
+    /// Opens the state under `dir` (the engine in `state/`, the journal in
+    /// `journal/`), replaying what the engine lacks. `on_durable` hears the
+    /// seq of every record once it is on disk.
+    pub fn open(
+        dir: &Path,
+        config: &StoreConfig,
+        on_durable: Box<dyn Fn(u64) + Send>,
+    ) -> Result<State> {
+        let journal_dir = dir.join("journal");
+        std::fs::create_dir_all(&journal_dir)
+            .with_context(|| format!("cannot create {}", journal_dir.display()))?;
+        let db = sled::Config::new()
+            .path(dir.join("state"))
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .with_context(|| {
+                format!(
+                    "cannot open the store in {} (is another aviary running on it?)",
+                    dir.display()
+                )
+            })?;
+        let engine = db.open_tree("state")?;
+        let next_seq = recover::recover(&journal_dir, &db, &engine)?;
+        let memtable = Arc::new(Memtable::default());
+        let space = Arc::new(Space::new(dir, config.min_free_bytes)?);
+        let (to_applier, incoming) = crossbeam_channel::unbounded();
+        let journal = Journal::start(journal::Setup {
+            dir: journal_dir.clone(),
+            next_seq,
+            rotate_bytes: config.checkpoint_bytes,
+            on_durable,
+            applier: to_applier,
+        })?;
+        let applier = applier::Applier {
+            db: db.clone(),
+            engine: engine.clone(),
+            memtable: memtable.clone(),
+            space: space.clone(),
+            journal_dir,
+            checkpoint_bytes: config.checkpoint_bytes,
+        };
+        let applier = std::thread::Builder::new()
+            .name("aviary-applier".into())
+            .spawn(move || applier.run(incoming))
+            .context("cannot start the state applier")?;
+        Ok(State {
+            inner: Arc::new(Inner {
+                db,
+                engine,
+                memtable,
+                journal,
+                space,
+                applier: Mutex::new(Some(applier)),
+            }),
+        })
+    }
+
+    /// The value of `key`, including writes not yet durable.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.inner.memtable.get(key) {
+            Lookup::Written(value) => Ok(value),
+            Lookup::Unknown => Ok(self.inner.engine.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// Entries from `start` on while their keys start with `prefix`.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
+        let memory = self.inner.memtable.range(start, prefix);
+        let engine = self
+            .inner
+            .engine
+            .range(start.to_vec()..)
+            .map(|item| Ok(item.map(|(k, v)| (k.to_vec(), v.to_vec()))?));
+        let prefix = prefix.to_vec();
+        Merged::new(memory, engine, false)
+            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+    }
+
+    /// Entries whose keys start with `prefix`.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
+        self.scan(prefix, prefix)
+    }
+
+    /// Entries whose keys start with `prefix`, last key first.
+    pub fn scan_prefix_rev(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
+        let mut memory = self.inner.memtable.range(prefix, prefix);
+        memory.reverse();
+        let engine = self
+            .inner
+            .engine
+            .scan_prefix(prefix)
+            .rev()
+            .map(|item| Ok(item.map(|(k, v)| (k.to_vec(), v.to_vec()))?));
+        Merged::new(memory, engine, true)
+    }
+
+    /// Applies `ops` atomically; returns the seq of its journal record
+    /// (durable once [`State::wait_durable`] for it returns).
+    pub fn write(&self, ops: Vec<Op>) -> u64 {
+        self.write_checked(&Reads::new(), ops)
+            .expect("no reads, no conflict")
+    }
+
+    /// Like [`State::write`] if every key of `reads` still holds the value
+    /// read; `None` (and nothing written) if one changed.
+    pub fn write_checked(&self, reads: &Reads, ops: Vec<Op>) -> Option<u64> {
+        let payload = batch::encode(&ops);
+        let mut queue = self.inner.journal.lock();
+        for (key, seen) in reads {
+            match self.get(key) {
+                Ok(value) if value == *seen => {}
+                _ => return None,
+            }
+        }
+        let seq = queue.next_seq();
+        self.inner.memtable.write(seq, ops);
+        queue.push(seq, payload);
+        drop(queue);
+        self.inner.journal.wake();
+        Some(seq)
+    }
+
+    /// The seq of the last write so far.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.journal.lock().last_seq()
+    }
+
+    /// Returns once record `seq` and all before it are on disk, or an
+    /// error while the journal cannot write.
+    pub async fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut durable = self.inner.journal.durable();
+        let state = durable
+            .wait_for(|d: &Durable| d.seq >= seq || d.failing.is_some())
+            .await?;
+        match &state.failing {
+            Some(error) if state.seq < seq => Err(Unavailable::Journal(error.clone()).into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the store takes new writes from outside: not while the disk
+    /// is under its reserve or the journal cannot write.
+    pub fn admit(&self) -> Result<(), Unavailable> {
+        if let Some((free, reserve)) = self.inner.space.shortfall() {
+            return Err(Unavailable::DiskFull { free, reserve });
+        }
+        match &self.inner.journal.durable().borrow().failing {
+            Some(error) => Err(Unavailable::Journal(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A new id, greater than every id handed out before (also across
+    /// restarts).
+    pub fn generate_id(&self) -> Result<u64> {
+        Ok(self.inner.db.generate_id()?)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.journal.close();
+        if let Some(applier) = self.applier.lock().take() {
+            let _ = applier.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: StoreConfig = StoreConfig {
+        min_free_bytes: 0,
+        checkpoint_bytes: 1 << 20,
+    };
+
+    fn open(dir: &Path) -> State {
+        State::open(dir, &CONFIG, Box::new(|_| {})).unwrap()
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+    }
+
+    #[tokio::test]
+    async fn writes_are_read_at_once_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        state.write(vec![put("a/1", "x"), put("a/2", "y"), put("b/1", "z")]);
+        let seq = state.write(vec![(b"a/2".to_vec(), None)]);
+        assert_eq!(state.get(b"a/1").unwrap().as_deref(), Some(b"x".as_slice()));
+        assert_eq!(state.get(b"a/2").unwrap(), None);
+        state.wait_durable(seq).await.unwrap();
+        drop(state);
+        let state = open(dir.path());
+        let keys: Vec<Vec<u8>> = state.scan_prefix(b"a/").map(|i| i.unwrap().0).collect();
+        assert_eq!(keys, [b"a/1".to_vec()]);
+        assert!(state.last_seq() >= seq, "seqs go on after a restart");
+    }
+
+    #[test]
+    fn a_changed_read_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        state.write(vec![put("k", "1")]);
+        let stale: Reads = [(b"k".to_vec(), None)].into();
+        assert_eq!(state.write_checked(&stale, vec![put("k", "2")]), None);
+        let fresh: Reads = [(b"k".to_vec(), Some(b"1".to_vec()))].into();
+        assert!(state.write_checked(&fresh, vec![put("k", "2")]).is_some());
+        assert_eq!(state.get(b"k").unwrap().as_deref(), Some(b"2".as_slice()));
+    }
+
+    #[tokio::test]
+    async fn records_the_engine_lacks_are_replayed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let seq = state.write(vec![put("k", "v")]);
+        state.wait_durable(seq).await.unwrap();
+        // Keep the engine from the applier's work: copy the journal aside
+        // before the clean close clears nothing but flushes the engine.
+        let journal = dir.path().join("journal");
+        let saved: Vec<(std::path::PathBuf, Vec<u8>)> = journal::files(&journal)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        drop(state);
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        for (path, bytes) in saved {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let state = open(dir.path());
+        assert_eq!(state.get(b"k").unwrap().as_deref(), Some(b"v".as_slice()));
+    }
+}
