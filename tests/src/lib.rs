@@ -7,6 +7,14 @@
 //!   `/healthz` (failing with the log when the host does not come up).
 //! - [`Host::kill`] sends SIGKILL; [`Host::restart`] starts the host again on
 //!   the same data dir; dropping a [`Host`] kills it.
+//!   [`Host::restart_expecting_failure`] starts it where it must refuse.
+//! - Fault injection: [`Host::start_on_tmpfs`] gives the host a small data
+//!   filesystem that [`fill_disk`] fills; [`Host::newest_journal_file`] and
+//!   [`journal_frames`] find the store's write-ahead journal records to cut
+//!   or corrupt.
+//! - Checks after a crash: [`Flood`] posts from many threads recording every
+//!   [`Acked`] message; [`Stored`] reads what the conversations hold and
+//!   asserts nothing acknowledged is lost nor answered twice.
 //! - [`Conversation`] wraps the message endpoints of one conversation.
 //!   The host runs with a `web.conversation_secret` (the harness adds one
 //!   unless the config sets it), so the harness acts as a website backend:
@@ -18,13 +26,15 @@
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -142,6 +152,10 @@ pub struct Host {
     client: Client,
     secret: Option<String>,
     tokens: Tokens,
+    /// Where the current run's output starts in `host.log`.
+    run_start: u64,
+    /// The filesystem mounted at the data dir, if the host has its own.
+    tmpfs: Option<Tmpfs>,
 }
 
 impl Host {
@@ -160,21 +174,21 @@ impl Host {
 
     /// Like [`start`](Self::start) with another plugins directory.
     pub fn start_with_plugins(config_toml: &str, plugins_dir: &Path) -> Host {
-        let mut config: toml::Table = config_toml
-            .parse()
-            .unwrap_or_else(|e| panic!("the test's aviary.toml does not parse: {e}"));
-        let web = config
-            .entry("web")
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("`web` is a table");
-        let secret = web
-            .entry("conversation_secret")
-            .or_insert_with(|| CONVERSATION_SECRET.into())
-            .as_str()
-            .expect("`web.conversation_secret` is a string")
-            .to_owned();
-        Host::launch_with(&config.to_string(), plugins_dir, Some(secret))
+        let (config, secret) = with_conversation_secret(config_toml);
+        Host::launch_with(&config, plugins_dir, Some(secret))
+    }
+
+    /// Like [`start`](Self::start), with the data dir on a tmpfs of `bytes`
+    /// bytes of its own, mounted before the launch and unmounted when the
+    /// host is dropped (after the kill), so that a test can fill it (see
+    /// [`fill_disk`]). Mounting needs root; the test panics saying so
+    /// otherwise.
+    pub fn start_on_tmpfs(config_toml: &str, bytes: u64) -> Host {
+        let (config, secret) = with_conversation_secret(config_toml);
+        let mut host = Host::unlaunched(&config, &bots_dir(), Some(secret));
+        host.tmpfs = Some(Tmpfs::mount(&host.data_dir(), bytes));
+        host.launch(None);
+        host
     }
 
     /// Starts a host with no conversation secret: anyone may create a
@@ -184,6 +198,13 @@ impl Host {
     }
 
     fn launch_with(config_toml: &str, plugins_dir: &Path, secret: Option<String>) -> Host {
+        let mut host = Host::unlaunched(config_toml, plugins_dir, secret);
+        host.launch(None);
+        host
+    }
+
+    /// A host with its temp dir, config and data dir, not started yet.
+    fn unlaunched(config_toml: &str, plugins_dir: &Path, secret: Option<String>) -> Host {
         let dir = tempfile::Builder::new()
             .prefix("aviary-e2e-")
             .tempdir()
@@ -195,7 +216,7 @@ impl Host {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("build the HTTP client");
-        let mut host = Host {
+        Host {
             dir,
             port: 0,
             plugins_dir: plugins_dir.to_path_buf(),
@@ -203,9 +224,9 @@ impl Host {
             client,
             secret,
             tokens: Tokens::default(),
-        };
-        host.launch(None);
-        host
+            run_start: 0,
+            tmpfs: None,
+        }
     }
 
     /// The conversation secret the host runs with, if any.
@@ -260,6 +281,52 @@ impl Host {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// What the latest run of the host printed (from its `===== aviary up`
+    /// line on).
+    pub fn run_log(&self) -> String {
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        let start = (self.run_start as usize).min(log.len());
+        String::from_utf8_lossy(&log[start..]).into_owned()
+    }
+
+    /// `<data_dir>/journal`, the store's write-ahead journal.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir().join("journal")
+    }
+
+    /// The journal's files (`<first seq as 20 digits>.log`), oldest first.
+    pub fn journal_files(&self) -> Vec<PathBuf> {
+        let dir = self.journal_dir();
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the journal dir {}: {e} (does this host write a journal?)",
+                dir.display()
+            )
+        });
+        let mut files: Vec<PathBuf> = entries
+            .map(|entry| entry.expect("a journal dir entry").path())
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .and_then(|name| name.strip_suffix(".log"))
+                    .is_some_and(|seq| seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The journal file being appended (the largest name); panics when the
+    /// journal has none.
+    pub fn newest_journal_file(&self) -> PathBuf {
+        self.journal_files().pop().unwrap_or_else(|| {
+            panic!(
+                "no `<20 digits>.log` file in {}",
+                self.journal_dir().display()
+            )
+        })
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -298,6 +365,49 @@ impl Host {
         self.kill();
         let port = self.port;
         self.launch(Some(port));
+    }
+
+    /// Kills the host if it runs, then starts it again on the same data dir
+    /// where it is expected to refuse: waits (at most [`START_TIMEOUT`])
+    /// for the process to exit, asserts that it exited with a non-zero
+    /// code, and returns what this run printed. Panics, with the log, when
+    /// the host answers `/healthz` instead. Afterwards no host runs;
+    /// [`restart`](Self::restart) starts one again.
+    pub fn restart_expecting_failure(&mut self) -> String {
+        self.kill();
+        let mut port = self.port;
+        for attempt in 1.. {
+            self.spawn(port);
+            let startup = self.wait_started();
+            self.kill();
+            let run = self.run_log();
+            let status = match startup {
+                Startup::Exited(status) => status,
+                Startup::Healthy => panic!(
+                    "the host came up although it should have refused to start; log {}:\n{run}",
+                    self.log_path().display()
+                ),
+                Startup::TimedOut => panic!(
+                    "the host neither exited nor answered /healthz within {START_TIMEOUT:?}; log {}:\n{run}",
+                    self.log_path().display()
+                ),
+            };
+            if port_taken(&run) && attempt < 8 {
+                // Not the refusal under test: the old socket lingers.
+                std::thread::sleep(Duration::from_millis(300));
+                if attempt >= 4 {
+                    port = free_port();
+                }
+                continue;
+            }
+            assert!(
+                status.code().is_some_and(|code| code != 0),
+                "the host should have exited with a non-zero code, it exited with {status}; log {}:\n{run}",
+                self.log_path().display()
+            );
+            return run;
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// `GET path` → status and JSON body.
@@ -415,16 +525,19 @@ impl Host {
     fn launch(&mut self, preferred: Option<u16>) {
         let mut port = preferred.unwrap_or_else(free_port);
         for attempt in 1.. {
-            let log_offset = self.log().len();
             self.spawn(port);
-            let Err(failure) = self.wait_healthy() else {
-                return;
+            let failure = match self.wait_started() {
+                Startup::Healthy => return,
+                Startup::Exited(status) => {
+                    format!("the process exited with {status} before answering /healthz")
+                }
+                Startup::TimedOut => {
+                    format!("/healthz did not answer 200 within {START_TIMEOUT:?}")
+                }
             };
             self.kill();
-            let log = self.log();
-            let this_run = log.get(log_offset..).unwrap_or(&log).to_owned();
-            let port_taken = this_run.contains("in use") || this_run.contains("AddrInUse");
-            if port_taken && attempt < 8 {
+            let this_run = self.run_log();
+            if port_taken(&this_run) && attempt < 8 {
                 // Right after a kill the old socket may linger for a moment:
                 // retry the same port a few times, then take another one.
                 std::thread::sleep(Duration::from_millis(300));
@@ -455,6 +568,7 @@ impl Host {
             .append(true)
             .open(self.log_path())
             .expect("open host.log");
+        self.run_start = log.metadata().expect("stat host.log").len();
         writeln!(log, "===== aviary up on 127.0.0.1:{port} =====").expect("write host.log");
         let stderr = log.try_clone().expect("clone the log handle");
         let child = Command::new(&bin)
@@ -479,7 +593,9 @@ impl Host {
         self.port = port;
     }
 
-    fn wait_healthy(&mut self) -> Result<(), String> {
+    /// Waits until the spawned host answers `/healthz`, exits, or
+    /// [`START_TIMEOUT`] passes.
+    fn wait_started(&mut self) -> Startup {
         let deadline = Instant::now() + START_TIMEOUT;
         let probe = Client::builder()
             .timeout(Duration::from_secs(2))
@@ -489,24 +605,52 @@ impl Host {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(format!(
-                        "the process exited with {status} before answering /healthz"
-                    ));
+                    return Startup::Exited(status);
                 }
             }
             if let Ok(response) = probe.get(self.url("/healthz")).send() {
                 if response.status() == StatusCode::OK {
-                    return Ok(());
+                    return Startup::Healthy;
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "/healthz did not answer 200 within {START_TIMEOUT:?}"
-                ));
+                return Startup::TimedOut;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// How the start of a spawned host ended.
+enum Startup {
+    Healthy,
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Whether a run's log says its listen address was taken.
+fn port_taken(run_log: &str) -> bool {
+    run_log.contains("in use") || run_log.contains("AddrInUse")
+}
+
+/// `config_toml` with a `web.conversation_secret` (the harness's when it
+/// sets none), and that secret.
+fn with_conversation_secret(config_toml: &str) -> (String, String) {
+    let mut config: toml::Table = config_toml
+        .parse()
+        .unwrap_or_else(|e| panic!("the test's aviary.toml does not parse: {e}"));
+    let web = config
+        .entry("web")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("`web` is a table");
+    let secret = web
+        .entry("conversation_secret")
+        .or_insert_with(|| CONVERSATION_SECRET.into())
+        .as_str()
+        .expect("`web.conversation_secret` is a string")
+        .to_owned();
+    (config.to_string(), secret)
 }
 
 impl Drop for Host {
@@ -521,7 +665,12 @@ impl Drop for Host {
             );
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
             eprintln!("(kept {})", dir.keep().display());
+            if self.tmpfs.is_some() {
+                eprintln!("(its data dir was a tmpfs, unmounted now: the data is gone)");
+            }
         }
+        // Unmount before the temp dir (the mount point) is removed.
+        self.tmpfs = None;
     }
 }
 
@@ -682,6 +831,16 @@ impl Conversation {
             .json(body)
             .send()?;
         Ok(Answer::read(response))
+    }
+
+    /// Posts a message, asserts 202 and returns it as [`Acked`].
+    pub fn post_acked(&self, sender: &str, text: &str) -> Acked {
+        Acked {
+            bot: self.bot.clone(),
+            conversation: self.conversation.clone(),
+            id: self.post_message(sender, text),
+            text: text.to_owned(),
+        }
     }
 
     /// Posts a message, asserts 202 and returns its id.
@@ -882,4 +1041,434 @@ pub fn raw_http(port: u16, request: &[u8], timeout: Duration) -> RawAnswer {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     RawAnswer { status, text }
+}
+
+/// A tmpfs mounted (by root) over a directory for as long as it lives.
+struct Tmpfs {
+    mount_point: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` bytes at `mount_point`; panics saying that
+    /// the test needs root when `mount` fails.
+    fn mount(mount_point: &Path, bytes: u64) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("aviary-e2e")
+            .arg(mount_point)
+            .output()
+            .unwrap_or_else(|e| panic!("this test needs root to mount a tmpfs (CI runs as root): cannot run `mount`: {e}"));
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a tmpfs (CI runs as root): `mount -t tmpfs` at {} failed ({}): {}",
+            mount_point.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs {
+            mount_point: mount_point.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mount_point)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            // Still busy: detach it now, the kernel frees it when unused.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount_point)
+                .status();
+        }
+    }
+}
+
+/// Fills the filesystem that holds `dir` with a file `dir/filler` until a
+/// write fails with "no space left on device"; returns the file's path
+/// (remove it to free the space). Panics on any other error.
+pub fn fill_disk(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let chunk = vec![0xa5u8; 1 << 20];
+    loop {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return path,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The first bytes of every frame of the store's write-ahead journal.
+pub const JOURNAL_MAGIC: &[u8; 4] = b"AVJ1";
+/// Length of a journal frame's header: magic, payload length (u32), crc32
+/// (u32) and seq (u64), little-endian; the payload follows.
+pub const JOURNAL_HEADER_LEN: u64 = 20;
+
+/// The valid frames at the start of journal file `path`, as (offset,
+/// length with the header) each, in file order. The walk stops at the
+/// first frame that is cut short, lacks [`JOURNAL_MAGIC`] or fails its
+/// crc32 (over the seq bytes and the payload), so a file whose frames are
+/// all whole has `offset + length` of the last one equal to its length.
+pub fn journal_frames(path: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let header = JOURNAL_HEADER_LEN as usize;
+    let mut frames = Vec::new();
+    let mut offset = 0usize;
+    while let Some(head) = bytes.get(offset..offset + header) {
+        let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().unwrap());
+        let (payload_len, crc) = (word(4) as usize, word(8));
+        let Some(checked) = bytes.get(offset + 12..offset + header + payload_len) else {
+            break;
+        };
+        if &head[..4] != JOURNAL_MAGIC || crc32fast::hash(checked) != crc {
+            break;
+        }
+        frames.push((offset as u64, (header + payload_len) as u64));
+        offset += header + payload_len;
+    }
+    frames
+}
+
+/// A small random number generator (splitmix64) for tests whose random
+/// choices must be replayable from a printed seed.
+pub struct SeededRng {
+    state: u64,
+}
+
+impl SeededRng {
+    /// Seeded from the environment variable `var` when it is set (to a
+    /// number), else from the clock; prints the seed and how to replay it.
+    pub fn from_env_or_clock(var: &str) -> SeededRng {
+        let seed = match std::env::var(var) {
+            Ok(value) => value
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{var}={value:?} is not a u64 seed: {e}")),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_nanos() as u64,
+        };
+        eprintln!("random seed {seed} (replay with {var}={seed})");
+        SeededRng::new(seed)
+    }
+
+    /// A generator that yields the same numbers for the same seed.
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `low..=high` (near-uniform for small ranges).
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high, "empty range {low}..={high}");
+        match (high - low).checked_add(1) {
+            Some(span) => low + self.next_u64() % span,
+            None => self.next_u64(),
+        }
+    }
+
+    /// `count` random bytes.
+    pub fn bytes(&mut self, count: usize) -> Vec<u8> {
+        (0..count).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// A message the host acknowledged with 202.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The bot it was posted to.
+    pub bot: String,
+    /// The conversation it was posted in.
+    pub conversation: String,
+    /// The id the 202 gave.
+    pub id: String,
+    /// The text posted.
+    pub text: String,
+}
+
+impl Acked {
+    fn key(&self) -> Key {
+        (self.bot.clone(), self.conversation.clone(), self.id.clone())
+    }
+}
+
+/// Threads that post to conversations as fast as the host takes the
+/// messages, recording every one acknowledged, until stopped or until the
+/// host stops answering (say, because it was killed).
+pub struct Flood {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Flood {
+    /// Starts one thread per (conversation, sender); each posts
+    /// `"<label> <sender> message <n>"` for n = 0, 1, … (at most 10 000).
+    /// An answer other than 202 panics the thread, which [`stop`](Self::stop)
+    /// passes on; a failed request (the host is gone) ends it quietly.
+    pub fn start(senders: &[(Conversation, String)], label: &str) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+        let threads = senders
+            .iter()
+            .cloned()
+            .map(|(chat, sender)| {
+                let (stop, acked) = (stop.clone(), acked.clone());
+                let label = label.to_owned();
+                std::thread::spawn(move || {
+                    for n in 0..10_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let text = format!("{label} {sender} message {n}");
+                        let Ok(answer) = chat.try_post(&sender, &text) else {
+                            return;
+                        };
+                        assert_eq!(
+                            answer.status,
+                            StatusCode::ACCEPTED,
+                            "POST {} {text:?}: {}",
+                            chat.path(),
+                            answer.raw
+                        );
+                        let id = answer.body["id"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("no string `id` in {}", answer.raw));
+                        acked.lock().unwrap().push(Acked {
+                            bot: chat.bot.clone(),
+                            conversation: chat.conversation.clone(),
+                            id: id.to_owned(),
+                            text,
+                        });
+                    }
+                })
+            })
+            .collect();
+        Flood {
+            stop,
+            acked,
+            threads,
+        }
+    }
+
+    /// How many posts were acknowledged so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until at least `count` posts were acknowledged; panics after
+    /// `timeout`.
+    pub fn wait_for_acks(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.acked_count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} posts acknowledged within {timeout:?}",
+                self.acked_count()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Tells the threads to stop, waits for them and returns every
+    /// acknowledged message in the order the acknowledgements came.
+    pub fn stop(self) -> Vec<Acked> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
+/// (bot, conversation, message id).
+type Key = (String, String, String);
+
+/// What a set of conversations holds, read at one moment.
+pub struct Stored {
+    /// Every message, by (bot, conversation, id).
+    pub messages: BTreeMap<Key, Message>,
+    /// The replies, by (bot, conversation, id of the message they answer).
+    pub replies: BTreeMap<Key, Vec<Message>>,
+}
+
+impl Stored {
+    /// Reads every message of `chats`, asserting that ids increase.
+    pub fn read(chats: &[Conversation]) -> Stored {
+        let mut stored = Stored {
+            messages: BTreeMap::new(),
+            replies: BTreeMap::new(),
+        };
+        for chat in chats {
+            let all = chat.all_messages();
+            assert_increasing(&all);
+            for message in all {
+                let key = |id: &str| (chat.bot.clone(), chat.conversation.clone(), id.to_owned());
+                if let Some(to) = &message.reply_to {
+                    stored
+                        .replies
+                        .entry(key(to))
+                        .or_default()
+                        .push(message.clone());
+                }
+                stored.messages.insert(key(&message.id), message);
+            }
+        }
+        stored
+    }
+
+    /// Asserts that every message of `acked` is stored, inbound, with its
+    /// text.
+    pub fn assert_holds(&self, acked: &[Acked]) {
+        for message in acked {
+            let stored = self.messages.get(&message.key()).unwrap_or_else(|| {
+                panic!(
+                    "acknowledged {} ({:?}) in {}/{} is lost",
+                    message.id, message.text, message.bot, message.conversation
+                )
+            });
+            assert_eq!(
+                (stored.text.as_str(), stored.direction.as_str()),
+                (message.text.as_str(), "in"),
+                "acknowledged {} in {}/{} is stored otherwise",
+                message.id,
+                message.bot,
+                message.conversation
+            );
+        }
+    }
+
+    /// Asserts that no message has more than one reply and that every
+    /// reply answers a stored inbound message.
+    pub fn assert_answered_at_most_once(&self) {
+        for ((bot, conversation, to), answers) in &self.replies {
+            assert_eq!(
+                answers.len(),
+                1,
+                "{to} in {bot}/{conversation} was answered {} times: {answers:#?}",
+                answers.len()
+            );
+            let answered = self
+                .messages
+                .get(&(bot.clone(), conversation.clone(), to.clone()));
+            assert!(
+                answered.is_some_and(Message::is_in),
+                "a reply in {bot}/{conversation} answers {to}, which is no stored inbound message"
+            );
+        }
+    }
+
+    /// The stored inbound messages that have no reply yet.
+    pub fn unanswered(&self) -> Vec<(&Key, &Message)> {
+        self.messages
+            .iter()
+            .filter(|(key, message)| message.is_in() && !self.replies.contains_key(*key))
+            .collect()
+    }
+
+    /// Asserts that each message of `acked` has exactly one reply, and that
+    /// it is the echo bot's `echo: <text>`.
+    pub fn assert_echoed_once(&self, acked: &[Acked]) {
+        for message in acked {
+            let answers = self
+                .replies
+                .get(&message.key())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            assert_eq!(
+                answers.len(),
+                1,
+                "acknowledged {} ({:?}) in {}/{} was answered {} times: {answers:#?}",
+                message.id,
+                message.text,
+                message.bot,
+                message.conversation,
+                answers.len()
+            );
+            assert_eq!(answers[0].text, format!("echo: {}", message.text));
+        }
+    }
+}
+
+/// Re-reads `chats` until every stored inbound message has a reply (a
+/// message is stored in one batch with the event that makes the bot
+/// answer it, so this is the queue having drained), asserting on every
+/// read that no message is answered twice; panics after `timeout`.
+pub fn wait_until_drained(chats: &[Conversation], timeout: Duration) -> Stored {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stored = Stored::read(chats);
+        stored.assert_answered_at_most_once();
+        let unanswered = stored.unanswered();
+        if unanswered.is_empty() {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} stored messages have no reply after {timeout:?}, e.g. {:?}",
+            unanswered.len(),
+            &unanswered[..unanswered.len().min(5)]
+        );
+        drop(unanswered);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One frame as the store's contract describes it.
+    fn frame(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut checked = seq.to_le_bytes().to_vec();
+        checked.extend_from_slice(payload);
+        let mut frame = JOURNAL_MAGIC.to_vec();
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&checked).to_le_bytes());
+        frame.extend_from_slice(&checked);
+        frame
+    }
+
+    #[test]
+    fn journal_frames_walks_whole_frames_and_stops_at_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000007.log");
+        let frames = [frame(7, b"first"), frame(8, b""), frame(9, b"third one")];
+        let whole = frames.concat();
+        let expected = vec![(0, 25), (25, 20), (45, 29)];
+
+        std::fs::write(&path, &whole).unwrap();
+        assert_eq!(journal_frames(&path), expected);
+
+        // Cut inside the last frame, or garbage after it: the whole ones.
+        std::fs::write(&path, &whole[..60]).unwrap();
+        assert_eq!(journal_frames(&path), expected[..2]);
+        std::fs::write(&path, [&whole[..], &[0x17; 37]].concat()).unwrap();
+        assert_eq!(journal_frames(&path), expected);
+
+        // A flipped payload or seq byte fails the crc; the walk stops there.
+        for (at, kept) in [(25 + 12, 1), (45 + 20 + 4, 2)] {
+            let mut corrupted = whole.clone();
+            corrupted[at] ^= 0xff;
+            std::fs::write(&path, &corrupted).unwrap();
+            assert_eq!(journal_frames(&path), expected[..kept], "byte {at} flipped");
+        }
+    }
 }
