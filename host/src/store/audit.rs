@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{keys, now_ms, Store};
+use super::{keys, now_ms, Op, Store};
 
 /// Hash that the first record chains to.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -74,7 +74,7 @@ impl Store {
         };
         self.inner
             .state
-            .write(vec![(keys::audit(seq), Some(serde_json::to_vec(&record)?))]);
+            .write(vec![Op::Put(keys::audit(seq), serde_json::to_vec(&record)?)]);
         *head = Some((seq + 1, record.hash.clone()));
         Ok(record)
     }
@@ -194,7 +194,7 @@ mod tests {
         record.entry.action = "deny".into();
         store
             .state()
-            .write(vec![(key, Some(serde_json::to_vec(&record).unwrap()))]);
+            .write(vec![Op::Put(key, serde_json::to_vec(&record).unwrap())]);
         let broken = store.audit_verify().unwrap().unwrap_err();
         assert_eq!(broken.seq, 2);
         assert!(broken.reason.contains("altered"), "{}", broken.reason);
@@ -207,7 +207,7 @@ mod tests {
         for action in ["load", "deny", "unload"] {
             store.audit(entry(action)).unwrap();
         }
-        store.state().write(vec![(keys::audit(1), None)]);
+        store.state().write(vec![Op::Delete(keys::audit(1))]);
         assert_eq!(store.audit_verify().unwrap().unwrap_err().seq, 2);
     }
 }

@@ -73,18 +73,18 @@ impl Store {
         }
         let mut writes: Vec<Op> =
             Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
-        writes.push((keys::pending(seq), None));
+        writes.push(Op::Delete(keys::pending(seq)));
         for (conversation, record) in &messages {
-            writes.push((
+            writes.push(Op::New(
                 keys::message(bot, conversation, &record.id),
-                Some(record.encode()?),
+                record.encode()?,
             ));
         }
         writes.extend(
             effects
                 .kv_writes
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
+                .map(|(k, v)| Op::from((k.clone(), v.clone()))),
         );
         let seq = self
             .inner
@@ -162,7 +162,7 @@ mod tests {
             text: "1".into(),
             reply_to: None,
         });
-        store.state().write(vec![(key.clone(), Some(b"7".to_vec()))]);
+        store.state().write(vec![Op::Put(key.clone(), b"7".to_vec())]);
         assert!(matches!(
             store.commit("echo", 1, &effects),
             Err(CommitError::Conflict)

@@ -28,7 +28,7 @@ pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEven
 pub use state::{State, StoreConfig, Unavailable};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
-use state::Op;
+pub use state::Op;
 use watch::Visibility;
 
 /// Number of lock stripes that order id allocation and insertion per
@@ -176,7 +176,7 @@ impl Store {
                     contact: sender.to_owned(),
                 },
             )?);
-            ops.push((sender_key.clone(), Some(Vec::new())));
+            ops.push(Op::Put(sender_key.clone(), Vec::new()));
         }
         events.push(self.pending(
             bot,
@@ -185,19 +185,19 @@ impl Store {
                 message: message.clone(),
             },
         )?);
-        ops.push((
+        ops.push(Op::New(
             keys::message(bot, conversation, &message.id),
-            Some(message.encode()?),
+            message.encode()?,
         ));
         for event in &events {
-            ops.push((keys::pending(event.seq), Some(event.encode()?)));
+            ops.push(Op::New(keys::pending(event.seq), event.encode()?));
         }
         if let Some(key) = idempotency_key {
             let remembered = tokens::Remembered {
                 id: message.id.clone(),
                 expires_at: message.at + IDEMPOTENCY_MS,
             };
-            ops.push((key, Some(serde_json::to_vec(&remembered)?)));
+            ops.push(Op::Put(key, serde_json::to_vec(&remembered)?));
         }
         let seq = self.inner.state.write(ops);
         if is_new_sender {
@@ -282,8 +282,8 @@ impl Store {
             at: now_ms(),
         };
         self.inner.state.write(vec![
-            (keys::pending(event.seq), None),
-            (keys::dead_letter(event.seq), Some(letter.encode()?)),
+            Op::Delete(keys::pending(event.seq)),
+            Op::Put(keys::dead_letter(event.seq), letter.encode()?),
         ]);
         Ok(())
     }
@@ -321,7 +321,7 @@ impl Store {
 
     fn pending(&self, bot: &str, conversation: &str, event: EventRecord) -> Result<PendingEvent> {
         Ok(PendingEvent {
-            seq: self.inner.state.generate_id()?,
+            seq: self.inner.state.generate_id(),
             bot: bot.to_owned(),
             conversation: conversation.to_owned(),
             event,
@@ -329,7 +329,7 @@ impl Store {
     }
 
     fn next_id(&self) -> Result<String> {
-        Ok(format!("{:016x}", self.inner.state.generate_id()?))
+        Ok(format!("{:016x}", self.inner.state.generate_id()))
     }
 
     /// Serialises id allocation and insertion within a conversation, so that
@@ -378,9 +378,9 @@ impl Store {
         sha256: &str,
         asks: &crate::policy::Capabilities,
     ) -> Result<()> {
-        self.inner.state.write(vec![(
+        self.inner.state.write(vec![Op::Put(
             keys::approval(bot, version, sha256),
-            Some(serde_json::to_vec(asks)?),
+            serde_json::to_vec(asks)?,
         )]);
         self.flush()
     }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{keys, now_ms, Store};
+use super::{keys, now_ms, Op, Store};
 
 /// What a conversation token grants: one user in one conversation of one
 /// bot, until `expires_at`.
@@ -46,7 +46,7 @@ impl Store {
         self.inner.state.admit()?;
         self.inner
             .state
-            .write(vec![(keys::token(hash), Some(serde_json::to_vec(record)?))]);
+            .write(vec![Op::Put(keys::token(hash), serde_json::to_vec(record)?)]);
         Ok(())
     }
 
@@ -55,8 +55,8 @@ impl Store {
     pub fn replace_token(&self, old: &str, new: &str, record: &TokenRecord) -> Result<()> {
         self.inner.state.admit()?;
         self.inner.state.write(vec![
-            (keys::token(old), None),
-            (keys::token(new), Some(serde_json::to_vec(record)?)),
+            Op::Delete(keys::token(old)),
+            Op::Put(keys::token(new), serde_json::to_vec(record)?),
         ]);
         Ok(())
     }
@@ -95,7 +95,7 @@ impl Store {
                 let expired = serde_json::from_slice::<Expiring>(&value)
                     .map_or(true, |record| record.expires_at <= now);
                 if expired {
-                    expired_keys.push((key, None));
+                    expired_keys.push(Op::Delete(key));
                 }
             }
         }

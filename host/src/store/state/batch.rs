@@ -4,24 +4,62 @@ use anyhow::{bail, Result};
 
 use crate::store::codec::{Reader, Writer};
 
-/// One write: a key and its new value, `None` to delete.
-pub type Op = (Vec<u8>, Option<Vec<u8>>);
+/// One write of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets the key's value.
+    Put(Vec<u8>, Vec<u8>),
+    /// Sets the value of a key that the writer knows was never written
+    /// before (its name holds a fresh id). If it is deleted again before
+    /// the engine got it, the engine never hears of it.
+    New(Vec<u8>, Vec<u8>),
+    /// Removes the key.
+    Delete(Vec<u8>),
+}
+
+impl Op {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put(key, _) | Op::New(key, _) | Op::Delete(key) => key,
+        }
+    }
+
+    /// The value it leaves, `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Op::Put(_, value) | Op::New(_, value) => Some(value),
+            Op::Delete(_) => None,
+        }
+    }
+}
+
+/// A key and its new value, `None` to delete.
+impl From<(Vec<u8>, Option<Vec<u8>>)> for Op {
+    fn from((key, value): (Vec<u8>, Option<Vec<u8>>)) -> Op {
+        match value {
+            Some(value) => Op::Put(key, value),
+            None => Op::Delete(key),
+        }
+    }
+}
 
 const VERSION: u8 = 1;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
+const NEW: u8 = 3;
 
 pub fn encode(ops: &[Op]) -> Vec<u8> {
     let size: usize = ops
         .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
+        .map(|op| 9 + op.key().len() + op.value().map_or(0, <[u8]>::len))
         .sum();
     let mut writer = Writer::new(VERSION, size + 4);
     writer.u32(ops.len() as u32);
-    for (key, value) in ops {
-        match value {
-            Some(value) => writer.u8(PUT).bytes(key).bytes(value),
-            None => writer.u8(DELETE).bytes(key),
+    for op in ops {
+        match op {
+            Op::Put(key, value) => writer.u8(PUT).bytes(key).bytes(value),
+            Op::New(key, value) => writer.u8(NEW).bytes(key).bytes(value),
+            Op::Delete(key) => writer.u8(DELETE).bytes(key),
         };
     }
     writer.finish()
@@ -34,11 +72,12 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
     for _ in 0..count {
         let op = reader.u8()?;
         let key = reader.bytes()?.to_vec();
-        match op {
-            PUT => ops.push((key, Some(reader.bytes()?.to_vec()))),
-            DELETE => ops.push((key, None)),
+        ops.push(match op {
+            PUT => Op::Put(key, reader.bytes()?.to_vec()),
+            NEW => Op::New(key, reader.bytes()?.to_vec()),
+            DELETE => Op::Delete(key),
             other => bail!("journal batch holds an unknown write kind {other}"),
-        }
+        });
     }
     reader.end()?;
     Ok(ops)
@@ -50,7 +89,11 @@ mod tests {
 
     #[test]
     fn writes_read_back() {
-        let ops = vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)];
+        let ops = vec![
+            Op::Put(b"a".to_vec(), b"1".to_vec()),
+            Op::New(b"n".to_vec(), b"2".to_vec()),
+            Op::Delete(b"b".to_vec()),
+        ];
         assert_eq!(decode(&encode(&ops)).unwrap(), ops);
         assert!(decode(&encode(&ops)[..6]).is_err());
     }

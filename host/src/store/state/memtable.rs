@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 
 use parking_lot::RwLock;
 
+use super::batch::Op;
+
 /// A key's latest write: the record that wrote it and the value (`None`
 /// for a delete).
 #[derive(Debug, Clone)]
 struct Entry {
     seq: u64,
     value: Option<Vec<u8>>,
+    /// The engine has never held the key: it was [`Op::New`] here and has
+    /// not reached the engine since.
+    fresh: bool,
 }
 
 /// What the memtable knows of a key.
@@ -32,11 +37,34 @@ pub struct Memtable {
 
 impl Memtable {
     /// Records the writes of record `seq`.
-    pub fn write(&self, seq: u64, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    pub fn write(&self, seq: u64, ops: Vec<Op>) {
         let mut map = self.map.write();
-        for (key, value) in ops {
-            map.insert(key, Entry { seq, value });
+        for op in ops {
+            let (key, value, new) = match op {
+                Op::Put(key, value) => (key, Some(value), false),
+                Op::New(key, value) => (key, Some(value), true),
+                Op::Delete(key) => (key, None, false),
+            };
+            let fresh = new || map.get(&key).is_some_and(|entry| entry.fresh);
+            map.insert(key, Entry { seq, value, fresh });
         }
+    }
+
+    /// Which of `writes` (of the durable records up to `applied`, in
+    /// order) the engine must get: not one that a later write among them
+    /// supersedes, nor the delete of a key the engine never held. A write
+    /// superseded only by a later record still goes: that record may not
+    /// be durable yet.
+    pub fn for_engine(&self, writes: &[(u64, &Op)], applied: u64) -> Vec<bool> {
+        let map = self.map.read();
+        writes
+            .iter()
+            .map(|(seq, op)| match map.get(op.key()) {
+                Some(entry) if entry.seq > *seq && entry.seq <= applied => false,
+                Some(entry) if entry.seq == *seq => !(entry.fresh && entry.value.is_none()),
+                _ => true,
+            })
+            .collect()
     }
 
     pub fn get(&self, key: &[u8]) -> Lookup {
@@ -56,13 +84,18 @@ impl Memtable {
             .collect()
     }
 
-    /// Forgets `keys` where their latest write is at or before `applied`:
-    /// the engine holds them now.
-    pub fn evict<'a>(&self, keys: impl Iterator<Item = &'a [u8]>, applied: u64) {
+    /// After the engine got `writes` (each with whether it was sent):
+    /// forgets their keys where the latest write is at or before `applied`,
+    /// and remembers that the engine now holds the keys that were sent.
+    pub fn settle<'a>(&self, writes: impl Iterator<Item = (&'a [u8], bool)>, applied: u64) {
         let mut map = self.map.write();
-        for key in keys {
-            if map.get(key).is_some_and(|entry| entry.seq <= applied) {
-                map.remove(key);
+        for (key, sent) in writes {
+            match map.get_mut(key) {
+                Some(entry) if entry.seq <= applied => {
+                    map.remove(key);
+                }
+                Some(entry) if sent => entry.fresh = false,
+                _ => {}
             }
         }
     }
@@ -134,38 +167,69 @@ where
 mod tests {
     use super::*;
 
-    fn ops(items: &[(&str, Option<&str>)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn pairs(items: &[(&str, Option<&str>)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         items
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
             .collect()
     }
 
+    fn ops(items: &[(&str, Option<&str>)]) -> Vec<Op> {
+        pairs(items).into_iter().map(Op::from).collect()
+    }
+
     #[test]
     fn writes_win_over_the_engine_and_deletes_hide_it() {
         let memtable = Memtable::default();
         memtable.write(1, ops(&[("a/2", Some("new")), ("a/3", None), ("a/5", Some("5"))]));
-        let engine = ops(&[("a/1", Some("1")), ("a/2", Some("old")), ("a/3", Some("3")), ("b/1", Some("x"))])
+        let engine = pairs(&[("a/1", Some("1")), ("a/2", Some("old")), ("a/3", Some("3")), ("b/1", Some("x"))])
             .into_iter()
             .map(|(k, v)| Ok((k, v.unwrap())));
         let merged: Vec<(Vec<u8>, Vec<u8>)> = Merged::new(memtable.range(b"a/", b"a/"), engine, false)
             .take_while(|item| item.as_ref().is_ok_and(|(k, _)| k.starts_with(b"a/")))
             .map(Result::unwrap)
             .collect();
-        let expected = ops(&[("a/1", Some("1")), ("a/2", Some("new")), ("a/5", Some("5"))]);
+        let expected = pairs(&[("a/1", Some("1")), ("a/2", Some("new")), ("a/5", Some("5"))]);
         let expected: Vec<_> = expected.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
         assert_eq!(merged, expected);
     }
 
     #[test]
-    fn eviction_keeps_keys_written_again_later() {
+    fn settling_keeps_keys_written_again_later() {
         let memtable = Memtable::default();
         memtable.write(1, ops(&[("k", Some("1")), ("j", Some("1"))]));
         memtable.write(2, ops(&[("k", Some("2"))]));
-        memtable.evict([b"k".as_slice(), b"j".as_slice()].into_iter(), 1);
+        memtable.settle([(b"k".as_slice(), true), (b"j".as_slice(), true)].into_iter(), 1);
         assert_eq!(memtable.get(b"k"), Lookup::Written(Some(b"2".to_vec())));
         assert_eq!(memtable.get(b"j"), Lookup::Unknown);
-        memtable.evict([b"k".as_slice()].into_iter(), 2);
+        memtable.settle([(b"k".as_slice(), true)].into_iter(), 2);
         assert_eq!(memtable.len(), 0);
+    }
+
+    #[test]
+    fn the_engine_gets_neither_superseded_writes_nor_deletes_of_keys_it_never_had() {
+        let memtable = Memtable::default();
+        let new = Op::New(b"q/1".to_vec(), b"event".to_vec());
+        let put = Op::Put(b"k".to_vec(), b"1".to_vec());
+        let gone = Op::Delete(b"q/1".to_vec());
+        let old = Op::Delete(b"old".to_vec());
+        memtable.write(1, vec![new.clone(), put.clone()]);
+        memtable.write(2, vec![gone.clone(), old.clone()]);
+        let writes = [(1, &new), (1, &put), (2, &gone), (2, &old)];
+        assert_eq!(memtable.for_engine(&writes, 2), [false, true, false, true]);
+    }
+
+    #[test]
+    fn a_write_superseded_by_a_record_not_yet_applied_still_reaches_the_engine() {
+        let memtable = Memtable::default();
+        let new = Op::New(b"q/1".to_vec(), b"event".to_vec());
+        let gone = Op::Delete(b"q/1".to_vec());
+        memtable.write(1, vec![new.clone()]);
+        memtable.write(2, vec![gone.clone()]);
+        // Only record 1 is due: its write goes, and the later delete must
+        // then reach the engine too.
+        assert_eq!(memtable.for_engine(&[(1, &new)], 1), [true]);
+        memtable.settle([(b"q/1".as_slice(), true)].into_iter(), 1);
+        assert_eq!(memtable.for_engine(&[(2, &gone)], 2), [true]);
     }
 }

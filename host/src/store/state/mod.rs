@@ -18,6 +18,7 @@ mod space;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -31,6 +32,10 @@ use space::Space;
 
 /// The engine key that holds the last journal record applied to it.
 const APPLIED: &[u8] = b"!applied";
+/// The key that holds the bound below which ids may have been handed out.
+const IDS: &[u8] = b"!ids";
+/// Ids reserved by one write of [`IDS`].
+const ID_BLOCK: u64 = 1 << 16;
 
 /// `[store]`: how the state uses the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -90,12 +95,22 @@ pub struct State {
 }
 
 struct Inner {
-    db: sled::Db,
     engine: sled::Tree,
     memtable: Arc<Memtable>,
     journal: Journal,
     space: Arc<Space>,
+    ids: Ids,
     applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Id allocation: ids below `reserved` are stored (through the journal) as
+/// possibly used, so ids handed out after a crash are all larger.
+struct Ids {
+    next: AtomicU64,
+    /// Mirrors `reserved` for the fast path; raised only after the write
+    /// that reserves the block is queued.
+    reserved_fast: AtomicU64,
+    reserved: Mutex<u64>,
 }
 
 impl State {
@@ -124,6 +139,12 @@ impl State {
             })?;
         let engine = db.open_tree("state")?;
         let next_seq = recover::recover(&journal_dir, &db, &engine)?;
+        let reserved = match engine.get(IDS)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes.as_ref().try_into().context("the state's id bound is corrupt")?,
+            ),
+            None => 1,
+        };
         let memtable = Arc::new(Memtable::default());
         let space = Arc::new(Space::new(dir, config.min_free_bytes)?);
         let (to_applier, incoming) = crossbeam_channel::unbounded();
@@ -148,11 +169,15 @@ impl State {
             .context("cannot start the state applier")?;
         Ok(State {
             inner: Arc::new(Inner {
-                db,
                 engine,
                 memtable,
                 journal,
                 space,
+                ids: Ids {
+                    next: AtomicU64::new(reserved),
+                    reserved_fast: AtomicU64::new(reserved),
+                    reserved: Mutex::new(reserved),
+                },
                 applier: Mutex::new(Some(applier)),
             }),
         })
@@ -263,10 +288,21 @@ impl State {
         }
     }
 
-    /// A new id, greater than every id handed out before (also across
-    /// restarts).
-    pub fn generate_id(&self) -> Result<u64> {
-        Ok(self.inner.db.generate_id()?)
+    /// A new id, greater than every id handed out before, also before a
+    /// crash: a record holding an id comes after the one reserving it.
+    pub fn generate_id(&self) -> u64 {
+        let ids = &self.inner.ids;
+        let id = ids.next.fetch_add(1, Ordering::Relaxed);
+        if id < ids.reserved_fast.load(Ordering::Acquire) {
+            return id;
+        }
+        let mut reserved = ids.reserved.lock();
+        while id >= *reserved {
+            *reserved += ID_BLOCK;
+            self.write(vec![Op::Put(IDS.to_vec(), reserved.to_be_bytes().to_vec())]);
+            ids.reserved_fast.store(*reserved, Ordering::Release);
+        }
+        id
     }
 }
 
@@ -293,7 +329,7 @@ mod tests {
     }
 
     fn put(key: &str, value: &str) -> Op {
-        (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+        Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
     }
 
     #[tokio::test]
@@ -301,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = open(dir.path());
         state.write(vec![put("a/1", "x"), put("a/2", "y"), put("b/1", "z")]);
-        let seq = state.write(vec![(b"a/2".to_vec(), None)]);
+        let seq = state.write(vec![Op::Delete(b"a/2".to_vec())]);
         assert_eq!(state.get(b"a/1").unwrap().as_deref(), Some(b"x".as_slice()));
         assert_eq!(state.get(b"a/2").unwrap(), None);
         state.wait_durable(seq).await.unwrap();
@@ -310,6 +346,29 @@ mod tests {
         let keys: Vec<Vec<u8>> = state.scan_prefix(b"a/").map(|i| i.unwrap().0).collect();
         assert_eq!(keys, [b"a/1".to_vec()]);
         assert!(state.last_seq() >= seq, "seqs go on after a restart");
+    }
+
+    #[tokio::test]
+    async fn ids_handed_out_before_a_crash_are_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let before: Vec<u64> = (0..3).map(|_| state.generate_id()).collect();
+        let seq = state.write(vec![put("m/x", "uses the ids")]);
+        state.wait_durable(seq).await.unwrap();
+        // A crash: the journal stays as it is, the engine lost everything.
+        let journal: Vec<_> = journal::files(&dir.path().join("journal"))
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| (p.clone(), std::fs::read(p).unwrap()))
+            .collect();
+        drop(state);
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        for (path, bytes) in journal {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let state = open(dir.path());
+        let after = state.generate_id();
+        assert!(before.iter().all(|&id| id < after), "{before:?} then {after}");
     }
 
     #[test]

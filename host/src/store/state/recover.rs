@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::frame::{self, ReadError};
-use super::applier::engine_batch;
+use super::applier::{decode, engine_batch};
 use super::{journal, APPLIED};
 
 /// Records replayed per engine batch.
@@ -89,8 +89,11 @@ fn applied(engine: &sled::Tree) -> Result<u64> {
 }
 
 fn replay(engine: &sled::Tree, records: &[(u64, Vec<u8>)]) -> Result<()> {
-    if !records.is_empty() {
-        engine.apply_batch(engine_batch(records)?.0)?;
-    }
+    let Some(&(last, _)) = records.last() else {
+        return Ok(());
+    };
+    let decoded = decode(records)?;
+    let writes = decoded.iter().flat_map(|(_, ops)| ops.iter());
+    engine.apply_batch(engine_batch(writes, last))?;
     Ok(())
 }
