@@ -6,7 +6,11 @@
 //! - dispatch: the full in-process path (admission, store, router, fresh
 //!   instance, commit) on every core; latency measured one event at a time;
 //! - http: loopback HTTP clients over many conversations, each timing from
-//!   its POST to the reply being readable by a long-poll GET.
+//!   its POST to the reply being readable by a long-poll GET;
+//! - http bare: the same load against a bare in-memory axum server, the
+//!   HTTP stack's own ceiling;
+//! - fsync: a 4 KiB append and `fdatasync` on the data directory's
+//!   filesystem, the floor of a durable write.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +32,9 @@ use serde_json::json;
 fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scratch = tempfile::tempdir()?;
+    // First, while nothing else is writing to the disk.
+    let (fsync_p50, fsync_p99) = fsync_us(scratch.path())?;
+    eprintln!("fsync: 4 KiB append + fdatasync, p50 {fsync_p50:.1} us, p99 {fsync_p99:.1} us");
     let mut config = Config {
         plugins_dir: bots_dir(),
         data_dir: scratch.path().join("data"),
@@ -79,6 +86,8 @@ fn main() -> Result<()> {
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
     eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
+    let (bare, bare_p99) = http_bare_figures()?;
+    eprintln!("http bare: {bare:.0} msgs/s, p99 {bare_p99:.2} ms");
 
     println!(
         "{}",
@@ -91,6 +100,9 @@ fn main() -> Result<()> {
             "dispatch_vs_raw": round1(raw / dispatch),
             "http_msgs_per_s": http.round(),
             "http_p99_ms": round1(http_p99),
+            "http_bare_msgs_per_s": bare.round(),
+            "fsync_p50_us": round1(fsync_p50),
+            "fsync_p99_us": round1(fsync_p99),
             "policy_overhead_pct": round1(overhead),
             "hostile_tried": tried,
             "hostile_contained": contained,
@@ -236,26 +248,46 @@ fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(
     }
     let mut latencies = std::mem::take(&mut *timed.latencies.lock());
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-    Ok((throughput, pct(0.50), pct(0.99)))
+    let us = |p| percentile(&latencies, p).as_secs_f64() * 1e6;
+    Ok((throughput, us(0.50), us(0.99)))
 }
 
+/// The host's web API under [`http_load`], served on a 2-thread runtime.
 fn http_figures(mut config: Config) -> Result<(f64, f64)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     config.listen = format!("127.0.0.1:{port}").parse()?;
     let app = App::start(config)?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let server = two_thread_runtime()?;
     server.spawn(async move { app.serve().await });
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
+    http_load(port)
+}
+
+/// [`bare::serve`] under [`http_load`], on a 2-thread runtime like the host's.
+fn http_bare_figures() -> Result<(f64, f64)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let server = two_thread_runtime()?;
+    server.spawn(async move { bare::serve(tokio::net::TcpListener::from_std(listener)?).await });
+    http_load(port)
+}
+
+/// A multi-thread tokio runtime with two workers.
+fn two_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    client_rt.block_on(async move {
+        .build()?)
+}
+
+/// The web chat's load on the server at `port`: 128 clients on a 2-thread
+/// runtime, each in its own conversation, for 8 s posting a message and
+/// long-polling until the reply to it is readable. Messages per second and
+/// the p99 of post-to-reply, in ms.
+fn http_load(port: u16) -> Result<(f64, f64)> {
+    two_thread_runtime()?.block_on(async move {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
@@ -327,9 +359,188 @@ fn http_figures(mut config: Config) -> Result<(f64, f64)> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all.sort();
-        let p99 = all[((all.len() - 1) as f64 * 0.99) as usize].as_secs_f64() * 1e3;
-        Ok((all.len() as f64 / elapsed, p99))
+        Ok((
+            all.len() as f64 / elapsed,
+            percentile(&all, 0.99).as_secs_f64() * 1e3,
+        ))
     })
+}
+
+/// A bare axum server with the web API's shape for one echo bot, answering
+/// from memory: no store, router, bot or durability. It exists so that the
+/// same client load as the host's (`http_bare_msgs_per_s` beside
+/// `http_msgs_per_s`) shows the ceiling of the HTTP stack itself, axum,
+/// hyper, loopback and the client, and so how much of the host's time is
+/// its own.
+mod bare {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::{Path, Query, State};
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use parking_lot::Mutex;
+    use serde_json::{json, Value};
+    use tokio::sync::watch;
+
+    /// A conversation: its token and its messages, watched by long polls.
+    struct Conversation {
+        token: String,
+        messages: watch::Sender<Vec<Value>>,
+    }
+
+    /// The server's state: every conversation, by id.
+    #[derive(Default)]
+    struct Bare {
+        conversations: Mutex<HashMap<String, Arc<Conversation>>>,
+        created: AtomicU64,
+    }
+
+    /// What each handler extracts: the server's state.
+    type Shared = State<Arc<Bare>>;
+
+    /// Serves `POST /api/v1/bots/echo/conversations` and `POST`/`GET`
+    /// `.../conversations/{c}/messages` on `listener` until dropped.
+    pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/api/v1/bots/echo/conversations", post(create))
+            .route(
+                "/api/v1/bots/echo/conversations/{c}/messages",
+                post(send).get(list),
+            )
+            .with_state(Arc::default());
+        axum::serve(listener, app).await
+    }
+
+    /// Starts conversation `c-<n>` with token `token-<n>`; 201 with both.
+    async fn create(State(bare): Shared) -> (StatusCode, Json<Value>) {
+        let n = bare.created.fetch_add(1, Ordering::Relaxed);
+        let (conversation, token) = (format!("c-{n}"), format!("token-{n}"));
+        let (messages, _) = watch::channel(Vec::new());
+        let entry = Arc::new(Conversation {
+            token: token.clone(),
+            messages,
+        });
+        bare.conversations
+            .lock()
+            .insert(conversation.clone(), entry);
+        (
+            StatusCode::CREATED,
+            Json(json!({"conversation": conversation, "token": token})),
+        )
+    }
+
+    /// The conversation, if the bearer token is its own.
+    fn authorized(
+        bare: &Bare,
+        c: &str,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Conversation>, StatusCode> {
+        let conversation = bare
+            .conversations
+            .lock()
+            .get(c)
+            .cloned()
+            .ok_or(StatusCode::NOT_FOUND)?;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if presented.and_then(|v| v.strip_prefix("Bearer ")) != Some(conversation.token.as_str()) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Ok(conversation)
+    }
+
+    /// Stores the message and at once echo's reply to it; 202 with its id.
+    async fn send(
+        State(bare): Shared,
+        Path(c): Path<String>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Result<(StatusCode, Json<Value>), StatusCode> {
+        let conversation = authorized(&bare, &c, &headers)?;
+        let text = body["text"]
+            .as_str()
+            .ok_or(StatusCode::UNPROCESSABLE_ENTITY)?;
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let message =
+            |id: &str, sender: &str, text: &str, direction: &str, reply_to: Option<&str>| {
+                json!({"id": id, "sender": sender, "text": text, "direction": direction,
+                "at": at, "reply_to": reply_to})
+            };
+        let mut id = String::new();
+        conversation.messages.send_modify(|messages| {
+            // Ids: 16 hex digits, increasing in storage order, as the host's.
+            id = format!("{:016x}", messages.len() + 1);
+            let reply = format!("{:016x}", messages.len() + 2);
+            messages.push(message(&id, "bench", text, "in", None));
+            messages.push(message(
+                &reply,
+                "echo",
+                &format!("echo: {text}"),
+                "out",
+                Some(&id),
+            ));
+        });
+        Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
+    }
+
+    /// Up to 100 messages after `after`, waiting up to `wait` seconds for one.
+    async fn list(
+        State(bare): Shared,
+        Path(c): Path<String>,
+        headers: HeaderMap,
+        Query(query): Query<HashMap<String, String>>,
+    ) -> Result<Json<Value>, StatusCode> {
+        let conversation = authorized(&bare, &c, &headers)?;
+        let wait = query.get("wait").map_or(Some(0.0), |w| w.parse().ok());
+        let wait = wait.and_then(|w| Duration::try_from_secs_f64(w).ok());
+        let after = query
+            .get("after")
+            .map_or(Some(0), |a| usize::from_str_radix(a, 16).ok());
+        let (Some(wait), Some(after)) = (wait, after) else {
+            return Err(StatusCode::BAD_REQUEST);
+        };
+        let mut messages = conversation.messages.subscribe();
+        let _ = tokio::time::timeout(wait, messages.wait_for(|m| m.len() > after)).await;
+        let page: Vec<Value> = messages
+            .borrow()
+            .iter()
+            .skip(after)
+            .take(100)
+            .cloned()
+            .collect();
+        Ok(Json(json!({"messages": page})))
+    }
+}
+
+/// The time at quantile `p` of `sorted`.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// The floor of a durable write on `dir`'s filesystem: 1,000 times, append
+/// 4 KiB to a file and `fdatasync` it. p50 and p99 of each write and sync,
+/// in µs.
+fn fsync_us(dir: &std::path::Path) -> Result<(f64, f64)> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("fsync-probe"))?;
+    let block = [0xa5u8; 4096];
+    let mut times = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let us = |p| percentile(&times, p).as_secs_f64() * 1e6;
+    Ok((us(0.50), us(0.99)))
 }
 
 fn bots_dir() -> PathBuf {
@@ -613,7 +824,7 @@ fn echo_p99_under_hostile(app: &App, workers: usize) -> Result<f64> {
             .insert(load_hostile(app, id, "mischief", mode, false)?);
     }
     let latencies = echo_latencies_beside(app, workers, &["bench-looper", "bench-hog"], 500)?;
-    Ok(latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6)
+    Ok(percentile(&latencies, 0.99).as_secs_f64() * 1e6)
 }
 
 /// Echo's worst reply time (ms) while four bots sleep inside host calls on
