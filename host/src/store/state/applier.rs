@@ -1,4 +1,4 @@
-//! Moves durable journal records into the state engine (sled) in large
+//! Moves durable journal records into the state engine in large
 //! batches, off the event path, then evicts them from the memtable. A record
 //! waits a second first, so writes that are soon superseded (a pending event
 //! and its removal) never reach the engine. Every
@@ -18,7 +18,7 @@ use super::journal::{self, Records};
 use super::memtable::Memtable;
 use super::space::Space;
 use super::batch::{self, Op};
-use super::APPLIED;
+use super::engine::Engine;
 
 /// Most records in one engine batch.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -29,8 +29,7 @@ const COALESCE: Duration = Duration::from_millis(1000);
 const MAX_BACKLOG_RECORDS: usize = 100_000;
 
 pub struct Applier {
-    pub db: sled::Db,
-    pub engine: sled::Tree,
+    pub engine: Engine,
     pub memtable: Arc<Memtable>,
     pub space: Arc<Space>,
     pub journal_dir: PathBuf,
@@ -118,8 +117,8 @@ impl Applier {
                 }
             }
         }
-        if let Err(error) = self.db.flush() {
-            tracing::error!("cannot flush the state at shutdown: {error}");
+        if let Err(error) = self.engine.persist() {
+            tracing::error!("cannot sync the state at shutdown: {error:#}");
         }
     }
 
@@ -141,8 +140,7 @@ impl Applier {
         let applied = records.last().expect("not empty").0;
         let sent = self.memtable.for_engine(&writes, applied);
         let needed = writes.iter().zip(&sent).filter(|(_, sent)| **sent);
-        self.engine
-            .apply_batch(engine_batch(needed.map(|((_, op), _)| *op), applied))?;
+        self.engine.apply(needed.map(|((_, op), _)| *op), applied)?;
         let settled = writes.iter().zip(sent).map(|((_, op), sent)| (op.key(), sent));
         self.memtable.settle(settled, applied);
         Ok(())
@@ -151,7 +149,7 @@ impl Applier {
     /// Flushes the engine, then deletes the journal files whose records
     /// all are at or before `applied`.
     fn checkpoint(&self, applied: u64) -> Result<()> {
-        self.db.flush()?;
+        self.engine.persist()?;
         let files = journal::files(&self.journal_dir)?;
         for pair in files.windows(2) {
             let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
@@ -175,16 +173,3 @@ pub fn decode(records: &[(u64, Vec<u8>)]) -> Result<Vec<(u64, Vec<Op>)>> {
         .collect()
 }
 
-/// One engine batch with `writes` and the mark that the engine holds every
-/// record up to `applied`.
-pub fn engine_batch<'a>(writes: impl Iterator<Item = &'a Op>, applied: u64) -> sled::Batch {
-    let mut sled_batch = sled::Batch::default();
-    for op in writes {
-        match op.value() {
-            Some(value) => sled_batch.insert(op.key(), value),
-            None => sled_batch.remove(op.key()),
-        }
-    }
-    sled_batch.insert(APPLIED, &applied.to_be_bytes());
-    sled_batch
-}

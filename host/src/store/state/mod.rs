@@ -4,12 +4,13 @@
 //! A write goes to the memtable (visible to reads at once) and to the
 //! journal's queue under one lock, which also orders the records. The
 //! journal thread appends and syncs whatever has queued in one go; the
-//! applier then moves durable records into the state engine (sled) in
-//! large batches and flushes it lazily, at checkpoints. Nothing on the event
-//! path waits for sled. This module is the only one that names the engine.
+//! applier then moves durable records into the state engine (fjall, see
+//! [`engine`]) in large batches and syncs it lazily, at checkpoints.
+//! Nothing on the event path waits for the engine.
 
 mod applier;
 mod batch;
+mod engine;
 mod frame;
 mod journal;
 mod memtable;
@@ -27,11 +28,10 @@ use parking_lot::Mutex;
 pub use batch::Op;
 pub use frame::ReadError;
 use journal::{Durable, Journal};
+use engine::Engine;
 use memtable::{Lookup, Memtable, Merged};
 use space::Space;
 
-/// The engine key that holds the last journal record applied to it.
-const APPLIED: &[u8] = b"!applied";
 /// The key that holds the bound below which ids may have been handed out.
 const IDS: &[u8] = b"!ids";
 /// Ids reserved by one write of [`IDS`].
@@ -95,7 +95,7 @@ pub struct State {
 }
 
 struct Inner {
-    engine: sled::Tree,
+    engine: Engine,
     memtable: Arc<Memtable>,
     journal: Journal,
     space: Arc<Space>,
@@ -125,23 +125,11 @@ impl State {
         let journal_dir = dir.join("journal");
         std::fs::create_dir_all(&journal_dir)
             .with_context(|| format!("cannot create {}", journal_dir.display()))?;
-        let db = sled::Config::new()
-            .path(dir.join("state"))
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .with_context(|| {
-                format!(
-                    "cannot open the store in {} (is another aviary running on it?)",
-                    dir.display()
-                )
-            })?;
-        let engine = db.open_tree("state")?;
-        let next_seq = recover::recover(&journal_dir, &db, &engine)?;
+        let engine = Engine::open(&dir.join("state"))?;
+        let next_seq = recover::recover(&journal_dir, &engine)?;
         let reserved = match engine.get(IDS)? {
             Some(bytes) => u64::from_be_bytes(
-                bytes.as_ref().try_into().context("the state's id bound is corrupt")?,
+                bytes.as_slice().try_into().context("the state's id bound is corrupt")?,
             ),
             None => 1,
         };
@@ -156,7 +144,6 @@ impl State {
             applier: to_applier,
         })?;
         let applier = applier::Applier {
-            db: db.clone(),
             engine: engine.clone(),
             memtable: memtable.clone(),
             space: space.clone(),
@@ -187,7 +174,7 @@ impl State {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.inner.memtable.get(key) {
             Lookup::Written(value) => Ok(value),
-            Lookup::Unknown => Ok(self.inner.engine.get(key)?.map(|v| v.to_vec())),
+            Lookup::Unknown => self.inner.engine.get(key),
         }
     }
 
@@ -198,11 +185,7 @@ impl State {
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
         let memory = self.inner.memtable.range(start, prefix);
-        let engine = self
-            .inner
-            .engine
-            .range(start.to_vec()..)
-            .map(|item| Ok(item.map(|(k, v)| (k.to_vec(), v.to_vec()))?));
+        let engine = self.inner.engine.range_from(start);
         let prefix = prefix.to_vec();
         Merged::new(memory, engine, false)
             .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
@@ -223,12 +206,7 @@ impl State {
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<> {
         let mut memory = self.inner.memtable.range(prefix, prefix);
         memory.reverse();
-        let engine = self
-            .inner
-            .engine
-            .scan_prefix(prefix)
-            .rev()
-            .map(|item| Ok(item.map(|(k, v)| (k.to_vec(), v.to_vec()))?));
+        let engine = self.inner.engine.prefix_rev(prefix);
         Merged::new(memory, engine, true)
     }
 

@@ -6,15 +6,16 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::frame::{self, ReadError};
-use super::applier::{decode, engine_batch};
-use super::{journal, APPLIED};
+use super::applier::decode;
+use super::engine::Engine;
+use super::journal;
 
 /// Records replayed per engine batch.
 const REPLAY_CHUNK: usize = 4096;
 
 /// Replays the journal in `dir` into `engine`; returns the next seq.
-pub fn recover(dir: &Path, db: &sled::Db, engine: &sled::Tree) -> Result<u64> {
-    let applied = applied(engine)?;
+pub fn recover(dir: &Path, engine: &Engine) -> Result<u64> {
+    let applied = engine.applied()?;
     let mut last = applied;
     let mut previous: Option<u64> = None;
     let files = journal::files(dir)?;
@@ -67,7 +68,9 @@ pub fn recover(dir: &Path, db: &sled::Db, engine: &sled::Tree) -> Result<u64> {
     if last > applied {
         tracing::info!(records = last - applied, "replayed the journal into the state");
     }
-    db.flush().context("cannot flush the state after replaying the journal")?;
+    engine
+        .persist()
+        .context("cannot sync the state after replaying the journal")?;
     for (_, path) in &files {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the replayed journal file {}", path.display()))?;
@@ -75,25 +78,10 @@ pub fn recover(dir: &Path, db: &sled::Db, engine: &sled::Tree) -> Result<u64> {
     Ok(last.max(previous.unwrap_or(0)) + 1)
 }
 
-/// The last journal record the engine holds.
-fn applied(engine: &sled::Tree) -> Result<u64> {
-    Ok(match engine.get(APPLIED)? {
-        Some(bytes) => u64::from_be_bytes(
-            bytes
-                .as_ref()
-                .try_into()
-                .context("the state's applied mark is corrupt")?,
-        ),
-        None => 0,
-    })
-}
-
-fn replay(engine: &sled::Tree, records: &[(u64, Vec<u8>)]) -> Result<()> {
+fn replay(engine: &Engine, records: &[(u64, Vec<u8>)]) -> Result<()> {
     let Some(&(last, _)) = records.last() else {
         return Ok(());
     };
     let decoded = decode(records)?;
-    let writes = decoded.iter().flat_map(|(_, ops)| ops.iter());
-    engine.apply_batch(engine_batch(writes, last))?;
-    Ok(())
+    engine.apply(decoded.iter().flat_map(|(_, ops)| ops.iter()), last)
 }
