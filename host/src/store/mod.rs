@@ -2,7 +2,7 @@
 //! pending events, per-bot kv and dead letters.
 //!
 //! Everything is one ordered key-value [`State`] (a journal in front of
-//! sled, see [`state`]), so that the effects of one `handle` call (its
+//! fjall, see [`state`]), so that the effects of one `handle` call (its
 //! sends, its kv writes and the removal of the event from the pending
 //! queue) apply as one atomic write. Keys are namespaced by a short prefix
 //! (see [`keys`]).
@@ -403,7 +403,7 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
     })
 }
 
-/// Takes the group and other bits off everything under `dir` (sled creates
+/// Takes the group and other bits off everything under `dir` (the engine creates
 /// its files with the process's umask).
 fn private_files(dir: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

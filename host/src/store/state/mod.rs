@@ -306,6 +306,22 @@ mod tests {
         State::open(dir, &CONFIG, Box::new(|_| {})).unwrap()
     }
 
+    /// A crash after which only the journal is left: closes `state`, puts
+    /// the journal back as it was and deletes the engine, then opens again.
+    fn lose_the_engine(state: State, dir: &Path) -> State {
+        let journal: Vec<_> = journal::files(&dir.join("journal"))
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| (path.clone(), std::fs::read(path).unwrap()))
+            .collect();
+        drop(state);
+        std::fs::remove_dir_all(dir.join("state")).unwrap();
+        for (path, bytes) in journal {
+            std::fs::write(path, bytes).unwrap();
+        }
+        open(dir)
+    }
+
     fn put(key: &str, value: &str) -> Op {
         Op::Put(key.as_bytes().to_vec(), value.as_bytes().to_vec())
     }
@@ -333,18 +349,7 @@ mod tests {
         let before: Vec<u64> = (0..3).map(|_| state.generate_id()).collect();
         let seq = state.write(vec![put("m/x", "uses the ids")]);
         state.wait_durable(seq).await.unwrap();
-        // A crash: the journal stays as it is, the engine lost everything.
-        let journal: Vec<_> = journal::files(&dir.path().join("journal"))
-            .unwrap()
-            .into_iter()
-            .map(|(_, p)| (p.clone(), std::fs::read(p).unwrap()))
-            .collect();
-        drop(state);
-        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-        for (path, bytes) in journal {
-            std::fs::write(path, bytes).unwrap();
-        }
-        let state = open(dir.path());
+        let state = lose_the_engine(state, dir.path());
         let after = state.generate_id();
         assert!(before.iter().all(|&id| id < after), "{before:?} then {after}");
     }
@@ -367,23 +372,7 @@ mod tests {
         let state = open(dir.path());
         let seq = state.write(vec![put("k", "v")]);
         state.wait_durable(seq).await.unwrap();
-        // Keep the engine from the applier's work: copy the journal aside
-        // before the clean close clears nothing but flushes the engine.
-        let journal = dir.path().join("journal");
-        let saved: Vec<(std::path::PathBuf, Vec<u8>)> = journal::files(&journal)
-            .unwrap()
-            .into_iter()
-            .map(|(_, p)| {
-                let bytes = std::fs::read(&p).unwrap();
-                (p, bytes)
-            })
-            .collect();
-        drop(state);
-        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-        for (path, bytes) in saved {
-            std::fs::write(path, bytes).unwrap();
-        }
-        let state = open(dir.path());
+        let state = lose_the_engine(state, dir.path());
         assert_eq!(state.get(b"k").unwrap().as_deref(), Some(b"v".as_slice()));
     }
 }
