@@ -209,6 +209,23 @@ impl Drop for Reservation {
     }
 }
 
+/// How long an idle worker polls for the next lane before it sleeps: an
+/// event that arrives meanwhile starts without a thread wake-up.
+const SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The next lane to run, polled for [`SPIN_BEFORE_SLEEP`] before sleeping.
+fn next_ready(ready: &Receiver<LaneKey>) -> Result<LaneKey, crossbeam_channel::RecvError> {
+    let started = Instant::now();
+    while started.elapsed() < SPIN_BEFORE_SLEEP {
+        match ready.try_recv() {
+            Ok(key) => return Ok(key),
+            Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+        }
+    }
+    ready.recv()
+}
+
 impl Inner {
     fn schedule(&self, lane: &mut Lane, key: LaneKey) {
         if !lane.scheduled && !lane.queue.is_empty() {
@@ -218,7 +235,7 @@ impl Inner {
     }
 
     fn work(&self, ready: &Receiver<LaneKey>, dispatcher: &dyn Dispatch) {
-        while let Ok(key) = ready.recv() {
+        while let Ok(key) = next_ready(ready) {
             let bot = key.0.clone();
             let limited;
             let event = {
