@@ -354,6 +354,32 @@ mod tests {
         assert!(before.iter().all(|&id| id < after), "{before:?} then {after}");
     }
 
+    #[tokio::test]
+    async fn a_checkpoint_deletes_the_journal_files_the_engine_holds_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let journal = dir.path().join("journal");
+        // 3 MiB of records: the journal rotates every MiB (CONFIG).
+        let value = vec![b'v'; 1024];
+        let mut last = 0;
+        for n in 0..3072u32 {
+            let key = format!("k/{n:05}").into_bytes();
+            last = state.write(vec![Op::Put(key, value.clone())]);
+        }
+        state.wait_durable(last).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while journal::files(&journal).unwrap().len() > 1 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint in 20 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let newest = journal::files(&journal).unwrap()[0].0;
+        assert!(newest > 1, "the newest file is kept, the older ones are gone");
+        drop(state);
+        let state = open(dir.path());
+        assert_eq!(state.scan_prefix(b"k/").count(), 3072);
+        assert_eq!(state.get(b"k/03071").unwrap(), Some(value));
+    }
+
     #[test]
     fn a_changed_read_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
