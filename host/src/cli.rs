@@ -251,10 +251,11 @@ fn audit(command: AuditCommand) -> Result<ExitCode> {
                             .map(|s| format!(" {k}={s}"))
                             .unwrap_or_default()
                     };
+                    let at = r["at"].as_u64().map(crate::localtime::iso_local);
                     println!(
                         "#{} {} {} bot={}{}{} {}",
                         r["seq"],
-                        r["at"],
+                        at.as_deref().unwrap_or("?"),
                         r["action"].as_str().unwrap_or(""),
                         r["bot"].as_str().unwrap_or(""),
                         opt("capability"),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ids;
+pub mod localtime;
 pub mod plugin_build;
 pub mod policy;
 pub mod router;

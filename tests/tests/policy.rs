@@ -299,3 +299,19 @@ fn audit_verify_accepts_the_chain_the_host_wrote() {
         "{stderr}"
     );
 }
+
+#[test]
+fn audit_tail_shows_local_dates_not_epoch_milliseconds() {
+    let host = Host::start("");
+    let (ok, out, err) = host.cli(&["audit", "tail", "-n", "5"]);
+    assert!(ok, "audit tail failed: {err}");
+    let line = out
+        .lines()
+        .find(|line| line.contains(" load bot=echo"))
+        .unwrap_or_else(|| panic!("no load record of echo in:\n{out}"));
+    // "#0 2026-12-02T03:04:05.123+00:00 load bot=echo ..."
+    let at = line.split_whitespace().nth(1).unwrap();
+    assert_eq!(at.len(), 29, "{line}");
+    assert_eq!((&at[4..5], &at[10..11], &at[19..20]), ("-", "T", "."), "{line}");
+    assert!(matches!(&at[23..24], "+" | "-"), "{line}");
+}

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  up                  install what is missing, build host and bots, start the host on 127.0.0.1:8080
+  up                  install what is missing, build host and bots, start the host (127.0.0.1:8080 unless --listen says)
   test                install what is missing and run the whole test suite (unit and end-to-end)
   bench               build in release and run the benchmarks; the last line is a JSON object
   build-plugin <dir>  build one bot crate into target/bots
@@ -72,8 +72,25 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
         .arg("--policies-dir")
         .arg(root.join("policies"))
         .args(extra);
-    println!("starting aviary: open http://127.0.0.1:8080 (Ctrl-C stops it)");
+    println!("starting aviary: open {} (Ctrl-C stops it)", served_url(extra));
     run(&mut command)
+}
+
+/// The address `aviary up` serves on, as given by `--listen` among `extra`
+/// (its default otherwise); a `listen` set in a `--config` file shows in
+/// the host's own "serving on" line.
+fn served_url(extra: &[String]) -> String {
+    let listen = extra
+        .iter()
+        .position(|arg| arg == "--listen")
+        .and_then(|i| extra.get(i + 1).cloned())
+        .or_else(|| {
+            extra
+                .iter()
+                .find_map(|arg| arg.strip_prefix("--listen=").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    format!("http://{listen}")
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {

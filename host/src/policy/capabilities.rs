@@ -50,6 +50,36 @@ pub struct SendRate {
     pub per_bot_per_minute: u32,
 }
 
+impl std::fmt::Display for KvQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes in {} keys", self.max_bytes, self.max_keys)
+    }
+}
+
+impl std::fmt::Display for SendRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} a minute per conversation, {} a minute in all",
+            self.per_conversation_per_minute, self.per_bot_per_minute
+        )
+    }
+}
+
+/// A grant's part as an admin reads it: its words, or "none".
+fn words(part: Option<impl std::fmt::Display>) -> String {
+    part.map_or_else(|| "none".to_owned(), |part| part.to_string())
+}
+
+/// A list as an admin reads it: "a, b", or "none".
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// Memory cap when the policy names none, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 32;
 /// CPU time per event when the policy names none, in milliseconds.
@@ -82,7 +112,7 @@ impl Capabilities {
                 .iter()
                 .any(|pattern| super::egress::pattern_covers(pattern, target))
             {
-                short("http", target.clone(), format!("{:?}", self.http));
+                short("http", target.clone(), list(&self.http));
             }
         }
         if let Some(asked) = asks.kv {
@@ -90,7 +120,7 @@ impl Capabilities {
                 Some(granted)
                     if granted.max_bytes >= asked.max_bytes
                         && granted.max_keys >= asked.max_keys => {}
-                granted => short("kv", format!("{asked:?}"), format!("{granted:?}")),
+                granted => short("kv", asked.to_string(), words(granted)),
             }
         }
         if let Some(asked) = asks.send {
@@ -99,7 +129,7 @@ impl Capabilities {
                     if granted.per_bot_per_minute >= asked.per_bot_per_minute
                         && granted.per_conversation_per_minute
                             >= asked.per_conversation_per_minute => {}
-                granted => short("send", format!("{asked:?}"), format!("{granted:?}")),
+                granted => short("send", asked.to_string(), words(granted)),
             }
         }
         let mut above =
@@ -138,16 +168,12 @@ impl Capabilities {
         );
         for secret in &asks.secrets {
             if !self.secrets.contains(secret) {
-                short("secrets", secret.clone(), format!("{:?}", self.secrets));
+                short("secrets", secret.clone(), list(&self.secrets));
             }
         }
         for model in &asks.llm_models {
             if !self.llm_models.contains(model) {
-                short(
-                    "llm_models",
-                    model.clone(),
-                    format!("{:?}", self.llm_models),
-                );
+                short("llm_models", model.clone(), list(&self.llm_models));
             }
         }
         if asks.vision && !self.vision {
@@ -262,6 +288,33 @@ mod tests {
             .map(|s| s.capability)
             .collect();
         assert_eq!(missing, ["http", "kv", "secrets", "vision"]);
+    }
+
+    #[test]
+    fn shortfalls_read_as_words() {
+        let asks = Capabilities {
+            kv: Some(KvQuota { max_bytes: 65536, max_keys: 1000 }),
+            send: Some(SendRate { per_conversation_per_minute: 60, per_bot_per_minute: 600 }),
+            secrets: vec!["TOKEN".into()],
+            ..Default::default()
+        };
+        let grant = Capabilities {
+            kv: Some(KvQuota { max_bytes: 1024, max_keys: 10 }),
+            ..Default::default()
+        };
+        let text: Vec<(String, String)> = grant
+            .shortfalls(&asks)
+            .into_iter()
+            .map(|s| (s.asked, s.granted))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                ("65536 bytes in 1000 keys".into(), "1024 bytes in 10 keys".into()),
+                ("60 a minute per conversation, 600 a minute in all".into(), "none".into()),
+                ("TOKEN".into(), "none".into()),
+            ]
+        );
     }
 
     #[test]

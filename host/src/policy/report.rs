@@ -118,13 +118,10 @@ pub fn summary(c: &Capabilities) -> String {
         parts.push(format!("http {}", c.http.join(" ")));
     }
     if let Some(kv) = c.kv {
-        parts.push(format!("kv {} bytes/{} keys", kv.max_bytes, kv.max_keys));
+        parts.push(format!("kv {kv}"));
     }
     if let Some(send) = c.send {
-        parts.push(format!(
-            "send {}/min per conversation, {}/min per bot",
-            send.per_conversation_per_minute, send.per_bot_per_minute
-        ));
+        parts.push(format!("send {send}"));
     }
     if let Some(m) = c.memory_mb {
         parts.push(format!("memory {m} MiB"));
