@@ -96,7 +96,7 @@ fn served_url(extra: &[String]) -> String {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     ensure_browser()?;
-    build_host(root, false)?;
+    build_for_tests()?;
     build_shipped_bots(root, false)?;
     build_hostile_bots(root, false)?;
     run(Command::new(cargo()).args([
@@ -131,6 +131,13 @@ fn build_hostile_bots(root: &Path, release: bool) -> Result<()> {
         build_plugin(root, release, Path::new(dir), "target/hostile")?;
     }
     Ok(())
+}
+
+/// Builds the `aviary` binary together with every test target, in one
+/// cargo run: the binary then shares the tests' feature set, so `cargo test
+/// --workspace` does not build wasmtime and its dependencies a second time.
+fn build_for_tests() -> Result<()> {
+    run(Command::new(cargo()).args(["build", "--workspace", "--all-targets"]))
 }
 
 fn build_host(_root: &Path, release: bool) -> Result<()> {

@@ -16,27 +16,32 @@ impl Writer {
         Writer(bytes)
     }
 
+    /// Appends one byte.
     pub fn u8(&mut self, value: u8) -> &mut Writer {
         self.0.push(value);
         self
     }
 
+    /// Appends 4 bytes, little-endian.
     pub fn u32(&mut self, value: u32) -> &mut Writer {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
 
+    /// Appends 8 bytes, little-endian.
     pub fn u64(&mut self, value: u64) -> &mut Writer {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
 
+    /// Appends a u32 length, then the bytes.
     pub fn bytes(&mut self, value: &[u8]) -> &mut Writer {
         self.u32(value.len() as u32);
         self.0.extend_from_slice(value);
         self
     }
 
+    /// Appends a string, as [`Writer::bytes`].
     pub fn str(&mut self, value: &str) -> &mut Writer {
         self.bytes(value.as_bytes())
     }
@@ -49,6 +54,7 @@ impl Writer {
         }
     }
 
+    /// Takes the encoded record; the writer is left empty.
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.0)
     }
@@ -81,23 +87,28 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
+    /// Reads a little-endian u32.
     pub fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
     }
 
+    /// Reads a little-endian u64.
     pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
     }
 
+    /// Reads length-prefixed bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
+    /// Reads a length-prefixed UTF-8 string.
     pub fn str(&mut self) -> Result<String> {
         let bytes = self.bytes()?;
         Ok(std::str::from_utf8(bytes)
@@ -105,6 +116,7 @@ impl<'a> Reader<'a> {
             .to_owned())
     }
 
+    /// Reads an optional string, as [`Writer::opt_str`] wrote it.
     pub fn opt_str(&mut self) -> Result<Option<String>> {
         match self.u8()? {
             0 => Ok(None),

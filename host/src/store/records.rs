@@ -96,6 +96,7 @@ impl MessageRecord {
         Ok(writer.finish())
     }
 
+    /// Reads the stored form.
     pub fn decode(bytes: &[u8]) -> Result<MessageRecord> {
         let mut reader = Reader::new(bytes, "message", VERSION)?;
         let message = MessageRecord::read(&mut reader)?;
@@ -147,6 +148,7 @@ impl PendingEvent {
         Ok(writer.finish())
     }
 
+    /// Reads the stored form.
     pub fn decode(bytes: &[u8]) -> Result<PendingEvent> {
         let mut reader = Reader::new(bytes, "pending event", VERSION)?;
         let event = PendingEvent::read(&mut reader)?;
@@ -164,6 +166,7 @@ impl DeadLetter {
         Ok(writer.finish())
     }
 
+    /// Reads the stored form.
     pub fn decode(bytes: &[u8]) -> Result<DeadLetter> {
         let mut reader = Reader::new(bytes, "dead letter", VERSION)?;
         let letter = DeadLetter {

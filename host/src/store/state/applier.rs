@@ -28,6 +28,8 @@ const COALESCE: Duration = Duration::from_millis(1000);
 /// Records waiting beyond which the oldest go to the engine at once.
 const MAX_BACKLOG_RECORDS: usize = 100_000;
 
+/// The applier thread's parts: the engine, the memtable it settles, the
+/// disk reserve it respects and the journal files it deletes at checkpoints.
 pub struct Applier {
     pub engine: Engine,
     pub memtable: Arc<Memtable>,

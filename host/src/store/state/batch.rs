@@ -18,6 +18,7 @@ pub enum Op {
 }
 
 impl Op {
+    /// The key it writes.
     pub fn key(&self) -> &[u8] {
         match self {
             Op::Put(key, _) | Op::New(key, _) | Op::Delete(key) => key,
@@ -48,6 +49,7 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const NEW: u8 = 3;
 
+/// The payload of one journal record holding `ops`.
 pub fn encode(ops: &[Op]) -> Vec<u8> {
     let size: usize = ops
         .iter()
@@ -65,6 +67,7 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
     writer.finish()
 }
 
+/// The writes of a journal record's payload.
 pub fn decode(payload: &[u8]) -> Result<Vec<Op>> {
     let mut reader = Reader::new(payload, "journal batch", VERSION)?;
     let count = reader.u32()? as usize;

@@ -23,6 +23,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Opens (or creates) the engine in `dir`, recovering what its own
+    /// journal holds.
     pub fn open(dir: &Path) -> Result<Engine> {
         let db = fjall::Database::builder(dir)
             .manual_journal_persist(true)
@@ -37,6 +39,7 @@ impl Engine {
         Ok(Engine { db, keyspace })
     }
 
+    /// The value of `key` in the engine.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.keyspace.get(key)?.map(|value| value.to_vec()))
     }

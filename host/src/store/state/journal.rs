@@ -44,6 +44,7 @@ impl Queue {
         seq
     }
 
+    /// Queues the record `seq` for the writer.
     pub fn push(&mut self, seq: u64, payload: Vec<u8>) {
         self.records.push((seq, payload));
     }

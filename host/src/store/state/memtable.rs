@@ -67,6 +67,7 @@ impl Memtable {
             .collect()
     }
 
+    /// What the memtable knows of `key`.
     pub fn get(&self, key: &[u8]) -> Lookup {
         match self.map.read().get(key) {
             Some(entry) => Lookup::Written(entry.value.clone()),

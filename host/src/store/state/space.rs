@@ -26,6 +26,7 @@ pub struct Space {
 }
 
 impl Space {
+    /// The reserve of `min_free` bytes on the filesystem of `dir`.
     pub fn new(dir: &Path, min_free: u64) -> Result<Space> {
         let path = CString::new(dir.as_os_str().as_bytes())
             .context("the data directory's path holds a NUL byte")?;
