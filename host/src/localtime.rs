@@ -52,8 +52,8 @@ mod tests {
                 + n(11..13) * 3600
                 + n(14..16) * 60
                 + n(17..19);
-            let offset = (n(24..26) * 3600 + n(27..29) * 60)
-                * if &text[23..24] == "-" { -1 } else { 1 };
+            let offset =
+                (n(24..26) * 3600 + n(27..29) * 60) * if &text[23..24] == "-" { -1 } else { 1 };
             assert_eq!(local_s - offset, (ms / 1000) as i64, "{text}");
             assert_eq!(n(20..23), (ms % 1000) as i64, "{text}");
         }

@@ -312,6 +312,10 @@ fn audit_tail_shows_local_dates_not_epoch_milliseconds() {
     // "#0 2026-12-02T03:04:05.123+00:00 load bot=echo ..."
     let at = line.split_whitespace().nth(1).unwrap();
     assert_eq!(at.len(), 29, "{line}");
-    assert_eq!((&at[4..5], &at[10..11], &at[19..20]), ("-", "T", "."), "{line}");
+    assert_eq!(
+        (&at[4..5], &at[10..11], &at[19..20]),
+        ("-", "T", "."),
+        "{line}"
+    );
     assert!(matches!(&at[23..24], "+" | "-"), "{line}");
 }

@@ -72,7 +72,10 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
         .arg("--policies-dir")
         .arg(root.join("policies"))
         .args(extra);
-    println!("starting aviary: open {} (Ctrl-C stops it)", served_url(extra));
+    println!(
+        "starting aviary: open {} (Ctrl-C stops it)",
+        served_url(extra)
+    );
     run(&mut command)
 }
 

@@ -293,13 +293,22 @@ mod tests {
     #[test]
     fn shortfalls_read_as_words() {
         let asks = Capabilities {
-            kv: Some(KvQuota { max_bytes: 65536, max_keys: 1000 }),
-            send: Some(SendRate { per_conversation_per_minute: 60, per_bot_per_minute: 600 }),
+            kv: Some(KvQuota {
+                max_bytes: 65536,
+                max_keys: 1000,
+            }),
+            send: Some(SendRate {
+                per_conversation_per_minute: 60,
+                per_bot_per_minute: 600,
+            }),
             secrets: vec!["TOKEN".into()],
             ..Default::default()
         };
         let grant = Capabilities {
-            kv: Some(KvQuota { max_bytes: 1024, max_keys: 10 }),
+            kv: Some(KvQuota {
+                max_bytes: 1024,
+                max_keys: 10,
+            }),
             ..Default::default()
         };
         let text: Vec<(String, String)> = grant
@@ -310,8 +319,14 @@ mod tests {
         assert_eq!(
             text,
             [
-                ("65536 bytes in 1000 keys".into(), "1024 bytes in 10 keys".into()),
-                ("60 a minute per conversation, 600 a minute in all".into(), "none".into()),
+                (
+                    "65536 bytes in 1000 keys".into(),
+                    "1024 bytes in 10 keys".into()
+                ),
+                (
+                    "60 a minute per conversation, 600 a minute in all".into(),
+                    "none".into()
+                ),
                 ("TOKEN".into(), "none".into()),
             ]
         );

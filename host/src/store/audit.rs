@@ -72,9 +72,10 @@ impl Store {
             prev,
             hash,
         };
-        self.inner
-            .state
-            .write(vec![Op::Put(keys::audit(seq), serde_json::to_vec(&record)?)]);
+        self.inner.state.write(vec![Op::Put(
+            keys::audit(seq),
+            serde_json::to_vec(&record)?,
+        )]);
         *head = Some((seq + 1, record.hash.clone()));
         Ok(record)
     }

@@ -128,7 +128,11 @@ impl<'a> Reader<'a> {
     /// Checks that nothing is left over.
     pub fn end(self) -> Result<()> {
         if !self.bytes.is_empty() {
-            bail!("{} record has {} bytes too many", self.what, self.bytes.len());
+            bail!(
+                "{} record has {} bytes too many",
+                self.what,
+                self.bytes.len()
+            );
         }
         Ok(())
     }
@@ -158,6 +162,10 @@ mod tests {
         assert!(error.contains("unknown format 3"), "{error}");
         let mut short = Reader::new(&bytes[..5], "test", 3).unwrap();
         short.u8().unwrap();
-        assert!(short.u64().unwrap_err().to_string().contains("test record is cut short"));
+        assert!(short
+            .u64()
+            .unwrap_err()
+            .to_string()
+            .contains("test record is cut short"));
     }
 }

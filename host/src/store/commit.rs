@@ -71,8 +71,7 @@ impl Store {
             };
             messages.push((send.conversation.clone(), record));
         }
-        let mut writes: Vec<Op> =
-            Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
+        let mut writes: Vec<Op> = Vec::with_capacity(messages.len() + effects.kv_writes.len() + 1);
         writes.push(Op::Delete(keys::pending(seq)));
         for (conversation, record) in &messages {
             writes.push(Op::New(
@@ -162,7 +161,9 @@ mod tests {
             text: "1".into(),
             reply_to: None,
         });
-        store.state().write(vec![Op::Put(key.clone(), b"7".to_vec())]);
+        store
+            .state()
+            .write(vec![Op::Put(key.clone(), b"7".to_vec())]);
         assert!(matches!(
             store.commit("echo", 1, &effects),
             Err(CommitError::Conflict)

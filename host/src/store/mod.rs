@@ -362,7 +362,11 @@ impl Store {
         version: &str,
         sha256: &str,
     ) -> Result<Option<crate::policy::Capabilities>> {
-        match self.inner.state.get(&keys::approval(bot, version, sha256))? {
+        match self
+            .inner
+            .state
+            .get(&keys::approval(bot, version, sha256))?
+        {
             Some(value) => Ok(Some(
                 serde_json::from_slice(&value).context("corrupt approval record")?,
             )),

@@ -203,8 +203,13 @@ mod tests {
         assert_eq!(MessageRecord::decode(&bytes).unwrap(), message);
         for event in [
             EventRecord::Message { message },
-            EventRecord::ContactAdded { contact: "bob".into() },
-            EventRecord::Timer { id: "t".into(), payload: "p".into() },
+            EventRecord::ContactAdded {
+                contact: "bob".into(),
+            },
+            EventRecord::Timer {
+                id: "t".into(),
+                payload: "p".into(),
+            },
         ] {
             let pending = PendingEvent {
                 seq: 9,
@@ -212,10 +217,21 @@ mod tests {
                 conversation: "c".into(),
                 event,
             };
-            assert_eq!(PendingEvent::decode(&pending.encode().unwrap()).unwrap(), pending);
-            let letter = DeadLetter { event: pending, error: "e".into(), attempts: 3, at: 5 };
+            assert_eq!(
+                PendingEvent::decode(&pending.encode().unwrap()).unwrap(),
+                pending
+            );
+            let letter = DeadLetter {
+                event: pending,
+                error: "e".into(),
+                attempts: 3,
+                at: 5,
+            };
             let back = DeadLetter::decode(&letter.encode().unwrap()).unwrap();
-            assert_eq!((back.event, back.error, back.attempts, back.at), (letter.event, letter.error, 3, 5));
+            assert_eq!(
+                (back.event, back.error, back.attempts, back.at),
+                (letter.event, letter.error, 3, 5)
+            );
         }
     }
 
@@ -223,7 +239,10 @@ mod tests {
     fn a_record_of_another_format_or_cut_short_is_an_error() {
         let mut bytes = message().encode().unwrap();
         bytes[0] = 9;
-        assert!(MessageRecord::decode(&bytes).unwrap_err().to_string().contains("unknown format"));
+        assert!(MessageRecord::decode(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown format"));
         let bytes = message().encode().unwrap();
         assert!(MessageRecord::decode(&bytes[..bytes.len() - 2]).is_err());
     }

@@ -44,9 +44,10 @@ impl Store {
     /// reserve.
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
         self.inner.state.admit()?;
-        self.inner
-            .state
-            .write(vec![Op::Put(keys::token(hash), serde_json::to_vec(record)?)]);
+        self.inner.state.write(vec![Op::Put(
+            keys::token(hash),
+            serde_json::to_vec(record)?,
+        )]);
         Ok(())
     }
 
@@ -138,7 +139,12 @@ mod tests {
         assert_eq!(store.token("aa").unwrap(), None, "the old token is revoked");
         assert!(store.token("bb").unwrap().is_some());
         assert_eq!(store.purge_expired().unwrap(), 1);
-        assert!(store.inner.state.get(&keys::token("old")).unwrap().is_none());
+        assert!(store
+            .inner
+            .state
+            .get(&keys::token("old"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -214,9 +214,14 @@ mod tests {
         }
     }
 
-    fn kv_with(quota: Option<crate::policy::KvQuota>) -> (tempfile::TempDir, crate::store::State, Event) {
+    fn kv_with(
+        quota: Option<crate::policy::KvQuota>,
+    ) -> (tempfile::TempDir, crate::store::State, Event) {
         let dir = tempfile::tempdir().unwrap();
-        let state = crate::store::Store::open(dir.path()).unwrap().state().clone();
+        let state = crate::store::Store::open(dir.path())
+            .unwrap()
+            .state()
+            .clone();
         let grant = crate::policy::Capabilities {
             kv: quota,
             ..Default::default()
@@ -288,7 +293,10 @@ mod tests {
     #[test]
     fn reads_see_own_writes_and_record_what_the_store_held() {
         let (_dir, state, mut kv) = kv();
-        state.write(vec![crate::store::Op::Put(keys::kv("bot", "a"), b"old".to_vec())]);
+        state.write(vec![crate::store::Op::Put(
+            keys::kv("bot", "a"),
+            b"old".to_vec(),
+        )]);
         assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"old".to_vec()));
         kv.ctx().set("a".into(), b"new".to_vec()).unwrap();
         assert_eq!(kv.ctx().get("a".into()).unwrap(), Some(b"new".to_vec()));
@@ -329,9 +337,18 @@ mod tests {
     #[test]
     fn list_keys_merges_buffered_writes_and_stays_in_the_bots_namespace() {
         let (_dir, state, mut kv) = kv();
-        state.write(vec![crate::store::Op::Put(keys::kv("bot", "p/1"), b"".to_vec())]);
-        state.write(vec![crate::store::Op::Put(keys::kv("bot", "p/2"), b"".to_vec())]);
-        state.write(vec![crate::store::Op::Put(keys::kv("other", "p/9"), b"".to_vec())]);
+        state.write(vec![crate::store::Op::Put(
+            keys::kv("bot", "p/1"),
+            b"".to_vec(),
+        )]);
+        state.write(vec![crate::store::Op::Put(
+            keys::kv("bot", "p/2"),
+            b"".to_vec(),
+        )]);
+        state.write(vec![crate::store::Op::Put(
+            keys::kv("other", "p/9"),
+            b"".to_vec(),
+        )]);
         kv.ctx().set("p/3".into(), vec![]).unwrap();
         assert!(kv.ctx().delete("p/1".into()).unwrap());
         assert_eq!(

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::batch::{self, Op};
+use super::engine::Engine;
 use super::journal::{self, Records};
 use super::memtable::Memtable;
 use super::space::Space;
-use super::batch::{self, Op};
-use super::engine::Engine;
 
 /// Most records in one engine batch.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -53,9 +53,11 @@ impl Backlog {
 
     /// How long until the oldest group is due.
     fn next_due(&self) -> Duration {
-        self.groups.front().map_or(Duration::from_secs(3600), |(at, _)| {
-            (*at + COALESCE).saturating_duration_since(Instant::now())
-        })
+        self.groups
+            .front()
+            .map_or(Duration::from_secs(3600), |(at, _)| {
+                (*at + COALESCE).saturating_duration_since(Instant::now())
+            })
     }
 
     /// The groups that are due (all of them when `everything`), up to a
@@ -63,9 +65,8 @@ impl Backlog {
     fn take_due(&mut self, everything: bool) -> Records {
         let mut due = Records::new();
         while let Some((at, _)) = self.groups.front() {
-            let is_due = everything
-                || at.elapsed() >= COALESCE
-                || self.records > MAX_BACKLOG_RECORDS;
+            let is_due =
+                everything || at.elapsed() >= COALESCE || self.records > MAX_BACKLOG_RECORDS;
             if !is_due || due.len() >= MAX_BATCH_RECORDS {
                 break;
             }
@@ -143,7 +144,10 @@ impl Applier {
         let sent = self.memtable.for_engine(&writes, applied);
         let needed = writes.iter().zip(&sent).filter(|(_, sent)| **sent);
         self.engine.apply(needed.map(|((_, op), _)| *op), applied)?;
-        let settled = writes.iter().zip(sent).map(|((_, op), sent)| (op.key(), sent));
+        let settled = writes
+            .iter()
+            .zip(sent)
+            .map(|((_, op), sent)| (op.key(), sent));
         self.memtable.settle(settled, applied);
         Ok(())
     }
@@ -174,4 +178,3 @@ pub fn decode(records: &[(u64, Vec<u8>)]) -> Result<Vec<(u64, Vec<Op>)>> {
         })
         .collect()
 }
-

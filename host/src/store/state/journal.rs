@@ -104,7 +104,15 @@ impl Journal {
         let worker = shared.clone();
         let writer = std::thread::Builder::new()
             .name("aviary-journal".into())
-            .spawn(move || Writer { setup, file, len: 0, done }.run(&worker))
+            .spawn(move || {
+                Writer {
+                    setup,
+                    file,
+                    len: 0,
+                    done,
+                }
+                .run(&worker)
+            })
             .context("cannot start the journal thread")?;
         Ok(Journal {
             shared,
@@ -195,7 +203,8 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::error!("cannot write the journal (retrying): {error}");
-                    self.done.send_modify(|d| d.failing = Some(error.to_string()));
+                    self.done
+                        .send_modify(|d| d.failing = Some(error.to_string()));
                     // Drop the part that may have been written, so the retry
                     // appends right after the last intact frame.
                     let _ = self.file.set_len(self.len);

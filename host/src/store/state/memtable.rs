@@ -182,14 +182,23 @@ mod tests {
     #[test]
     fn writes_win_over_the_engine_and_deletes_hide_it() {
         let memtable = Memtable::default();
-        memtable.write(1, ops(&[("a/2", Some("new")), ("a/3", None), ("a/5", Some("5"))]));
-        let engine = pairs(&[("a/1", Some("1")), ("a/2", Some("old")), ("a/3", Some("3")), ("b/1", Some("x"))])
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.unwrap())));
-        let merged: Vec<(Vec<u8>, Vec<u8>)> = Merged::new(memtable.range(b"a/", b"a/"), engine, false)
-            .take_while(|item| item.as_ref().is_ok_and(|(k, _)| k.starts_with(b"a/")))
-            .map(Result::unwrap)
-            .collect();
+        memtable.write(
+            1,
+            ops(&[("a/2", Some("new")), ("a/3", None), ("a/5", Some("5"))]),
+        );
+        let engine = pairs(&[
+            ("a/1", Some("1")),
+            ("a/2", Some("old")),
+            ("a/3", Some("3")),
+            ("b/1", Some("x")),
+        ])
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.unwrap())));
+        let merged: Vec<(Vec<u8>, Vec<u8>)> =
+            Merged::new(memtable.range(b"a/", b"a/"), engine, false)
+                .take_while(|item| item.as_ref().is_ok_and(|(k, _)| k.starts_with(b"a/")))
+                .map(Result::unwrap)
+                .collect();
         let expected = pairs(&[("a/1", Some("1")), ("a/2", Some("new")), ("a/5", Some("5"))]);
         let expected: Vec<_> = expected.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
         assert_eq!(merged, expected);
@@ -200,7 +209,10 @@ mod tests {
         let memtable = Memtable::default();
         memtable.write(1, ops(&[("k", Some("1")), ("j", Some("1"))]));
         memtable.write(2, ops(&[("k", Some("2"))]));
-        memtable.settle([(b"k".as_slice(), true), (b"j".as_slice(), true)].into_iter(), 1);
+        memtable.settle(
+            [(b"k".as_slice(), true), (b"j".as_slice(), true)].into_iter(),
+            1,
+        );
         assert_eq!(memtable.get(b"k"), Lookup::Written(Some(b"2".to_vec())));
         assert_eq!(memtable.get(b"j"), Lookup::Unknown);
         memtable.settle([(b"k".as_slice(), true)].into_iter(), 2);

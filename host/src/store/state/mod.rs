@@ -26,9 +26,9 @@ use anyhow::{Context, Result};
 use parking_lot::Mutex;
 
 pub use batch::Op;
+use engine::Engine;
 pub use frame::ReadError;
 use journal::{Durable, Journal};
-use engine::Engine;
 use memtable::{Lookup, Memtable, Merged};
 use space::Space;
 
@@ -129,7 +129,10 @@ impl State {
         let next_seq = recover::recover(&journal_dir, &engine)?;
         let reserved = match engine.get(IDS)? {
             Some(bytes) => u64::from_be_bytes(
-                bytes.as_slice().try_into().context("the state's id bound is corrupt")?,
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .context("the state's id bound is corrupt")?,
             ),
             None => 1,
         };
@@ -351,7 +354,10 @@ mod tests {
         state.wait_durable(seq).await.unwrap();
         let state = lose_the_engine(state, dir.path());
         let after = state.generate_id();
-        assert!(before.iter().all(|&id| id < after), "{before:?} then {after}");
+        assert!(
+            before.iter().all(|&id| id < after),
+            "{before:?} then {after}"
+        );
     }
 
     #[tokio::test]
@@ -369,11 +375,17 @@ mod tests {
         state.wait_durable(last).await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while journal::files(&journal).unwrap().len() > 1 {
-            assert!(std::time::Instant::now() < deadline, "no checkpoint in 20 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint in 20 s"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let newest = journal::files(&journal).unwrap()[0].0;
-        assert!(newest > 1, "the newest file is kept, the older ones are gone");
+        assert!(
+            newest > 1,
+            "the newest file is kept, the older ones are gone"
+        );
         drop(state);
         let state = open(dir.path());
         assert_eq!(state.scan_prefix(b"k/").count(), 3072);

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::frame::{self, ReadError};
 use super::applier::decode;
 use super::engine::Engine;
+use super::frame::{self, ReadError};
 use super::journal;
 
 /// Records replayed per engine batch.
@@ -66,14 +66,18 @@ pub fn recover(dir: &Path, engine: &Engine) -> Result<u64> {
     }
     replay(engine, &chunk)?;
     if last > applied {
-        tracing::info!(records = last - applied, "replayed the journal into the state");
+        tracing::info!(
+            records = last - applied,
+            "replayed the journal into the state"
+        );
     }
     engine
         .persist()
         .context("cannot sync the state after replaying the journal")?;
     for (_, path) in &files {
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the replayed journal file {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("cannot remove the replayed journal file {}", path.display())
+        })?;
     }
     Ok(last.max(previous.unwrap_or(0)) + 1)
 }

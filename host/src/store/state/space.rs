@@ -87,7 +87,10 @@ mod tests {
     fn a_reserve_larger_than_the_disk_is_short_and_none_is_not() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Space::new(dir.path(), 0).unwrap().shortfall().is_none());
-        let (free, min) = Space::new(dir.path(), u64::MAX).unwrap().shortfall().unwrap();
+        let (free, min) = Space::new(dir.path(), u64::MAX)
+            .unwrap()
+            .shortfall()
+            .unwrap();
         assert!(free < min);
     }
 }
