@@ -131,6 +131,11 @@ impl Journal {
         self.shared.wake.notify_one();
     }
 
+    /// Why the journal's last write failed, while it keeps failing.
+    pub fn failing(&self) -> Option<String> {
+        self.durable.borrow().failing.clone()
+    }
+
     /// The journal's progress.
     pub fn durable(&self) -> watch::Receiver<Durable> {
         self.durable.clone()

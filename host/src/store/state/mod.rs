@@ -263,8 +263,8 @@ impl State {
         if let Some((free, reserve)) = self.inner.space.shortfall() {
             return Err(Unavailable::DiskFull { free, reserve });
         }
-        match &self.inner.journal.durable().borrow().failing {
-            Some(error) => Err(Unavailable::Journal(error.clone())),
+        match self.inner.journal.failing() {
+            Some(error) => Err(Unavailable::Journal(error)),
             None => Ok(()),
         }
     }
