@@ -19,6 +19,8 @@ pub struct App {
     pub router: Router,
     pub bots: Arc<Bots>,
     pub runtime: Arc<Runtime>,
+    /// Watches the plugins directory unless `watch = false`.
+    pub watcher: Option<crate::bots::Watcher>,
 }
 
 impl App {
@@ -35,6 +37,12 @@ impl App {
         }
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
         let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));
+        // Watch first, so that a change during the first scan is not missed.
+        let watcher = if config.watch {
+            Some(bots.watch()?)
+        } else {
+            None
+        };
         bots.reload()?;
         let dispatcher = Arc::new(Dispatcher::new(bots.clone(), store.clone()));
         let router = Router::start(config.workers, config.queue.clone(), dispatcher);
@@ -52,6 +60,7 @@ impl App {
             router,
             bots,
             runtime,
+            watcher,
         })
     }
 

@@ -20,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directory scanned for bots: `<id>.wasm` beside its `<id>.toml` manifest.
     pub plugins_dir: PathBuf,
+    /// Whether the host watches the plugins directory and loads new and
+    /// changed bots by itself (default true); `aviary reload` works either way.
+    pub watch: bool,
     /// Directory of the admin's grants, one reviewable `<id>.toml` per bot.
     /// A file here wins over a `[bots.<id>.grant]` section.
     pub policies_dir: PathBuf,
@@ -134,6 +137,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(".aviary/data"),
             plugins_dir: PathBuf::from("bots"),
+            watch: true,
             policies_dir: PathBuf::from("policies"),
             // More workers than cores: a bot held at its deadline must not
             // leave the others without a thread.

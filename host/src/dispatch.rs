@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bots::Bots;
+use crate::bots::{Bots, Slot};
 use crate::router::{Dispatch, Next};
 use crate::runtime::budget::Refusals;
 use crate::runtime::{HandleError, LoadedBot, Outcome};
@@ -15,6 +15,9 @@ use crate::store::{AuditEntry, CommitError, PendingEvent, Store};
 
 /// Re-runs allowed when kv reads keep changing under an event.
 const MAX_CONFLICTS: u32 = 1000;
+
+/// How often the event at the front of a disabled bot's lane looks again.
+const DISABLED_POLL: Duration = Duration::from_millis(100);
 
 /// Wait before the first retry of a failed event; each further one doubles.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -42,10 +45,22 @@ impl Dispatch for Dispatcher {
     /// wait, or a failure with growing backoff), or dead-lettered once it
     /// failed more than `max_retries` times after the first.
     fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
-        let Some(bot) = self.bots.get(&event.bot) else {
-            self.give_up(event, "the bot is not loaded", failures);
+        let Some((slot, bot)) = self
+            .bots
+            .slot(&event.bot)
+            .and_then(|slot| Some((slot.clone(), slot.current()?)))
+        else {
+            self.give_up(None, event, "the bot is not loaded", failures);
             return Next::Done;
         };
+        if slot.is_disabled() {
+            // Waits, first in its lane, until the admin enables the bot.
+            return Next::RunAgain {
+                after: DISABLED_POLL,
+                failed: false,
+            };
+        }
+        slot.event_starts(&bot);
         let mut conflicts = 0;
         loop {
             let outcome = bot.handle(self.store.state(), event);
@@ -58,6 +73,12 @@ impl Dispatch for Dispatcher {
                     failed: false,
                 };
             }
+            slot.stats.record_run(
+                outcome.elapsed,
+                outcome.memory_bytes,
+                &outcome.refusals,
+                outcome.result.is_ok(),
+            );
             let error = match self.settle(&bot, event, outcome) {
                 Settled::Committed => return Next::Done,
                 Settled::Conflict if conflicts < MAX_CONFLICTS => {
@@ -70,7 +91,7 @@ impl Dispatch for Dispatcher {
             let failures = failures + 1;
             tracing::warn!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempt = failures, "event failed: {error}");
             if failures > bot.limits.max_retries {
-                self.give_up(event, &error, failures);
+                self.give_up(Some(&slot), event, &error, failures);
                 return Next::Done;
             }
             return Next::RunAgain {
@@ -125,7 +146,10 @@ impl Dispatcher {
         }
     }
 
-    fn give_up(&self, event: &PendingEvent, error: &str, attempts: u32) {
+    fn give_up(&self, slot: Option<&Slot>, event: &PendingEvent, error: &str, attempts: u32) {
+        if let Some(slot) = slot {
+            slot.stats.record_dead_letter();
+        }
         tracing::error!(bot = %event.bot, conversation = %event.conversation, seq = event.seq, attempts, "event dead-lettered: {error}");
         if let Err(store_error) = self.store.dead_letter(event, error, attempts) {
             tracing::error!("cannot store the dead letter: {store_error:#}");

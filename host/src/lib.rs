@@ -12,6 +12,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod files;
 pub mod ids;
 pub mod localtime;
 pub mod plugin_build;

@@ -51,7 +51,8 @@ pub mod testing;
 
 pub use aviary_rules::{ids, kv, text};
 
-/// Bindings generated from `wit/aviary.wit` (world `bot`).
+/// Bindings generated from `wit/aviary.wit` (world `bot-with-lifecycle`:
+/// the `bot` world plus the optional `lifecycle` export).
 ///
 /// Bots rarely need this module directly: the common types are re-exported at
 /// the crate root, the imports are wrapped by [`WasmHost`] and the export is
@@ -60,7 +61,7 @@ pub use aviary_rules::{ids, kv, text};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "bot",
+        world: "bot-with-lifecycle",
         pub_export_macro: true,
         export_macro_name: "__export_bot_world",
         default_bindings_module: "aviary_sdk::bindings",
@@ -228,12 +229,23 @@ pub trait Bot: Default {
     /// Handle one event. On `Err` none of the event's sends or kv writes
     /// commit, and the host retries or dead-letters the event.
     fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String>;
+
+    /// Bring kv data written by `from_version` forward, once, before this
+    /// version takes its first event (a rollback passes the newer version
+    /// it replaces). Its kv writes commit when it returns `Ok`; sends are
+    /// refused. An `Err` keeps the running version serving and is shown to
+    /// the admin. The default does nothing.
+    fn migrate(host: &mut dyn Host, from_version: &str) -> Result<(), String> {
+        let _ = (host, from_version);
+        Ok(())
+    }
 }
 
-/// Export a [`Bot`] type as the component's `handler` interface.
+/// Export a [`Bot`] type as the component's `handler` and `lifecycle`
+/// interfaces.
 ///
 /// Invoke once, at the root of the bot crate: `aviary_sdk::export_bot!(MyBot);`.
-/// `init` forwards to [`Bot::init`]; `handle` builds `MyBot::default()` and
+/// `init` forwards to [`Bot::init`], `migrate` to [`Bot::migrate`]; `handle` builds `MyBot::default()` and
 /// calls [`Bot::handle`] with a [`WasmHost`]. The exports are emitted only
 /// when compiling for wasm32, so the same crate also builds natively (for its
 /// unit tests) as a `cdylib`.
@@ -243,6 +255,14 @@ macro_rules! export_bot {
         const _: () = {
             #[allow(dead_code)]
             struct __AviaryExport;
+
+            impl $crate::bindings::exports::aviary::bot::lifecycle::Guest for __AviaryExport {
+                fn migrate(
+                    from_version: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    <$bot as $crate::Bot>::migrate(&mut $crate::WasmHost, &from_version)
+                }
+            }
 
             impl $crate::bindings::exports::aviary::bot::handler::Guest for __AviaryExport {
                 fn init(

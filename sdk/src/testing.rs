@@ -35,6 +35,8 @@ pub struct TestHost {
     typing: Vec<String>,
     logs: Vec<(Level, String)>,
     next_id: u64,
+    /// Inside [`TestHost::migrate`], where sends are refused.
+    migrating: bool,
 }
 
 impl TestHost {
@@ -78,6 +80,22 @@ impl TestHost {
             self.kv = kv;
             self.sent.truncate(sent);
         }
+        result
+    }
+
+    /// Run `B::migrate` from `from_version` against this host's kv, as the
+    /// host does before a new version takes events. On `Err` its kv writes
+    /// are rolled back; sends are refused, as they are in the real host.
+    pub fn migrate<B: Bot>(&mut self, from_version: &str) -> Result<(), String> {
+        let kv = self.kv.clone();
+        let sent = self.sent.len();
+        self.migrating = true;
+        let result = B::migrate(self, from_version);
+        self.migrating = false;
+        if result.is_err() {
+            self.kv = kv;
+        }
+        self.sent.truncate(sent);
         result
     }
 
@@ -161,6 +179,11 @@ impl TestHost {
         text: &str,
         reply_to: Option<&str>,
     ) -> Result<(), Error> {
+        if self.migrating {
+            return Err(Error::Denied(
+                "a bot cannot send from `migrate`: it runs before any conversation".into(),
+            ));
+        }
         if !crate::ids::is_valid_id(conversation) {
             return Err(Error::Invalid(format!(
                 "`{conversation}` is not a valid conversation id"
@@ -485,5 +508,50 @@ mod tests {
             .init::<Counter>()
             .unwrap_err();
         assert!(err.contains("mode"));
+    }
+
+    /// Renames kv key `n` to `count` when migrating from 0.1.x; refuses to
+    /// migrate from 9.x after writing, and tries to send.
+    #[derive(Default)]
+    struct Renamer;
+
+    impl Bot for Renamer {
+        fn handle(&mut self, _host: &mut dyn Host, _event: Event) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn migrate(host: &mut dyn Host, from_version: &str) -> Result<(), String> {
+            let sent = host.send("c", "hello");
+            if let Some(old) = host.kv_get("n").map_err(|e| e.to_string())? {
+                host.kv_set("count", &old).map_err(|e| e.to_string())?;
+                host.kv_delete("n").map_err(|e| e.to_string())?;
+            }
+            match (from_version.starts_with("9."), sent) {
+                (true, _) => Err(format!("cannot migrate down from {from_version}")),
+                (false, Err(Error::Denied(_))) => Ok(()),
+                (false, other) => Err(format!("send from migrate answered {other:?}")),
+            }
+        }
+    }
+
+    #[test]
+    fn migrate_commits_its_kv_writes_refuses_sends_and_rolls_back_on_error() {
+        let mut host = TestHost::new();
+        host.kv_set("n", b"7").unwrap();
+        assert_eq!(
+            host.migrate::<Renamer>("9.0.0"),
+            Err("cannot migrate down from 9.0.0".into())
+        );
+        assert_eq!(host.kv().get("n").map(Vec::as_slice), Some(b"7".as_slice()));
+        host.migrate::<Renamer>("0.1.0").unwrap();
+        assert_eq!(
+            host.kv().get("count").map(Vec::as_slice),
+            Some(b"7".as_slice())
+        );
+        assert!(!host.kv().contains_key("n") && host.sent().is_empty());
+        assert!(
+            TestHost::new().migrate::<Counter>("0.1.0").is_ok(),
+            "the default does nothing"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! generated once into `<data_dir>/admin.token` (mode 0600), where the CLI
 //! on the same machine reads it.
 
+mod bots;
 mod client;
 
 use std::path::Path;
@@ -60,6 +61,7 @@ pub fn routes(state: WebState, token: String) -> HttpRouter {
         .route("/api/v1/admin/policy/reject", post(reject))
         .route("/api/v1/admin/audit", get(audit_tail))
         .route("/api/v1/admin/audit/verify", get(audit_verify))
+        .merge(bots::routes())
         .route_layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(state)
 }

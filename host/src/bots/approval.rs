@@ -32,14 +32,14 @@ impl Bots {
             &format!("sha256 {}", held.sha256),
         );
         let grant = self.config.grant(bot)?.widened_by(&manifest.asks);
-        self.install(manifest, inspected, grant, &held.path)
+        self.install(manifest, inspected, &bytes, grant, &held.path, "load")
     }
 
     /// Drops the held `version` of `bot`; the running version stays.
     pub fn reject(&self, bot: &str, version: &str) -> Result<()> {
         let _one_at_a_time = self.changing.lock();
         let held = self.held(bot, version)?;
-        self.pending.write().remove(bot);
+        *self.known(bot)?.pending.lock() = None;
         self.audit(
             "reject",
             bot,
@@ -51,8 +51,9 @@ impl Bots {
     }
 
     fn held(&self, bot: &str, version: &str) -> Result<PendingUpgrade> {
-        let pending = self.pending.read();
-        let held = pending.get(bot).with_context(|| {
+        let slot = self.slot(bot);
+        let pending = slot.as_ref().and_then(|slot| slot.pending.lock().clone());
+        let held = pending.with_context(|| {
             format!("bot `{bot}` has no version waiting for approval (see `aviary policy audit`)")
         })?;
         anyhow::ensure!(

@@ -1,26 +1,33 @@
 //! What the registry shows: `GET /api/v1/bots` and `aviary policy audit`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::Bots;
+use super::{Bots, Slot};
 use crate::policy::report::BotAudit;
 use crate::policy::Shortfall;
 use crate::runtime::Manifest;
 
-/// What `GET /api/v1/bots` shows for one bot.
+/// What `GET /api/v1/bots` and `aviary plugin list` show for one bot.
 #[derive(Debug, Clone, Serialize)]
 pub struct BotInfo {
     pub id: String,
+    /// The version serving (empty when none loaded).
     pub version: String,
     pub description: String,
-    /// `running`, `failed` (see `error`) or `pending` (an upgrade awaits approval).
+    /// `running`, `disabled` (loaded, its events wait), `failed` (no
+    /// version loaded; see `error`) or `pending` (only a held version).
     pub status: &'static str,
+    /// Why the last build tried failed to load, even while an older
+    /// version keeps serving.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When that failure happened (milliseconds since the Unix epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// A held version waiting for `aviary policy approve`.
@@ -45,48 +52,13 @@ pub struct PendingUpgrade {
 impl Bots {
     /// Every bot, running, held or failed, by id.
     pub fn list(&self) -> Vec<BotInfo> {
-        let mut all: BTreeMap<String, BotInfo> = BTreeMap::new();
-        for (id, error) in self.failed.read().iter() {
-            all.insert(
-                id.clone(),
-                BotInfo {
-                    id: id.clone(),
-                    version: String::new(),
-                    description: String::new(),
-                    status: "failed",
-                    error: Some(error.clone()),
-                    sha256: None,
-                    pending: None,
-                },
-            );
-        }
-        for (id, bot) in self.running.read().iter() {
-            all.insert(
-                id.clone(),
-                BotInfo {
-                    id: id.clone(),
-                    version: bot.manifest.version.clone(),
-                    description: bot.manifest.description.clone(),
-                    status: "running",
-                    error: None,
-                    sha256: Some(bot.sha256.clone()),
-                    pending: None,
-                },
-            );
-        }
-        for (id, held) in self.pending.read().iter() {
-            let info = all.entry(id.clone()).or_insert_with(|| BotInfo {
-                id: id.clone(),
-                version: held.version.clone(),
-                description: String::new(),
-                status: "pending",
-                error: None,
-                sha256: None,
-                pending: None,
-            });
-            info.pending = Some(held.clone());
-        }
-        all.into_values().collect()
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .slots
+            .read()
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        slots.iter().map(|(id, slot)| info(id, slot)).collect()
     }
 
     /// The policy audit of every bot (or just `only`): running builds and
@@ -110,7 +82,14 @@ impl Bots {
                 bot.policy.grant.clone(),
             ));
         }
-        for (id, held) in self.pending.read().iter().filter(|(id, _)| wanted(id)) {
+        let held: Vec<(String, PendingUpgrade)> = self
+            .slots
+            .read()
+            .iter()
+            .filter(|(id, _)| wanted(id))
+            .filter_map(|(id, slot)| Some((id.clone(), slot.pending.lock().clone()?)))
+            .collect();
+        for (id, held) in &held {
             let asks = held
                 .manifest
                 .as_ref()
@@ -133,5 +112,39 @@ impl Bots {
             );
         }
         Ok(out)
+    }
+}
+
+fn info(id: &str, slot: &Slot) -> BotInfo {
+    let running = slot.current();
+    let failure = slot.failure.lock().clone();
+    let pending = slot.pending.lock().clone();
+    let status = match (&running, &pending) {
+        (Some(_), _) if slot.is_disabled() => "disabled",
+        (Some(_), _) => "running",
+        (None, Some(_)) if failure.is_none() => "pending",
+        (None, _) => "failed",
+    };
+    BotInfo {
+        id: id.to_owned(),
+        version: running
+            .as_ref()
+            .map(|b| b.manifest.version.clone())
+            .or_else(|| {
+                pending
+                    .as_ref()
+                    .filter(|_| failure.is_none())
+                    .map(|p| p.version.clone())
+            })
+            .unwrap_or_default(),
+        description: running
+            .as_ref()
+            .map(|b| b.manifest.description.clone())
+            .unwrap_or_default(),
+        status,
+        error: failure.as_ref().map(|f| f.error.clone()),
+        error_at: failure.as_ref().map(|f| f.at),
+        sha256: running.as_ref().map(|b| b.sha256.clone()),
+        pending,
     }
 }

@@ -2,13 +2,13 @@
 //! bot whose identity is its file name, loaded, held or refused.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use super::slot::Failure;
 use super::{Bots, PendingUpgrade};
-use crate::policy::{BotPolicy, Capabilities};
-use crate::runtime::{BotSpec, Inspected, Manifest};
+use crate::policy::BotPolicy;
+use crate::runtime::{Inspected, Manifest};
 
 impl Bots {
     /// Loads every `<id>.toml` + `<id>.wasm` pair in the plugins directory
@@ -25,6 +25,12 @@ impl Bots {
         let mut manifests: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| {
+                !p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .collect();
         manifests.sort();
         let mut seen = Vec::new();
@@ -32,22 +38,26 @@ impl Bots {
             seen.push(self.load_file(path));
         }
         let gone: Vec<String> = self
-            .running
+            .slots
             .read()
             .keys()
             .filter(|id| !seen.contains(id))
             .cloned()
             .collect();
         for id in gone {
-            self.running.write().remove(&id);
-            self.sources.write().remove(&id);
-            self.audit(
-                "unload",
-                &id,
-                None,
-                None,
-                "its files left the plugins directory",
-            );
+            let Some(slot) = self.slots.write().remove(&id) else {
+                continue;
+            };
+            if slot.current().is_some() {
+                slot.unload();
+                self.audit(
+                    "unload",
+                    &id,
+                    None,
+                    None,
+                    "its files left the plugins directory",
+                );
+            }
         }
         Ok(())
     }
@@ -56,33 +66,61 @@ impl Bots {
     /// the file's name whatever the manifest claims.
     fn load_file(&self, manifest_path: &Path) -> String {
         let id = installed_id(manifest_path);
+        let mut build = None;
         let result =
             self.read_installed(&id, manifest_path)
                 .and_then(|(manifest, bytes)| {
                     let sha256 = crate::runtime::sha256_hex(&bytes);
-                    let unchanged = self.running.read().get(&id).is_some_and(|bot| {
-                        bot.sha256 == sha256 && bot.manifest.version == manifest.version
-                    }) || self.pending.read().get(&id).is_some_and(|held| {
-                        held.sha256 == sha256 && held.version == manifest.version
-                    });
-                    if unchanged {
+                    build = Some((manifest.version.clone(), sha256.clone()));
+                    if self.seen_before(&id, &manifest.version, &sha256) {
                         return Ok(());
                     }
                     let wasm = manifest_path.with_extension("wasm");
                     let inspected = self.runtime.inspect(&bytes).with_context(|| {
                         format!("{} is not a loadable component", wasm.display())
                     })?;
-                    self.decide(manifest, inspected, manifest_path)
+                    self.decide(manifest, inspected, &bytes, manifest_path)
                 });
         if let Err(error) = result {
             let error = crate::text::cut(&format!("{error:#}"), 2 * crate::text::MAX_ERROR_BYTES)
                 .into_owned();
             let file = manifest_path.display().to_string();
-            tracing::error!(bot = %id, file = %file, "bot not loaded: {error}");
+            let serving = self
+                .get(&id)
+                .map(|bot| format!("; {} keeps serving", bot.manifest.version))
+                .unwrap_or_default();
+            tracing::error!(bot = %id, file = %file, "bot not loaded: {error}{serving}");
             self.audit("refuse", &id, None, Some(&file), &error);
-            self.failed.write().insert(id.clone(), error);
+            let (version, sha256) = build.unwrap_or_default();
+            *self.slot_or_new(&id).failure.lock() = Some(Failure {
+                version,
+                sha256,
+                at: crate::store::now_ms(),
+                error,
+            });
         }
         id
+    }
+
+    /// Whether this build of `id` is the one serving, the one held, or the
+    /// one that failed last: nothing to do again.
+    fn seen_before(&self, id: &str, version: &str, sha256: &str) -> bool {
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        let same = |v: &str, s: &str| v == version && s == sha256;
+        slot.current()
+            .is_some_and(|bot| same(&bot.manifest.version, &bot.sha256))
+            || slot
+                .pending
+                .lock()
+                .as_ref()
+                .is_some_and(|held| same(&held.version, &held.sha256))
+            || slot
+                .failure
+                .lock()
+                .as_ref()
+                .is_some_and(|f| same(&f.version, &f.sha256))
     }
 
     /// Reads the manifest and component installed as bot `id`, refusing
@@ -131,7 +169,13 @@ impl Bots {
     }
 
     /// Loads, or holds for approval, an inspected component.
-    fn decide(&self, manifest: Manifest, inspected: Inspected, path: &Path) -> Result<()> {
+    fn decide(
+        &self,
+        manifest: Manifest,
+        inspected: Inspected,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<()> {
         let id = manifest.id.clone();
         let grant = self.config.grant(&id)?;
         let approved = self
@@ -174,53 +218,10 @@ impl Bots {
                 manifest: Some(manifest),
                 path: path.to_owned(),
             };
-            self.pending.write().insert(id, upgrade);
+            *self.slot_or_new(&id).pending.lock() = Some(upgrade);
             return Ok(());
         }
-        self.install(manifest, inspected, effective, path)
-    }
-
-    /// Runs `manifest`'s bot from `source` under `grant`, replacing the
-    /// version running from the same file; never one loaded from another.
-    pub(super) fn install(
-        &self,
-        manifest: Manifest,
-        inspected: Inspected,
-        grant: Capabilities,
-        source: &Path,
-    ) -> Result<()> {
-        let id = manifest.id.clone();
-        if let Some(loaded_from) = self.sources.read().get(&id) {
-            anyhow::ensure!(
-                loaded_from == source,
-                "bot `{id}` is already loaded from {}; {} cannot replace it",
-                loaded_from.display(),
-                source.display()
-            );
-        }
-        let bot_config = self.config.bot(&id);
-        let policy = BotPolicy::new(&id, grant, &bot_config.secrets, self.store.state())?;
-        let spec = BotSpec {
-            manifest,
-            policy,
-            settings: bot_config.settings,
-            max_retries: bot_config.max_retries,
-        };
-        let bot = self.runtime.load(inspected, spec, self.store.state())?;
-        tracing::info!(bot = %id, version = %bot.manifest.version, sha256 = %bot.sha256, "bot loaded");
-        let detail = format!(
-            "file {}; version {} sha256 {} imports {}",
-            source.display(),
-            bot.manifest.version,
-            bot.sha256,
-            bot.imports.join(", ")
-        );
-        self.audit("load", &id, None, Some(&bot.manifest.version), &detail);
-        self.failed.write().remove(&id);
-        self.pending.write().remove(&id);
-        self.sources.write().insert(id.clone(), source.to_owned());
-        self.running.write().insert(id, Arc::new(bot));
-        Ok(())
+        self.install(manifest, inspected, bytes, effective, path, "load")
     }
 }
 

@@ -1,21 +1,21 @@
 //! A loaded bot: its manifest, its pre-linked component and its limits, and
 //! the one operation the router needs: run an event on a fresh instance.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use wasmtime::component::ComponentExportIndex;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::aviary::bot::types as wit;
-use super::bindings::{Bot, BotPre};
+use super::bindings::BotPre;
 use super::budget::Refusals;
 use super::clock::{Containment, EventClock, Overrun};
 use super::limits::MemoryCapReached;
-use super::state::EventState;
+use super::state::{EventState, Identity};
 use crate::policy::{BotPolicy, Capabilities};
 use crate::store::{Effects, EventRecord, PendingEvent};
 use crate::text::{cut, MAX_ERROR_BYTES};
@@ -75,6 +75,11 @@ pub struct Outcome {
     /// A send was refused by a send-rate bucket that will refill in this
     /// long: the event is to run again then, not to fail.
     pub send_wait: Option<Duration>,
+    /// How long the run took, instantiation included.
+    pub elapsed: Duration,
+    /// The linear memory the instance had at its end (memory never shrinks,
+    /// so this is its high-water mark).
+    pub memory_bytes: usize,
 }
 
 /// A bot ready to handle events.
@@ -88,8 +93,9 @@ pub struct LoadedBot {
     pub policy: Arc<BotPolicy>,
     pub(super) engine: Engine,
     pub(super) pre: BotPre<EventState>,
-    pub(super) id: Arc<str>,
-    pub(super) settings: Arc<BTreeMap<String, String>>,
+    /// `aviary:bot/lifecycle.migrate`, when the component exports it.
+    pub(super) migrate: Option<ComponentExportIndex>,
+    pub(super) identity: Identity,
     /// The runtime that drives waits inside host calls (timers, sockets).
     pub(super) io: tokio::runtime::Handle,
     /// When the bot last trapped or overran; see [`Containment`].
@@ -144,12 +150,15 @@ impl HandleError {
 impl LoadedBot {
     /// Runs `event` on a fresh instance; returns its effects, uncommitted.
     pub fn handle(&self, state: &crate::store::State, event: &PendingEvent) -> Outcome {
+        let started = std::time::Instant::now();
         let wit_event = to_wit(event);
-        let (mut store, result) = self.run(state, async |bot: Bot, store: &mut Store<_>| {
+        let (mut store, result) = self.run(state, async |store: &mut Store<_>| {
+            let bot = self.pre.instantiate_async(&mut *store).await?;
             bot.aviary_bot_handler()
                 .call_handle(store, &wit_event)
                 .await
         });
+        let memory_bytes = store.data().limits.memory_used();
         let refusals = store.data_mut().take_refusals();
         let send_wait = store.data().messaging.refill_wait.flatten();
         self.log_stdio(store.data().stdio());
@@ -168,27 +177,73 @@ impl LoadedBot {
             result,
             refusals,
             send_wait,
+            elapsed: started.elapsed(),
+            memory_bytes,
+        }
+    }
+
+    /// Whether the component exports `migrate`.
+    pub fn has_migrate(&self) -> bool {
+        self.migrate.is_some()
+    }
+
+    /// Runs the bot's `migrate(from_version)` on an instance of its own and
+    /// returns its kv effects, uncommitted; sends are refused there. A bot
+    /// without the export has nothing to migrate: empty effects.
+    pub fn run_migrate(&self, state: &crate::store::State, from_version: &str) -> Result<Effects> {
+        let Some(index) = self.migrate else {
+            return Ok(Effects::default());
+        };
+        let (store, result) = self.run(state, async |store: &mut Store<_>| {
+            store.data_mut().messaging.closed =
+                Some("a bot cannot send from `migrate`: it runs before any event");
+            let instance = self
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut *store)
+                .await?;
+            let migrate =
+                instance.get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, index)?;
+            let (answer,) = migrate.call_async(&mut *store, (from_version,)).await?;
+            Ok(answer)
+        });
+        self.log_stdio(store.data().stdio());
+        match result {
+            Ok(Ok(())) => Ok(store.into_data().into_effects()),
+            Ok(Err(message)) => anyhow::bail!(
+                "bot `{}` {} refused to migrate from {from_version}: {}",
+                self.identity.id,
+                self.manifest.version,
+                cut(&message, MAX_ERROR_BYTES)
+            ),
+            Err(error) => anyhow::bail!(
+                "bot `{}` {} failed in migrate from {from_version}: {error}",
+                self.identity.id,
+                self.manifest.version
+            ),
         }
     }
 
     /// Calls the bot's `init` with its settings, on a throw-away instance.
     pub(super) fn init(&self, state: &crate::store::State) -> Result<()> {
         let settings: Vec<(String, String)> = self
+            .identity
             .settings
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (_, result) = self.run(state, async |bot: Bot, store: &mut Store<_>| {
+        let (_, result) = self.run(state, async |store: &mut Store<_>| {
+            let bot = self.pre.instantiate_async(&mut *store).await?;
             bot.aviary_bot_handler().call_init(store, &settings).await
         });
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => anyhow::bail!(
                 "bot `{}` refused its settings: {}",
-                self.id,
+                self.identity.id,
                 cut(&message, MAX_ERROR_BYTES)
             ),
-            Err(error) => anyhow::bail!("bot `{}` failed in init: {error}", self.id),
+            Err(error) => anyhow::bail!("bot `{}` failed in init: {error}", self.identity.id),
         }
     }
 
@@ -198,17 +253,13 @@ impl LoadedBot {
     fn run<R>(
         &self,
         state: &crate::store::State,
-        call: impl AsyncFnOnce(Bot, &mut Store<EventState>) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&mut Store<EventState>) -> wasmtime::Result<R>,
     ) -> (Store<EventState>, Result<R, HandleError>) {
         let mut store = self.new_store(state);
         let deadline = tokio::time::Instant::from_std(store.data().clock.wall_deadline());
-        let outcome = self.io.block_on(async {
-            let run = async {
-                let bot = self.pre.instantiate_async(&mut store).await?;
-                call(bot, &mut store).await
-            };
-            tokio::time::timeout_at(deadline, run).await
-        });
+        let outcome = self
+            .io
+            .block_on(async { tokio::time::timeout_at(deadline, call(&mut store)).await });
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.classify(&store, error)),
@@ -230,7 +281,10 @@ impl LoadedBot {
             .take(super::capabilities::log::MAX_LINES_PER_EVENT as usize)
         {
             let line = cut(line, super::capabilities::log::MAX_LINE_BYTES);
-            tracing::info!(target: "bot", bot = &*self.id, stdio = true, "{line}");
+            self.identity
+                .logs
+                .push("stdio", &self.manifest.version, &line);
+            tracing::info!(target: "bot", bot = &*self.identity.id, stdio = true, "{line}");
         }
     }
 
@@ -240,14 +294,7 @@ impl LoadedBot {
             self.limits.wall,
             self.containment.clone(),
         );
-        let state = EventState::new(
-            &self.id,
-            state,
-            &self.settings,
-            &self.policy,
-            self.limits.memory_bytes,
-            clock,
-        );
+        let state = EventState::new(&self.identity, state, clock);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);

@@ -29,8 +29,9 @@ use crate::policy::{
 };
 use bindings::BotPre;
 use cache::ArtifactCache;
+use capabilities::log::LogRing;
 use clock::Containment;
-use state::EventState;
+use state::{EventState, Identity};
 
 /// Largest memory cap a bot may be given; the pooling allocator reserves
 /// address space for this much per slot.
@@ -61,7 +62,12 @@ pub struct BotSpec {
     pub policy: BotPolicy,
     pub settings: BTreeMap<String, String>,
     pub max_retries: u32,
+    /// Where the bot's log lines and stdio go (shared by its versions).
+    pub logs: Arc<LogRing>,
 }
+
+/// The interface of the optional `migrate` export, any `0.1.x`.
+const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.1";
 
 impl Runtime {
     /// A runtime caching compiled components under `cache_dir`.
@@ -121,7 +127,17 @@ impl Runtime {
             .with_context(|| format!("bot `{id}` imports something the host does not provide"))?;
         let pre = BotPre::new(instance_pre)
             .map_err(wasm_error)
-            .with_context(|| format!("bot `{id}` does not export aviary:bot/handler@0.1.0"))?;
+            .with_context(|| {
+                format!("bot `{id}` does not export aviary:bot/handler@0.1 (any 0.1.x)")
+            })?;
+        let migrate = inspected
+            .component
+            .get_export_index(None, LIFECYCLE)
+            .and_then(|lifecycle| {
+                inspected
+                    .component
+                    .get_export_index(Some(&lifecycle), "migrate")
+            });
         let grant = &spec.policy.grant;
         let limits = Limits {
             memory_bytes: (grant.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024) as usize,
@@ -129,16 +145,25 @@ impl Runtime {
             wall: Duration::from_millis(grant.wall_ms()),
             max_retries: spec.max_retries,
         };
+        let policy = Arc::new(spec.policy);
+        let identity = Identity {
+            id: Arc::from(id.as_str()),
+            version: Arc::from(spec.manifest.version.as_str()),
+            settings: Arc::new(spec.settings),
+            policy: policy.clone(),
+            logs: spec.logs,
+            memory_bytes: limits.memory_bytes,
+        };
         let bot = LoadedBot {
             manifest: spec.manifest,
             sha256: inspected.sha256,
             limits,
             imports: inspected.imports,
-            policy: Arc::new(spec.policy),
+            policy,
             engine: self.engine.clone(),
             pre,
-            id: Arc::from(id.as_str()),
-            settings: Arc::new(spec.settings),
+            migrate,
+            identity,
             io: self.io.handle().clone(),
             containment: Arc::new(Containment::default()),
         };

@@ -8,6 +8,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::{EventBudget, Refusals};
+use super::capabilities::log::LogRing;
 use super::capabilities::{config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging};
 use super::clock::EventClock;
 use super::limits::BotLimiter;
@@ -17,6 +18,17 @@ use crate::store::Effects;
 /// Most bytes of stdout and stderr kept per event; the bot's further writes
 /// fail.
 pub const MAX_STDIO_BYTES: usize = 16 * 1024;
+
+/// What every event of one loaded bot shares: who it is and what it may do.
+pub struct Identity {
+    pub id: Arc<str>,
+    pub version: Arc<str>,
+    pub settings: Arc<BTreeMap<String, String>>,
+    pub policy: Arc<BotPolicy>,
+    /// Where its log lines go besides the host's log.
+    pub logs: Arc<LogRing>,
+    pub memory_bytes: usize,
+}
 
 /// Per-event state, made fresh for every event and dropped after it.
 pub struct EventState {
@@ -34,15 +46,16 @@ pub struct EventState {
 }
 
 impl EventState {
-    /// State for one event of bot `bot`, reading kv from `state`, timed by `clock`.
-    pub fn new(
-        bot: &Arc<str>,
-        state: &crate::store::State,
-        settings: &Arc<BTreeMap<String, String>>,
-        policy: &Arc<BotPolicy>,
-        memory_bytes: usize,
-        clock: EventClock,
-    ) -> EventState {
+    /// State for one event of `bot`, reading kv from `state`, timed by `clock`.
+    pub fn new(bot: &Identity, state: &crate::store::State, clock: EventClock) -> EventState {
+        let Identity {
+            id,
+            version,
+            settings,
+            policy,
+            logs,
+            memory_bytes,
+        } = bot;
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         // No preopened directories, no environment, no arguments, empty
         // stdin, no network: WASI is linked only because Rust's std uses it.
@@ -54,13 +67,13 @@ impl EventState {
             wasi,
             table: ResourceTable::new(),
             stdio,
-            limits: BotLimiter::new(memory_bytes),
+            limits: BotLimiter::new(*memory_bytes),
             http: Http::new(policy.clone(), clock.wall_deadline()),
             clock,
             budget: EventBudget::default(),
             messaging: Messaging::new(policy.clone()),
-            kv: Kv::new(state.clone(), bot, policy.clone()),
-            log: Log::new(bot.clone()),
+            kv: Kv::new(state.clone(), id, policy.clone()),
+            log: Log::new(id.clone(), version.clone(), logs.clone()),
             config: Config {
                 settings: settings.clone(),
                 policy: policy.clone(),

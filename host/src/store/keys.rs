@@ -85,3 +85,18 @@ pub fn idempotency(bot: &str, conversation: &str, hash: &str) -> Vec<u8> {
 
 /// Prefix of remembered idempotency keys.
 pub const IDEMPOTENCY: &[u8] = b"i/";
+
+/// `v/<bot>/` — the versions one bot served, in order.
+pub fn version_prefix(bot: &str) -> Vec<u8> {
+    format!("v/{bot}/").into_bytes()
+}
+
+/// One version record of a bot, ordered by the store's id `id`.
+pub fn version(bot: &str, id: &str) -> Vec<u8> {
+    format!("v/{bot}/{id}").into_bytes()
+}
+
+/// Present while the admin has disabled the bot: `x/<bot>`.
+pub fn disabled(bot: &str) -> Vec<u8> {
+    format!("x/{bot}").into_bytes()
+}

@@ -11,6 +11,7 @@ mod audit;
 mod codec;
 mod commit;
 pub mod keys;
+mod lifecycle;
 mod records;
 pub mod state;
 mod tokens;
@@ -24,6 +25,7 @@ use parking_lot::Mutex;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
+pub use lifecycle::VersionEntry;
 pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
 pub use state::{State, StoreConfig, Unavailable};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};

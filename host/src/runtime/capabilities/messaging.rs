@@ -21,6 +21,8 @@ pub struct Messaging {
     /// Set when a send was refused by a send-rate bucket that will refill:
     /// how long until this event's sends fit (`None` inside: never).
     pub refill_wait: Option<Option<Duration>>,
+    /// Set where no send is allowed (in `migrate`): why.
+    pub closed: Option<&'static str>,
 }
 
 impl Messaging {
@@ -29,6 +31,7 @@ impl Messaging {
             sends: Vec::new(),
             policy,
             refill_wait: None,
+            closed: None,
         }
     }
 }
@@ -51,6 +54,9 @@ impl Ctx<'_, Messaging> {
         reply_to: Option<String>,
     ) -> Result<(), BotError> {
         self.budget.check()?;
+        if let Some(reason) = self.cap.closed {
+            return self.deny(&conversation, BotError::Denied(reason.into()));
+        }
         if !crate::ids::is_valid_id(&conversation) {
             return Err(BotError::Invalid(
                 "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
