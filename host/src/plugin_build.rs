@@ -6,6 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::files::write_atomically;
 use crate::runtime::Manifest;
 
 /// Where a built bot went.
@@ -42,15 +43,18 @@ pub fn build(dir: &Path, out: &Path) -> Result<Built> {
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let wasm = out.join(format!("{}.wasm", manifest.id));
-    std::fs::copy(&built, &wasm).with_context(|| {
+    let bytes = std::fs::read(&built).with_context(|| {
         format!(
-            "cannot copy {} (does the crate have crate-type = [\"cdylib\"]?)",
+            "cannot read {} (does the crate have crate-type = [\"cdylib\"]?)",
             built.display()
         )
     })?;
-    std::fs::copy(
-        dir.join("bot.toml"),
-        out.join(format!("{}.toml", manifest.id)),
+    // The component first, its manifest last, each by an atomic rename: a
+    // host watching `out` never loads half a file.
+    write_atomically(&wasm, &bytes)?;
+    write_atomically(
+        &out.join(format!("{}.toml", manifest.id)),
+        &std::fs::read(dir.join("bot.toml"))?,
     )?;
     Ok(Built {
         id: manifest.id,

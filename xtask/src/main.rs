@@ -26,6 +26,8 @@ const HOSTILE_BOTS: &[&str] = &[
     "plugins/hostile/fs-reader",
     "plugins/hostile/other-world",
     "plugins/hostile/future-wit",
+    "plugins/hostile/versioned",
+    "plugins/hostile/contract-0.1.0",
 ];
 
 fn main() -> Result<()> {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -65,21 +66,21 @@ impl Bots {
     /// Makes `bot` serve in `slot`: runs its `migrate` from the build that
     /// served before (now, or before the last stop) when that was another
     /// build, commits what it wrote, swaps, and records the version.
+    /// Returns when the swap happened.
     pub(super) fn activate(
         &self,
         slot: &Slot,
         bot: Arc<LoadedBot>,
         how: &str,
         detail: &str,
-    ) -> Result<()> {
+    ) -> Result<Instant> {
         let id = &bot.manifest.id;
+        let recorded = self.store.versions(id)?.pop();
         let before = match slot.current() {
             Some(running) => Some((running.manifest.version.clone(), running.sha256.clone())),
-            None => self
-                .store
-                .versions(id)?
-                .pop()
-                .map(|entry| (entry.version, entry.sha256)),
+            None => recorded
+                .as_ref()
+                .map(|entry| (entry.version.clone(), entry.sha256.clone())),
         };
         let mut migrated = String::new();
         if let Some((from, sha256)) = before.filter(|(_, sha)| *sha != bot.sha256) {
@@ -89,11 +90,15 @@ impl Bots {
             }
         }
         slot.swap(bot.clone());
+        let swapped = Instant::now();
         *slot.pending.lock() = None;
         tracing::info!(bot = %id, version = %bot.manifest.version, sha256 = %bot.sha256, "{how}: serving{migrated}");
-        self.store
-            .record_version(id, &bot.manifest.version, &bot.sha256, how)
-            .context("cannot record the version")?;
+        // A restart serving the build that served last is no new version.
+        if recorded.is_none_or(|last| last.sha256 != bot.sha256) {
+            self.store
+                .record_version(id, &bot.manifest.version, &bot.sha256, how)
+                .context("cannot record the version")?;
+        }
         self.audit(
             how,
             id,
@@ -101,7 +106,7 @@ impl Bots {
             Some(&bot.manifest.version),
             &format!("{detail}{migrated}"),
         );
-        Ok(())
+        Ok(swapped)
     }
 
     /// Runs and commits `bot`'s `migrate(from)`, again while events change

@@ -40,7 +40,8 @@ pub struct RolledBack {
     pub from: String,
     pub to: String,
     pub sha256: String,
-    /// From the request to the swap, `migrate` included.
+    /// From the request to the swap, `migrate` included (recording the
+    /// version and the audit record come after).
     pub took_us: u64,
     /// Whether the build was still loaded in memory (no compile, no `init`).
     pub in_memory: bool,
@@ -115,8 +116,8 @@ impl Bots {
             loaded.manifest.version,
             &loaded.sha256[..12]
         );
-        self.activate(&slot, loaded.clone(), "rollback", &detail)?;
-        let took_us = started.elapsed().as_micros() as u64;
+        let swapped = self.activate(&slot, loaded.clone(), "rollback", &detail)?;
+        let took_us = (swapped - started).as_micros() as u64;
         self.restore_files(&loaded)?;
         Ok(RolledBack {
             bot: bot.into(),

@@ -30,7 +30,10 @@ impl Bots {
         let (changed, changes) = crossbeam_channel::unbounded::<()>();
         let mut inner =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if event.paths.iter().any(|p| is_bot_file(p)) => {
+                Ok(event)
+                    if changes_content(&event.kind)
+                        && event.paths.iter().any(|p| is_bot_file(p)) =>
+                {
                     let _ = changed.send(());
                 }
                 Ok(_) => {}
@@ -73,4 +76,17 @@ fn is_bot_file(path: &Path) -> bool {
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'));
     !hidden && path.extension().is_some_and(|x| x == "wasm" || x == "toml")
+}
+
+/// Whether `kind` may change what a rescan loads: not a read (the rescan's
+/// own) nor a change of times or permissions.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::ModifyKind;
+    use notify::EventKind;
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
 }

@@ -84,7 +84,9 @@ impl Store {
     }
 
     /// Commits the kv writes of a `migrate` call, its reads checked as an
-    /// event's are. Sends are not allowed there, so there are none.
+    /// event's are. Sends are not allowed there, so there are none. Not
+    /// waited on: the journal is ordered, so any event the new version
+    /// commits later is durable only once these writes are.
     pub fn commit_kv(&self, effects: &Effects) -> Result<(), CommitError> {
         let writes: Vec<Op> = effects
             .kv_writes
@@ -95,7 +97,6 @@ impl Store {
             .state
             .write_checked(&effects.kv_reads, writes)
             .ok_or(CommitError::Conflict)?;
-        self.flush()?;
         Ok(())
     }
 }
