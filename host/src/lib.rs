@@ -16,6 +16,7 @@ pub mod files;
 pub mod ids;
 pub mod localtime;
 pub mod plugin_build;
+pub mod plugin_new;
 pub mod policy;
 pub mod router;
 pub mod runtime;
