@@ -134,8 +134,8 @@ impl Created {
              \n\
              next:\n  \
              cd {dir} && cargo test\n  \
-             aviary plugin build . --out <plugins dir>   # the host's plugins_dir (default: bots)\n  \
-             aviary reload                               # once policies/{name}.toml grants bot.toml's asks\n",
+             aviary plugin install .              # build it and load it into the running host\n  \
+             aviary policy approve {name} 0.1.0   # unless a grant already covers bot.toml's asks\n",
             name = self.name,
             dir = self.dir.display(),
             files = files.join(", "),
@@ -536,8 +536,8 @@ mod tests {
         assert_eq!(entries, ["greeter"], "no staging directory is left");
         let summary = created.summary();
         assert!(summary.contains(&format!("cd {} && cargo test", created.dir.display())));
-        assert!(summary.contains("aviary plugin build . --out"));
-        assert!(summary.contains("aviary reload"));
+        assert!(summary.contains("aviary plugin install ."));
+        assert!(summary.contains("aviary policy approve"));
     }
 
     #[test]

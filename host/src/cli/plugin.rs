@@ -23,6 +23,20 @@ pub(super) enum PluginCommand {
         #[arg(long, default_value = "bots")]
         out: PathBuf,
     },
+    /// Create a new bot crate `<dir>/<name>` that builds for wasm32-wasip2
+    /// and passes its own unit tests (`cargo test`) at once.
+    New {
+        /// The bot's id and crate name: letters, digits, `-` and `_`,
+        /// starting with a letter.
+        name: String,
+        /// The directory to create the crate in (default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Aviary SDK directory the crate depends on (default: `sdk/` of
+        /// the checkout this binary was built from).
+        #[arg(long, env = "AVIARY_SDK")]
+        sdk: Option<PathBuf>,
+    },
     /// Install a bot into a running host's plugins directory (atomically)
     /// and load it: a `.wasm` with its `.toml` manifest beside it, or a
     /// crate directory, which is built first.
@@ -123,6 +137,10 @@ pub(super) fn run(command: PluginCommand) -> Result<ExitCode> {
                 built.version,
                 built.wasm.display()
             );
+        }
+        PluginCommand::New { name, dir, sdk } => {
+            let created = crate::plugin_new::create(&name, dir.as_deref(), sdk.as_deref())?;
+            print!("{}", created.summary());
         }
         PluginCommand::Install { path, admin } => return install(&path, &admin),
         PluginCommand::List { json, admin } => {

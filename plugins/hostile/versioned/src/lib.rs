@@ -2,12 +2,13 @@
 //! label after [`MARKER_PREFIX`] in the component's bytes (same length), so
 //! each build has its own sha256 and says which build it is.
 //!
-//! - every message is answered with `<label>: <text>`;
+//! - every message is answered with `<label>: <text>` and logged;
+//! - `/fail` fails the event; `/secret` asks for a secret it is not granted;
 //! - a label containing `trap-init` panics in `init`;
 //! - a label containing `fail-migrate` fails `migrate`; otherwise
 //!   `migrate` records `migrated/<label>` = the version it came from.
 
-use aviary_sdk::{Bot, Event, Host};
+use aviary_sdk::{Bot, Event, Host, Level};
 
 /// What the tests search for in the component's bytes.
 pub const MARKER_PREFIX: &[u8] = b"AVIARY-BUILD-LABEL:";
@@ -39,11 +40,21 @@ impl Bot for Versioned {
     }
 
     fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
-        if let Event::Message(message) = event {
-            let answer = format!("{}: {}", label(), message.text);
-            host.reply_to(&message, &answer).map_err(|e| e.to_string())?;
+        let Event::Message(message) = event else {
+            return Ok(());
+        };
+        let label = label();
+        host.log(Level::Info, &format!("{label} handles {:?}", message.text));
+        match message.text.as_str() {
+            "/fail" => return Err(format!("{label} fails on purpose")),
+            "/secret" => {
+                let refused = host.secret("NOT_GRANTED").is_err();
+                println!("{label}: the secret was refused: {refused}");
+            }
+            _ => {}
         }
-        Ok(())
+        let answer = format!("{label}: {}", message.text);
+        host.reply_to(&message, &answer).map_err(|e| e.to_string())
     }
 
     fn migrate(host: &mut dyn Host, from_version: &str) -> Result<(), String> {
