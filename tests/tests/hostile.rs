@@ -387,7 +387,7 @@ fn a_component_of_another_world_is_refused() {
         &bots,
         "",
         "other",
-        &["does not export aviary:bot/handler@0.1.0"],
+        &["does not export aviary:bot/handler@0.1"],
     );
 }
 
@@ -398,7 +398,7 @@ fn an_incompatible_wit_version_is_refused() {
         &bots,
         "",
         "future",
-        &["does not export aviary:bot/handler@0.1.0"],
+        &["does not export aviary:bot/handler@0.1"],
     );
 }
 

@@ -565,3 +565,76 @@ fn disabled_survives_a_restart_and_rollback_reloads_from_the_kept_copy() {
         "{text}"
     );
 }
+
+#[test]
+fn hostile_migrations_and_admin_requests_are_contained() {
+    let (host, plugins, _keep) = host_with_versioned(CONFIG);
+    let b00 = listed(&host)["sha256"].as_str().unwrap().to_owned();
+    let chat = host.conversation("versioned", "storm-0");
+
+    // A migrate that never returns is stopped by the CPU limit.
+    install(&plugins, 1, "b01-spin-migrate", "");
+    let spun = wait_listed(&host, "the spinning migrate stopped", |b| {
+        b["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failed in migrate"))
+    });
+    assert_eq!(spun["sha256"], b00.as_str(), "b00 keeps serving: {spun:#}");
+
+    // A migrate that sends: the host refuses the send; the build loads.
+    let b02 = install(&plugins, 2, "b02-send-migrate", "");
+    wait_serving(&host, &b02);
+    let id = chat.post_message("alice", "after");
+    assert_eq!(chat.wait_for_reply(&id).text, "b02-send-migrate: after");
+    let texts: Vec<String> = chat.all_messages().into_iter().map(|m| m.text).collect();
+    assert!(!texts.iter().any(|t| t == "from migrate"), "{texts:?}");
+    let (_, logs) = cli(&host, &["plugin", "logs", "versioned"]);
+    assert!(logs.contains("send refused in migrate"), "{logs}");
+
+    // Admin requests without the token, or naming paths, get nowhere.
+    let client = host.client();
+    for path in ["/api/v1/admin/bots", "/api/v1/admin/bots/versioned/stats"] {
+        let status = client.get(host.url(path)).send().unwrap().status();
+        assert_eq!(status, 401, "{path} without a token");
+    }
+    let status = client
+        .post(host.url("/api/v1/admin/bots/versioned/remove"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    assert!(plugins.join("versioned.wasm").exists());
+    let token = std::fs::read_to_string(host.data_dir().join("admin.token")).unwrap();
+    let outside = host.dir().join("aviary.toml");
+    for bot in ["..%2F..%2Faviary", "..%2Faviary", "%2E%2E"] {
+        let answer = client
+            .post(host.url(&format!("/api/v1/admin/bots/{bot}/remove")))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({"purge": true, "confirm": true}))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 404, "{bot}");
+        assert!(
+            outside.exists(),
+            "nothing outside the plugins directory is deleted"
+        );
+    }
+    let answer = client
+        .get(host.url("/api/v1/admin/bots/versioned/logs?wait=100000"))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 400, "a wait beyond 25 s is refused");
+    let answer = client
+        .post(host.url("/api/v1/admin/bots/versioned/remove"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"purge": true}))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 400, "purging needs `confirm`");
+    let (ok, text) = cli(&host, &["plugin", "rollback", "versioned", "--to", "b0"]);
+    assert!(
+        !ok && text.contains("never served a build matching"),
+        "{text}"
+    );
+}

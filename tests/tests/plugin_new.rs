@@ -95,7 +95,7 @@ fn a_new_bot_passes_its_tests_builds_and_answers_in_a_real_host() {
         stdout.contains(&format!("cd {} && cargo test", crate_dir.display())),
         "{stdout}"
     );
-    assert!(stdout.contains("aviary plugin build . --out"), "{stdout}");
+    assert!(stdout.contains("aviary plugin install ."), "{stdout}");
     assert_eq!(
         entries(&crate_dir),
         [".gitignore", "Cargo.toml", "README.md", "bot.toml", "src"]

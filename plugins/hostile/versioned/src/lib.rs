@@ -5,8 +5,11 @@
 //! - every message is answered with `<label>: <text>` and logged;
 //! - `/fail` fails the event; `/secret` asks for a secret it is not granted;
 //! - a label containing `trap-init` panics in `init`;
-//! - a label containing `fail-migrate` fails `migrate`; otherwise
-//!   `migrate` records `migrated/<label>` = the version it came from.
+//! - a label containing `fail-migrate` fails `migrate`, `spin-migrate`
+//!   loops in it forever, `send-migrate` sends from it (which the host
+//!   must refuse: the build then fails to migrate unless it was refused);
+//!   otherwise `migrate` records `migrated/<label>` = the version it came
+//!   from.
 
 use aviary_sdk::{Bot, Event, Host, Level};
 
@@ -61,6 +64,19 @@ impl Bot for Versioned {
         let label = label();
         if label.contains("fail-migrate") {
             return Err(format!("build {label} cannot migrate from {from_version}"));
+        }
+        if label.contains("spin-migrate") {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if label.contains("send-migrate") {
+            if let Err(aviary_sdk::Error::Denied(reason)) = host.send("storm-0", "from migrate") {
+                host.log(Level::Warn, &format!("send refused in migrate: {reason}"));
+            } else {
+                return Err("the host let migrate send".into());
+            }
         }
         host.kv_set(&format!("migrated/{label}"), from_version.as_bytes())
             .map_err(|e| e.to_string())

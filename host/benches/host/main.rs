@@ -10,7 +10,10 @@
 //! - http bare: the same load against a bare in-memory axum server, the
 //!   HTTP stack's own ceiling;
 //! - fsync: a 4 KiB append and `fdatasync` on the data directory's
-//!   filesystem, the floor of a durable write.
+//!   filesystem, the floor of a durable write;
+//! - reload: see [`reload`].
+
+mod reload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,6 +86,13 @@ fn main() -> Result<()> {
     );
     drop(app);
 
+    let storm = reload::storm(scratch.path(), &hostile_dir(), cores)?;
+    eprintln!(
+        "reload: swap p99 {:.0} us (max {:.0} us over {} swaps), lost {}, duplicated {}",
+        storm.swap_p99_us, storm.swap_max_us, storm.swaps_seen, storm.lost, storm.duplicated
+    );
+    let startup = reload::startup_ms_10_bots(scratch.path(), &hostile_dir())?;
+
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
     eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
@@ -110,6 +120,12 @@ fn main() -> Result<()> {
             "hostile_wall_blocked_ms": round1(wall_blocked),
             "hostile_wall_limit_ms": HOSTILE_WALL_MS,
             "hostile_post_event_ms": round1(post_event),
+            "reload_swap_us_p99": storm.swap_p99_us,
+            "reload_swaps": storm.swaps_seen,
+            "reload_lost": storm.lost,
+            "reload_duplicated": storm.duplicated,
+            "reload_worst_event_ms": round1(storm.worst_event_ms),
+            "startup_ms_10_bots": round1(startup),
         })
     );
     Ok(())
@@ -635,6 +651,7 @@ fn load_bot(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         max_retries: 0,
+        logs: Default::default(),
     };
     app.runtime
         .load(app.runtime.inspect(bytes)?, spec, app.store.state())

@@ -1,0 +1,288 @@
+//! The reload storm and a restart with ten bots:
+//!
+//! - `reload_*`: conversations receive events steadily while the versioned
+//!   test bot is swapped again and again (a new build by `reload`, and
+//!   rollbacks); each swap's time from the new version being current to the
+//!   first event on it, every event's time from admission to commit, and
+//!   afterwards every message's replies counted (lost: none, duplicated: a
+//!   second one);
+//! - `startup_ms_10_bots`: the release binary started on ten installed
+//!   bots whose compiled code is in the cache, until `/healthz` answers.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aviary_host::app::App;
+use aviary_host::config::{BotConfig, Config, QueueConfig};
+use aviary_host::dispatch::Dispatcher;
+use aviary_host::policy::{KvQuota, SendRate};
+use aviary_host::router::Router;
+use parking_lot::Mutex;
+
+use super::{percentile, Timed};
+
+/// Bytes of label after the marker's prefix in the versioned test bot.
+const LABEL_BYTES: usize = 48;
+const MARKER_PREFIX: &[u8] = b"AVIARY-BUILD-LABEL:";
+/// Swaps in the storm: new builds, every fifth a rollback.
+const SWAPS: u32 = 40;
+const CONVERSATIONS: usize = 16;
+
+/// What the storm measured.
+pub struct Storm {
+    pub swap_p99_us: f64,
+    pub swap_max_us: f64,
+    pub swaps_seen: u64,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub worst_event_ms: f64,
+    pub events: usize,
+}
+
+/// The versioned bot's component with `label` in its marker.
+pub fn build(hostile: &Path, label: &str) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(hostile.join("versioned.wasm"))
+        .context("build the hostile bots first (`cargo xtask bench` does)")?;
+    let at = bytes
+        .windows(MARKER_PREFIX.len())
+        .position(|w| w == MARKER_PREFIX)
+        .context("no marker in versioned.wasm")?
+        + MARKER_PREFIX.len();
+    let mut padded = label.as_bytes().to_vec();
+    padded.resize(LABEL_BYTES, b'_');
+    bytes[at..at + LABEL_BYTES].copy_from_slice(&padded);
+    Ok(bytes)
+}
+
+/// Installs build `label` of the versioned bot as bot `id`, version `n`.
+fn install(plugins: &Path, hostile: &Path, id: &str, n: u32, label: &str) -> Result<()> {
+    let bytes = build(hostile, label)?;
+    aviary_host::files::write_atomically(&plugins.join(format!("{id}.wasm")), &bytes)?;
+    let manifest = format!(
+        "id = \"{id}\"\nversion = \"{n}.0.0\"\n\n[asks.kv]\nmax_bytes = 65536\nmax_keys = 1000\n\n[asks.send]\nper_conversation_per_minute = 6000\nper_bot_per_minute = 60000\n"
+    );
+    aviary_host::files::write_atomically(&plugins.join(format!("{id}.toml")), manifest.as_bytes())
+}
+
+fn grant() -> BotConfig {
+    let mut bot = BotConfig::default();
+    bot.grant.send = Some(SendRate {
+        per_conversation_per_minute: u32::MAX,
+        per_bot_per_minute: u32::MAX,
+    });
+    bot.grant.kv = Some(KvQuota {
+        max_bytes: 1 << 30,
+        max_keys: 1 << 20,
+    });
+    bot
+}
+
+/// The reload storm, in-process on `workers` workers.
+pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
+    let plugins = scratch.join("reload-plugins");
+    std::fs::create_dir_all(&plugins)?;
+    install(&plugins, hostile, "versioned", 0, "b00")?;
+    let mut config = Config {
+        plugins_dir: plugins.clone(),
+        data_dir: scratch.join("reload-data"),
+        policies_dir: scratch.join("no-policies"),
+        workers,
+        watch: false,
+        ..Config::default()
+    };
+    config.bots.insert("versioned".into(), grant());
+    let app = App::start(config)?;
+    let timed = Arc::new(Timed {
+        inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
+        started: Mutex::new(Default::default()),
+        latencies: Mutex::new(Vec::new()),
+        finished: Default::default(),
+    });
+    let limits = QueueConfig {
+        per_conversation: 100_000,
+        total: 1_000_000,
+    };
+    let router = Router::start(workers, limits, timed.clone());
+    let stop = AtomicBool::new(false);
+    let submitted = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let submitter = s.spawn(|| -> Result<()> {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let conversation = format!("r{}", n % CONVERSATIONS);
+                let reservation = router
+                    .reserve("versioned", &conversation, 2)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let start = Instant::now();
+                let events = app
+                    .store
+                    .accept_inbound("versioned", &conversation, "bench", &format!("m{n}"))?
+                    .events;
+                let mut started = timed.started.lock();
+                for event in &events {
+                    started.insert(event.seq, start);
+                }
+                drop(started);
+                submitted.fetch_add(events.len(), Ordering::Relaxed);
+                reservation.push(events);
+                n += 1;
+                // A steady load, not a flood: about 5,000 messages a second.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        for n in 1..=SWAPS {
+            if n % 5 == 0 {
+                app.bots.rollback("versioned", None)?;
+            } else {
+                install(&plugins, hostile, "versioned", n, &format!("b{n:02}"))?;
+                app.bots.reload()?;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::Relaxed);
+        submitter.join().expect("the submitter panicked")
+    })?;
+    let submitted = submitted.load(Ordering::Relaxed) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while timed.finished.load(Ordering::Acquire) < submitted {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the storm's events did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    app.store.flush()?;
+    let (lost, duplicated) = count_replies(&app)?;
+    let slot = app
+        .bots
+        .slot("versioned")
+        .context("the versioned bot is gone")?;
+    let mut latencies = std::mem::take(&mut *timed.latencies.lock());
+    latencies.sort();
+    Ok(Storm {
+        swap_p99_us: slot.stats.swap_us.quantile(0.99).unwrap_or(0) as f64,
+        swap_max_us: slot.stats.swap_us.quantile(1.0).unwrap_or(0) as f64,
+        swaps_seen: slot.stats.swap_us.count(),
+        lost,
+        duplicated,
+        worst_event_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        events: latencies.len(),
+    })
+    .inspect(|storm| {
+        let p50 = percentile(&latencies, 0.5).as_secs_f64() * 1e3;
+        eprintln!(
+            "reload storm: {} events, p50 {p50:.2} ms, worst {:.1} ms; {} swaps timed",
+            storm.events, storm.worst_event_ms, storm.swaps_seen
+        );
+    })
+}
+
+/// Inbound messages without a reply, and replies beyond the first.
+fn count_replies(app: &App) -> Result<(usize, usize)> {
+    let (mut lost, mut duplicated) = (0, 0);
+    for c in 0..CONVERSATIONS {
+        let conversation = format!("r{c}");
+        let all = app
+            .store
+            .messages_after("versioned", &conversation, None, usize::MAX)?;
+        let mut replies = std::collections::HashMap::<String, usize>::new();
+        for message in &all {
+            if let Some(to) = &message.reply_to {
+                *replies.entry(to.clone()).or_default() += 1;
+            }
+        }
+        for message in all
+            .iter()
+            .filter(|m| m.reply_to.is_none() && m.sender == "bench")
+        {
+            match replies.get(&message.id) {
+                None => lost += 1,
+                Some(n) => duplicated += n - 1,
+            }
+        }
+    }
+    Ok((lost, duplicated))
+}
+
+/// Milliseconds from spawning the release binary on ten installed bots
+/// (compiled code cached by a first start) to `/healthz` answering; the
+/// median of three starts.
+pub fn startup_ms_10_bots(scratch: &Path, hostile: &Path) -> Result<f64> {
+    let dir = scratch.join("startup");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    let mut config = String::new();
+    for n in 0..10 {
+        let id = format!("bot{n}");
+        install(&plugins, hostile, &id, 1, &format!("s{n}"))?;
+        config.push_str(&format!(
+            "[bots.{id}.grant]\nmemory_mb = 16\n[bots.{id}.grant.kv]\nmax_bytes = 65536\nmax_keys = 1000\n[bots.{id}.grant.send]\nper_conversation_per_minute = 6000\nper_bot_per_minute = 60000\n"
+        ));
+    }
+    std::fs::write(dir.join("aviary.toml"), config)?;
+    let cold = start_once(&dir)?;
+    let mut warm: Vec<f64> = (0..3).map(|_| start_once(&dir)).collect::<Result<_>>()?;
+    warm.sort_by(f64::total_cmp);
+    eprintln!(
+        "startup with 10 bots: first {cold:.0} ms (compiling), then {warm:?} ms from the cache"
+    );
+    Ok(warm[1])
+}
+
+fn start_once(dir: &Path) -> Result<f64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .args(["up", "--config"])
+        .arg(dir.join("aviary.toml"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--plugins-dir")
+        .arg(dir.join("plugins"))
+        .arg("--policies-dir")
+        .arg(dir.join("no-policies"))
+        .env("AVIARY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the aviary binary")?;
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
+    let ready = loop {
+        if client
+            .get(&url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            anyhow::bail!("the host did not answer /healthz within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let bots = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/bots"))
+        .send()?
+        .text()?;
+    child.kill()?;
+    child.wait()?;
+    anyhow::ensure!(
+        bots.matches("\"running\"").count() == 10,
+        "not all ten bots run: {bots}"
+    );
+    Ok(ready.as_secs_f64() * 1e3)
+}
