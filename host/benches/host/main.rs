@@ -121,6 +121,8 @@ fn main() -> Result<()> {
             "hostile_wall_limit_ms": HOSTILE_WALL_MS,
             "hostile_post_event_ms": round1(post_event),
             "reload_swap_us_p99": storm.swap_p99_us,
+            "reload_next_event_us_p99": storm.baseline_p99_us,
+            "reload_swap_vs_next_event_p99": round1(storm.swap_p99_us / storm.baseline_p99_us.max(1.0)),
             "reload_swaps": storm.swaps_seen,
             "reload_lost": storm.lost,
             "reload_duplicated": storm.duplicated,
@@ -169,16 +171,35 @@ fn raw_events_per_s(app: &App, threads: usize) -> f64 {
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Wraps the real dispatcher to time each event from admission to commit.
+/// Wraps the real dispatcher to time each event from admission to commit,
+/// and, when a probe is set, the time from it to the next event's start.
 struct Timed {
     inner: Dispatcher,
     started: Mutex<std::collections::HashMap<u64, Instant>>,
     latencies: Mutex<Vec<Duration>>,
     finished: AtomicU64,
+    probe: Mutex<Option<Instant>>,
+    probed: Mutex<Vec<Duration>>,
+}
+
+impl Timed {
+    fn new(inner: Dispatcher) -> Timed {
+        Timed {
+            inner,
+            started: Mutex::default(),
+            latencies: Mutex::default(),
+            finished: AtomicU64::new(0),
+            probe: Mutex::default(),
+            probed: Mutex::default(),
+        }
+    }
 }
 
 impl Dispatch for Timed {
     fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
+        if let Some(at) = self.probe.lock().take() {
+            self.probed.lock().push(at.elapsed());
+        }
         let next = self.inner.dispatch(event, failures);
         if next != Next::Done {
             return next;
@@ -197,12 +218,7 @@ impl Dispatch for Timed {
 }
 
 fn dispatch_figures(store: &Store, bots: &Arc<Bots>, workers: usize) -> Result<(f64, f64, f64)> {
-    let timed = Arc::new(Timed {
-        inner: Dispatcher::new(bots.clone(), store.clone()),
-        started: Mutex::new(Default::default()),
-        latencies: Mutex::new(Vec::new()),
-        finished: AtomicU64::new(0),
-    });
+    let timed = Arc::new(Timed::new(Dispatcher::new(bots.clone(), store.clone())));
     let router = Router::start(
         workers,
         QueueConfig {
@@ -865,12 +881,10 @@ fn echo_latencies_beside(
     hostile: &[&str],
     count: usize,
 ) -> Result<Vec<Duration>> {
-    let timed = Arc::new(Timed {
-        inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
-        started: Mutex::new(Default::default()),
-        latencies: Mutex::new(Vec::new()),
-        finished: AtomicU64::new(0),
-    });
+    let timed = Arc::new(Timed::new(Dispatcher::new(
+        app.bots.clone(),
+        app.store.clone(),
+    )));
     let router = Router::start(
         workers,
         QueueConfig {

@@ -1,9 +1,10 @@
 //! The reload storm and a restart with ten bots:
 //!
 //! - `reload_*`: conversations receive events steadily while the versioned
-//!   test bot is swapped again and again (a new build by `reload`, and
-//!   rollbacks); each swap's time from the new version being current to the
-//!   first event on it, every event's time from admission to commit, and
+//!   test bot is swapped 200 times (a new build by `reload` every tenth
+//!   time, rollbacks between) while a backlog of events waits; each swap's time from
+//!   the new version being current to the first event on it, every
+//!   event's time from admission to commit, and
 //!   afterwards every message's replies counted (lost: none, duplicated: a
 //!   second one);
 //! - `startup_ms_10_bots`: the release binary started on ten installed
@@ -21,20 +22,24 @@ use aviary_host::config::{BotConfig, Config, QueueConfig};
 use aviary_host::dispatch::Dispatcher;
 use aviary_host::policy::{KvQuota, SendRate};
 use aviary_host::router::Router;
-use parking_lot::Mutex;
 
 use super::{percentile, Timed};
 
 /// Bytes of label after the marker's prefix in the versioned test bot.
 const LABEL_BYTES: usize = 48;
 const MARKER_PREFIX: &[u8] = b"AVIARY-BUILD-LABEL:";
-/// Swaps in the storm: new builds, every fifth a rollback.
-const SWAPS: u32 = 40;
+/// Swaps in the storm: every tenth a new build (compiled and loaded by
+/// `reload`), the others rollbacks to the build before.
+const SWAPS: u32 = 200;
 const CONVERSATIONS: usize = 16;
+/// Events kept queued during the storm.
+const BACKLOG: usize = 64;
 
 /// What the storm measured.
 pub struct Storm {
     pub swap_p99_us: f64,
+    /// The same wait with no swap: from an instant to the next event.
+    pub baseline_p99_us: f64,
     pub swap_max_us: f64,
     pub swaps_seen: u64,
     pub lost: usize,
@@ -96,12 +101,10 @@ pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
     };
     config.bots.insert("versioned".into(), grant());
     let app = App::start(config)?;
-    let timed = Arc::new(Timed {
-        inner: Dispatcher::new(app.bots.clone(), app.store.clone()),
-        started: Mutex::new(Default::default()),
-        latencies: Mutex::new(Vec::new()),
-        finished: Default::default(),
-    });
+    let timed = Arc::new(Timed::new(Dispatcher::new(
+        app.bots.clone(),
+        app.store.clone(),
+    )));
     let limits = QueueConfig {
         per_conversation: 100_000,
         total: 1_000_000,
@@ -130,23 +133,19 @@ pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
                 submitted.fetch_add(events.len(), Ordering::Relaxed);
                 reservation.push(events);
                 n += 1;
-                // A steady load, not a flood: about 5,000 messages a second.
-                std::thread::sleep(Duration::from_micros(200));
+                // Under load: a backlog of events always waits, so that
+                // the first event after a swap is not one yet to arrive.
+                while router.queued() >= BACKLOG && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
             }
             Ok(())
         });
         std::thread::sleep(Duration::from_millis(300));
-        for n in 1..=SWAPS {
-            if n % 5 == 0 {
-                app.bots.rollback("versioned", None)?;
-            } else {
-                install(&plugins, hostile, "versioned", n, &format!("b{n:02}"))?;
-                app.bots.reload()?;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let swaps = swap_storm(&app, &plugins, hostile, &timed);
         stop.store(true, Ordering::Relaxed);
-        submitter.join().expect("the submitter panicked")
+        submitter.join().expect("the submitter panicked")?;
+        swaps
     })?;
     let submitted = submitted.load(Ordering::Relaxed) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -165,9 +164,12 @@ pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
         .context("the versioned bot is gone")?;
     let mut latencies = std::mem::take(&mut *timed.latencies.lock());
     latencies.sort();
+    let mut probed = std::mem::take(&mut *timed.probed.lock());
+    probed.sort();
     Ok(Storm {
         swap_p99_us: slot.stats.swap_us.quantile(0.99).unwrap_or(0) as f64,
         swap_max_us: slot.stats.swap_us.quantile(1.0).unwrap_or(0) as f64,
+        baseline_p99_us: percentile(&probed, 0.99).as_secs_f64() * 1e6,
         swaps_seen: slot.stats.swap_us.count(),
         lost,
         duplicated,
@@ -176,11 +178,41 @@ pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
     })
     .inspect(|storm| {
         let p50 = percentile(&latencies, 0.5).as_secs_f64() * 1e3;
+        let swap = |q| slot_quantile(&app, q);
         eprintln!(
-            "reload storm: {} events, p50 {p50:.2} ms, worst {:.1} ms; {} swaps timed",
-            storm.events, storm.worst_event_ms, storm.swaps_seen
+            "reload storm: {} events, p50 {p50:.2} ms, worst {:.1} ms; {} swaps timed, first event after one: p50 {} us, p90 {} us, max {} us; next event with no swap: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us",
+            storm.events, storm.worst_event_ms, storm.swaps_seen, swap(0.5), swap(0.9), swap(1.0),
+            percentile(&probed, 0.5).as_secs_f64() * 1e6,
+            percentile(&probed, 0.9).as_secs_f64() * 1e6,
+            storm.baseline_p99_us
         );
     })
+}
+
+fn slot_quantile(app: &App, q: f64) -> u64 {
+    app.bots
+        .slot("versioned")
+        .and_then(|slot| slot.stats.swap_us.quantile(q))
+        .unwrap_or(0)
+}
+
+/// The swaps: a new build (compiled and loaded by `reload`) every tenth
+/// time, starting with the first, rollbacks to the build before between.
+/// Halfway between swaps a probe times the same thing with no swap: from an
+/// instant to the next event's start.
+fn swap_storm(app: &App, plugins: &Path, hostile: &Path, timed: &Timed) -> Result<()> {
+    for n in 1..=SWAPS {
+        if n % 10 == 1 {
+            install(plugins, hostile, "versioned", n, &format!("b{n:03}"))?;
+            app.bots.reload()?;
+        } else {
+            app.bots.rollback("versioned", None)?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        *timed.probe.lock() = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// Inbound messages without a reply, and replies beyond the first.

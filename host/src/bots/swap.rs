@@ -40,16 +40,7 @@ impl Bots {
                 source.display()
             );
         }
-        let bot_config = self.config.bot(&id);
-        let policy = BotPolicy::new(&id, grant, &bot_config.secrets, self.store.state())?;
-        let spec = BotSpec {
-            manifest,
-            policy,
-            settings: bot_config.settings,
-            max_retries: bot_config.max_retries,
-            logs: slot.logs.clone(),
-        };
-        let bot = Arc::new(self.runtime.load(inspected, spec, self.store.state())?);
+        let bot = self.build(&slot, manifest, inspected, grant)?;
         self.versions().keep(&bot, bytes)?;
         let detail = format!(
             "file {}; version {} sha256 {} imports {}",
@@ -61,6 +52,31 @@ impl Bots {
         self.activate(&slot, bot, how, &detail)?;
         *slot.source.lock() = Some(source.to_owned());
         Ok(())
+    }
+
+    /// Links `inspected` under `grant` with its configured settings and
+    /// secrets and calls its `init`: a version ready to serve in `slot`.
+    pub(super) fn build(
+        &self,
+        slot: &Slot,
+        manifest: Manifest,
+        inspected: Inspected,
+        grant: Capabilities,
+    ) -> Result<Arc<LoadedBot>> {
+        let bot_config = self.config.bot(&manifest.id);
+        let policy = BotPolicy::new(&manifest.id, grant, &bot_config.secrets, self.store.state())?;
+        let spec = BotSpec {
+            manifest,
+            policy,
+            settings: bot_config.settings,
+            max_retries: bot_config.max_retries,
+            logs: slot.logs.clone(),
+        };
+        Ok(Arc::new(self.runtime.load(
+            inspected,
+            spec,
+            self.store.state(),
+        )?))
     }
 
     /// Makes `bot` serve in `slot`: runs its `migrate` from the build that
@@ -91,6 +107,7 @@ impl Bots {
         }
         slot.swap(bot.clone());
         let swapped = Instant::now();
+
         *slot.pending.lock() = None;
         tracing::info!(bot = %id, version = %bot.manifest.version, sha256 = %bot.sha256, "{how}: serving{migrated}");
         // A restart serving the build that served last is no new version.

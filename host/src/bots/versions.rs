@@ -173,21 +173,7 @@ impl Bots {
                 .join(", ")
         );
         let slot = self.known(bot)?;
-        let bot_config = self.config.bot(bot);
-        let policy =
-            crate::policy::BotPolicy::new(bot, grant, &bot_config.secrets, self.store.state())?;
-        let spec = crate::runtime::BotSpec {
-            manifest,
-            policy,
-            settings: bot_config.settings,
-            max_retries: bot_config.max_retries,
-            logs: slot.logs.clone(),
-        };
-        Ok(Arc::new(self.runtime.load(
-            inspected,
-            spec,
-            self.store.state(),
-        )?))
+        self.build(&slot, manifest, inspected, grant)
     }
 
     /// Writes `bot`'s kept files over its files in the plugins directory.

@@ -36,7 +36,7 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Re-scan the plugins directory of a running host: load new and changed
     /// bots (hot reload), hold those that ask for more than granted.
-    Reload(AdminArgs),
+    Reload(Listing),
     /// Review and decide what bots may do.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -44,7 +44,17 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// List the events that failed on every attempt, from a running host.
-    DeadLetters(AdminArgs),
+    DeadLetters(Listing),
+}
+
+/// An admin command that prints a listing.
+#[derive(clap::Args)]
+struct Listing {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(clap::Args)]
@@ -158,15 +168,22 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up(args)?,
-        Command::Reload(admin) => {
-            print_bots(&admin.client()?.post("/api/v1/admin/reload", &json!({}))?)
+        Command::Reload(Listing { json, admin }) => {
+            let body = admin.client()?.post("/api/v1/admin/reload", &json!({}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body["bots"])?);
+            } else {
+                print_bots(&body);
+            }
         }
-        Command::DeadLetters(admin) => println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &admin.client()?.get("/api/v1/admin/dead-letters")?["dead_letters"]
-            )?
-        ),
+        Command::DeadLetters(Listing { json, admin }) => {
+            let body = admin.client()?.get("/api/v1/admin/dead-letters")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body["dead_letters"])?);
+            } else {
+                print_dead_letters(&body["dead_letters"]);
+            }
+        }
         Command::Policy(command) => return policy::run(command),
         Command::Audit(command) => return audit::run(command),
         Command::Plugin(command) => return plugin::run(command),
@@ -189,6 +206,28 @@ pub(super) fn print_bots(body: &Value) {
             bot["id"].as_str().unwrap_or(""),
             bot["version"].as_str().unwrap_or(""),
             bot["status"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_dead_letters(letters: &Value) {
+    let all = letters.as_array().map(Vec::as_slice).unwrap_or_default();
+    if all.is_empty() {
+        println!("no dead letters");
+    }
+    for letter in all {
+        let event = &letter["event"];
+        println!(
+            "#{} {} bot={} conversation={} attempts={}: {}",
+            event["seq"],
+            letter["at"]
+                .as_u64()
+                .map(crate::localtime::iso_local)
+                .unwrap_or_default(),
+            event["bot"].as_str().unwrap_or(""),
+            event["conversation"].as_str().unwrap_or(""),
+            letter["attempts"],
+            letter["error"].as_str().unwrap_or("")
         );
     }
 }
