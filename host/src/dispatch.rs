@@ -60,7 +60,7 @@ impl Dispatch for Dispatcher {
                 failed: false,
             };
         }
-        slot.event_starts(&bot);
+        slot.event_starts(&bot, event.seq);
         let mut conflicts = 0;
         loop {
             let outcome = bot.handle(self.store.state(), event);

@@ -67,7 +67,7 @@ impl Bots {
     /// Adds an already loaded bot (used by embedders and benchmarks).
     pub fn insert(&self, bot: LoadedBot) {
         let slot = self.slot_or_new(&bot.manifest.id);
-        slot.swap(Arc::new(bot));
+        slot.swap(Arc::new(bot), self.store.state().generate_id());
     }
 
     /// Where bots are installed.

@@ -43,7 +43,9 @@ pub struct Slot {
     pub logs: Arc<LogRing>,
     /// Set by a swap until the first event runs on the new version.
     awaiting_first: AtomicBool,
-    swapped: Mutex<Option<(Instant, String)>>,
+    /// When the last swap happened, to which build, and the store id that
+    /// was next then: events with smaller seqs were waiting already.
+    swapped: Mutex<Option<(Instant, String, u64)>>,
 }
 
 impl Slot {
@@ -77,8 +79,9 @@ impl Slot {
     }
 
     /// Makes `bot` the version every later event runs on. Events already
-    /// running keep the version they started with.
-    pub(super) fn swap(&self, bot: Arc<LoadedBot>) {
+    /// running keep the version they started with. `waiting_below`: events
+    /// with a smaller seq were accepted before the swap.
+    pub(super) fn swap(&self, bot: Arc<LoadedBot>, waiting_below: u64) {
         {
             let mut history = self.history.lock();
             history.retain(|kept| kept.sha256 != bot.sha256);
@@ -86,9 +89,10 @@ impl Slot {
             let excess = history.len().saturating_sub(KEPT_IN_MEMORY);
             history.drain(..excess);
         }
-        *self.swapped.lock() = Some((Instant::now(), bot.sha256.clone()));
+        *self.swapped.lock() = Some((Instant::now(), bot.sha256.clone(), waiting_below));
         self.current.store(Some(bot));
         self.awaiting_first.store(true, Ordering::Release);
+        self.stats.record_swap();
         *self.failure.lock() = None;
     }
 
@@ -106,15 +110,19 @@ impl Slot {
             .cloned()
     }
 
-    /// Called as an event starts on `bot`: the first event on a version
-    /// just swapped in records how long after the swap it started.
-    pub fn event_starts(&self, bot: &LoadedBot) {
+    /// Called as event `seq` starts on `bot`: the first event on a version
+    /// just swapped in records how long after the swap it started, when it
+    /// was already waiting then (so an idle bot's pause is not counted).
+    pub fn event_starts(&self, bot: &LoadedBot, seq: u64) {
         if !self.awaiting_first.load(Ordering::Acquire) {
             return;
         }
         let swapped = self.swapped.lock();
-        if let Some((at, sha256)) = swapped.as_ref() {
-            if *sha256 == bot.sha256 && self.awaiting_first.swap(false, Ordering::AcqRel) {
+        if let Some((at, sha256, waiting_below)) = swapped.as_ref() {
+            if *sha256 == bot.sha256
+                && self.awaiting_first.swap(false, Ordering::AcqRel)
+                && seq < *waiting_below
+            {
                 self.stats.swap_us.record(at.elapsed().as_micros() as u64);
             }
         }

@@ -93,8 +93,10 @@ pub struct Stats {
     handle_us: Histogram,
     memory_high_water: AtomicUsize,
     denials: Mutex<BTreeMap<&'static str, u64>>,
-    /// Time from a version becoming current to its first event, per swap.
+    /// Time from a version becoming current to its first event, per swap
+    /// that found events waiting.
     pub swap_us: Histogram,
+    swaps: AtomicU64,
 }
 
 impl Stats {
@@ -124,6 +126,11 @@ impl Stats {
         if refusals.unlisted > 0 {
             *denials.entry("unlisted").or_default() += refusals.unlisted;
         }
+    }
+
+    /// Counts a swap to another version.
+    pub fn record_swap(&self) {
+        self.swaps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an event that was dead-lettered.
@@ -177,8 +184,10 @@ pub struct BotStats {
     /// The grant's kv quota, when kv is granted.
     pub kv_max_keys: Option<u64>,
     pub kv_max_bytes: Option<u64>,
-    /// Swaps to a new version and the slowest start of a first event after one.
+    /// Swaps to another version since the host started.
     pub swaps: u64,
+    /// Of swaps that found events waiting: p99 of the time until the
+    /// first of them started on the new version.
     pub swap_p99_us: Option<u64>,
 }
 
@@ -202,7 +211,7 @@ impl super::Bots {
             kv_bytes: used.bytes,
             kv_max_keys: quota.map(|q| q.max_keys),
             kv_max_bytes: quota.map(|q| q.max_bytes),
-            swaps: slot.stats.swap_us.count(),
+            swaps: slot.stats.swaps.load(Ordering::Relaxed),
             swap_p99_us: slot.stats.swap_us.quantile(0.99),
         })
     }

@@ -91,13 +91,16 @@ impl Bots {
         detail: &str,
     ) -> Result<Instant> {
         let id = &bot.manifest.id;
-        let recorded = self.store.versions(id)?.pop();
+        // The build that served before: now, or before the last stop.
         let before = match slot.current() {
             Some(running) => Some((running.manifest.version.clone(), running.sha256.clone())),
-            None => recorded
-                .as_ref()
-                .map(|entry| (entry.version.clone(), entry.sha256.clone())),
+            None => self
+                .store
+                .versions(id)?
+                .pop()
+                .map(|entry| (entry.version, entry.sha256)),
         };
+        let same_build = before.as_ref().is_some_and(|(_, sha)| *sha == bot.sha256);
         let mut migrated = String::new();
         if let Some((from, sha256)) = before.filter(|(_, sha)| *sha != bot.sha256) {
             if bot.has_migrate() {
@@ -105,13 +108,13 @@ impl Bots {
                 migrated = format!("; migrated from {from} ({})", &sha256[..12]);
             }
         }
-        slot.swap(bot.clone());
+        slot.swap(bot.clone(), self.store.state().generate_id());
         let swapped = Instant::now();
 
         *slot.pending.lock() = None;
         tracing::info!(bot = %id, version = %bot.manifest.version, sha256 = %bot.sha256, "{how}: serving{migrated}");
         // A restart serving the build that served last is no new version.
-        if recorded.is_none_or(|last| last.sha256 != bot.sha256) {
+        if !same_build {
             self.store
                 .record_version(id, &bot.manifest.version, &bot.sha256, how)
                 .context("cannot record the version")?;
@@ -131,6 +134,9 @@ impl Bots {
     fn migrate(&self, bot: &LoadedBot, from: &str) -> Result<()> {
         for _ in 0..MIGRATE_CONFLICTS {
             let effects = bot.run_migrate(self.store.state(), from)?;
+            if effects.kv_reads.is_empty() && effects.kv_writes.is_empty() {
+                return Ok(());
+            }
             match self.store.commit_kv(&effects) {
                 Ok(()) => {
                     bot.policy.kv.apply(effects.kv_delta);

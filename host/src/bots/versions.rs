@@ -29,7 +29,7 @@ pub(super) struct Versions {
 pub struct KeptVersion {
     #[serde(flatten)]
     pub entry: VersionEntry,
-    /// Whether it is the build serving now.
+    /// Whether it is the build serving now (its newest entry).
     pub current: bool,
 }
 
@@ -83,15 +83,24 @@ impl Bots {
     pub fn kept_versions(&self, bot: &str) -> Result<Vec<KeptVersion>> {
         let slot = self.known(bot)?;
         let current = slot.current().map(|b| b.sha256.clone());
-        Ok(self
+        let mut kept: Vec<KeptVersion> = self
             .store
             .versions(bot)?
             .into_iter()
             .map(|entry| KeptVersion {
-                current: current.as_deref() == Some(entry.sha256.as_str()),
+                current: false,
                 entry,
             })
-            .collect())
+            .collect();
+        // The newest entry of the build serving is the current one.
+        if let Some(last) = kept
+            .iter_mut()
+            .rev()
+            .find(|k| current.as_deref() == Some(k.entry.sha256.as_str()))
+        {
+            last.current = true;
+        }
+        Ok(kept)
     }
 
     /// Puts back the build of `bot` that served before the current one, or

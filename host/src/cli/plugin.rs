@@ -448,7 +448,7 @@ fn print_stats(stats: &Value) {
         }
     );
     println!(
-        "  swaps       {} (first event after a swap: p99 {})",
+        "  swaps       {} (with events waiting, the first ran on the new version within p99 {})",
         stats["swaps"],
         us(&stats["swap_p99_us"])
     );
