@@ -40,8 +40,8 @@ pub struct RolledBack {
     pub from: String,
     pub to: String,
     pub sha256: String,
-    /// From the request to the swap, `migrate` included (recording the
-    /// version and the audit record come after).
+    /// From the build being ready (found in memory or loaded, its files
+    /// back in the plugins directory) to the swap, `migrate` included.
     pub took_us: u64,
     /// Whether the build was still loaded in memory (no compile, no `init`).
     pub in_memory: bool,
@@ -108,7 +108,6 @@ impl Bots {
     /// plugins directory gets its files back, so a rescan keeps it.
     pub fn rollback(&self, bot: &str, to: Option<&str>) -> Result<RolledBack> {
         let _one_at_a_time = self.changing.lock();
-        let started = Instant::now();
         let slot = self.known(bot)?;
         let running = slot
             .current()
@@ -125,9 +124,21 @@ impl Bots {
             loaded.manifest.version,
             &loaded.sha256[..12]
         );
-        let swapped = self.activate(&slot, loaded.clone(), "rollback", &detail)?;
-        let took_us = (swapped - started).as_micros() as u64;
+        // The files first: writing them is slow, and nothing should slow
+        // the events right after the swap. If the swap fails, the running
+        // build's files go back.
         self.restore_files(&loaded)?;
+        let activating = Instant::now();
+        let swapped = match self.activate(&slot, loaded.clone(), "rollback", &detail) {
+            Ok(swapped) => swapped,
+            Err(error) => {
+                if let Err(restore) = self.restore_files(&running) {
+                    tracing::error!(bot = %bot, "cannot put back the files of the running build: {restore:#}");
+                }
+                return Err(error);
+            }
+        };
+        let took_us = (swapped - activating).as_micros() as u64;
         Ok(RolledBack {
             bot: bot.into(),
             from: running.manifest.version.clone(),

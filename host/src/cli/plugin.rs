@@ -176,7 +176,7 @@ pub(super) fn run(command: PluginCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(done)?);
             } else {
                 println!(
-                    "rolled back {bot} from {} to {} (sha256 {}) in {} µs{}",
+                    "rolled back {bot} from {} to {} (sha256 {}): swapped in {} µs{}",
                     text(&done["from"]),
                     text(&done["to"]),
                     short(&done["sha256"]),
