@@ -487,6 +487,7 @@ fn logs_and_stats_show_what_the_bot_did() {
         seen.push(line);
     }
     follow.kill().unwrap();
+    follow.wait().unwrap();
     assert!(
         seen[0].contains(" info ") && seen[0].contains("b00 handles \"one\""),
         "{seen:#?}"

@@ -152,9 +152,9 @@ impl Bots {
     /// The version entry a rollback goes to.
     fn target(&self, bot: &str, running: &LoadedBot, to: Option<&str>) -> Result<VersionEntry> {
         let served = self.store.versions(bot)?;
-        let older = served.iter().rev().filter(|v| v.sha256 != running.sha256);
+        let mut older = served.iter().rev().filter(|v| v.sha256 != running.sha256);
         let found = match to {
-            None => older.cloned().next(),
+            None => older.next().cloned(),
             Some(to)
                 if to == running.manifest.version
                     || running.sha256.starts_with(to) && to.len() >= MIN_PREFIX =>
@@ -162,9 +162,8 @@ impl Bots {
                 anyhow::bail!("bot `{bot}` already runs {to} ({})", &running.sha256[..12])
             }
             Some(to) => older
-                .filter(|v| v.version == to || (to.len() >= MIN_PREFIX && v.sha256.starts_with(to)))
-                .cloned()
-                .next(),
+                .find(|v| v.version == to || (to.len() >= MIN_PREFIX && v.sha256.starts_with(to)))
+                .cloned(),
         };
         found.with_context(|| match to {
             None => format!("bot `{bot}` has no earlier build to roll back to (see `aviary plugin versions {bot}`)"),
