@@ -45,10 +45,10 @@ impl Dispatch for Dispatcher {
     /// wait, or a failure with growing backoff), or dead-lettered once it
     /// failed more than `max_retries` times after the first.
     fn dispatch(&self, event: &PendingEvent, failures: u32) -> Next {
-        let Some((slot, bot)) = self
+        let Some((bot, slot)) = self
             .bots
             .slot(&event.bot)
-            .and_then(|slot| Some((slot.clone(), slot.current()?)))
+            .and_then(|slot| Some((slot.current()?, slot)))
         else {
             self.give_up(None, event, "the bot is not loaded", failures);
             return Next::Done;

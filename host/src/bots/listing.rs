@@ -115,7 +115,8 @@ impl Bots {
     }
 }
 
-fn info(id: &str, slot: &Slot) -> BotInfo {
+/// What the listing shows of bot `id` in `slot`.
+pub(super) fn info(id: &str, slot: &Slot) -> BotInfo {
     let running = slot.current();
     let failure = slot.failure.lock().clone();
     let pending = slot.pending.lock().clone();

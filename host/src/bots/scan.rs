@@ -168,6 +168,21 @@ impl Bots {
         Ok((manifest, bytes))
     }
 
+    /// The admin's grant of `id`, widened by what was approved for this
+    /// exact build.
+    pub(super) fn approved_grant(
+        &self,
+        id: &str,
+        version: &str,
+        sha256: &str,
+    ) -> Result<crate::policy::Capabilities> {
+        let grant = self.config.grant(id)?;
+        Ok(match self.store.approval(id, version, sha256)? {
+            Some(asks) => grant.widened_by(&asks),
+            None => grant,
+        })
+    }
+
     /// Loads, or holds for approval, an inspected component.
     fn decide(
         &self,
@@ -177,14 +192,7 @@ impl Bots {
         path: &Path,
     ) -> Result<()> {
         let id = manifest.id.clone();
-        let grant = self.config.grant(&id)?;
-        let approved = self
-            .store
-            .approval(&id, &manifest.version, &inspected.sha256)?;
-        let effective = match approved {
-            Some(asks) => grant.widened_by(&asks),
-            None => grant,
-        };
+        let effective = self.approved_grant(&id, &manifest.version, &inspected.sha256)?;
         // Imports that even an approval of the asks would not cover: refuse.
         let refusals = BotPolicy::import_refusals_of(
             &effective.widened_by(&manifest.asks),

@@ -196,7 +196,7 @@ impl super::Bots {
     pub fn stats(&self, id: &str) -> anyhow::Result<BotStats> {
         let slot = self.known(id)?;
         let running = slot.current();
-        let info = self.list().into_iter().find(|b| b.id == id);
+        let info = super::listing::info(id, &slot);
         let used = running
             .as_ref()
             .map(|b| b.policy.kv.used())
@@ -204,8 +204,8 @@ impl super::Bots {
         let quota = running.as_ref().and_then(|b| b.policy.grant.kv);
         Ok(BotStats {
             bot: id.into(),
-            version: info.as_ref().map(|i| i.version.clone()).unwrap_or_default(),
-            status: info.map(|i| i.status).unwrap_or("failed"),
+            version: info.version,
+            status: info.status,
             counters: slot.stats.report(),
             kv_keys: used.keys,
             kv_bytes: used.bytes,

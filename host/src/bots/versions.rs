@@ -175,11 +175,7 @@ impl Bots {
     fn reload_kept(&self, bot: &str, sha256: &str) -> Result<Arc<LoadedBot>> {
         let (manifest, bytes) = self.versions().read(bot, sha256)?;
         let inspected = self.runtime.inspect(&bytes)?;
-        let grant = self.config.grant(bot)?;
-        let grant = match self.store.approval(bot, &manifest.version, sha256)? {
-            Some(asks) => grant.widened_by(&asks),
-            None => grant,
-        };
+        let grant = self.approved_grant(bot, &manifest.version, sha256)?;
         let shortfalls = grant.shortfalls(&manifest.asks);
         anyhow::ensure!(
             shortfalls.is_empty(),
