@@ -9,7 +9,8 @@ use crate::channels::web::{self, WebState};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::router::Router;
-use crate::runtime::Runtime;
+use crate::runtime::capabilities::llm::models::Models;
+use crate::runtime::{Runtime, Services};
 use crate::store::Store;
 
 /// A started host: bots loaded, workers running, pending events requeued.
@@ -35,7 +36,13 @@ impl App {
                 "deleted expired tokens and idempotency keys"
             );
         }
-        let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
+        let models_dir = config.models_dir();
+        let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"), |io| {
+            Ok(Services {
+                models: Arc::new(Models::start(&config.llm, &models_dir, io)?),
+                live: Arc::default(),
+            })
+        })?);
         let bots = Arc::new(Bots::new(runtime.clone(), config.clone(), store.clone()));
         // Watch first, so that a change during the first scan is not missed.
         let watcher = if config.watch {
@@ -79,6 +86,7 @@ impl App {
             router: self.router.clone(),
             bots: self.bots.clone(),
             web: Arc::new(self.config.web.clone()),
+            live: self.runtime.services().live.clone(),
         };
         let token = crate::admin::load_or_create_token(
             self.config.admin_token.as_deref(),

@@ -40,6 +40,8 @@ pub struct Config {
     /// Token of the admin API; when unset, one is generated into
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
+    /// `[llm]`: the language models bots may be granted.
+    pub llm: crate::runtime::capabilities::llm::config::LlmConfig,
     /// Per-bot settings and limits, keyed by bot id.
     pub bots: BTreeMap<String, BotConfig>,
 }
@@ -147,6 +149,7 @@ impl Default for Config {
             web: WebConfig::default(),
             store: crate::store::StoreConfig::default(),
             admin_token: None,
+            llm: Default::default(),
             bots: BTreeMap::new(),
         }
     }
@@ -190,6 +193,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Where embedded models are: `llm.models_dir`, else `<data_dir>/models`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.llm
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
     /// The settings of bot `id`, or the defaults when it has no section.
     pub fn bot(&self, id: &str) -> BotConfig {
         self.bots.get(id).cloned().unwrap_or_default()
@@ -221,6 +232,7 @@ impl Config {
         );
         self.web.validate()?;
         self.store.validate()?;
+        self.llm.validate()?;
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }

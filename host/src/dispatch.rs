@@ -130,6 +130,9 @@ impl Dispatcher {
     /// `hostile_post_event_ms` measures it).
     pub fn settle(&self, bot: &LoadedBot, event: &PendingEvent, outcome: Outcome) -> Settled {
         self.audit_refusals(event, &outcome.refusals);
+        for entry in outcome.audit {
+            self.append(entry);
+        }
         match outcome.result {
             Ok(effects) => match self.store.commit(&event.bot, event.seq, &effects) {
                 Ok(_) => {

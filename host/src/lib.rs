@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod files;
 pub mod ids;
+pub mod live;
 pub mod localtime;
 pub mod plugin_build;
 pub mod plugin_new;

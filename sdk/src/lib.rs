@@ -7,13 +7,26 @@
 //! - the [`Bot`] trait, which a bot implements: `init` validates the bot's
 //!   settings once at load, `handle` runs on a fresh value for every event;
 //! - the [`Host`] trait, the capabilities a bot may use (messaging, kv, log,
-//!   config), implemented by [`WasmHost`] inside the component and by
-//!   [`testing::TestHost`] in unit tests;
+//!   config and, with the `llm` feature, language models), implemented by
+//!   [`WasmHost`] inside the component and by [`testing::TestHost`] in unit
+//!   tests;
 //! - the [`export_bot!`] macro, which turns a [`Bot`] into the component's
 //!   exports. A bot crate needs only `aviary-sdk` as a dependency;
 //! - the host's rules, shared with it through `aviary-rules`: [`text`] (the
 //!   [`text::MAX_TEXT_BYTES`] limit of one message, [`text::split`] and
 //!   [`text::trim`] for longer texts), [`kv`] limits and [`ids`].
+//!
+//! # Cargo feature `llm`
+//!
+//! Language models (the WIT `llm` interface) are behind the `llm` feature:
+//! with it, [`Host`] gains `llm_chat`, `llm_embed` and `llm_models`, the
+//! `llm` module holds the request and answer types with a few helpers, and
+//! [`testing::TestHost`] can register fake models. Without it a bot does
+//! not import `aviary:bot/llm` at all, which matters because the host
+//! refuses to load a bot that imports it without an `llm_models` grant.
+//! Every [`Host`] method is in its vtable, so every wrapped import is
+//! imported by every bot: only bots that ask for the feature
+//! (`aviary-sdk = { ..., features = ["llm"] }`) get these methods.
 //!
 //! ```
 //! use aviary_sdk::{Bot, Event, Host};
@@ -47,6 +60,8 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "llm")]
+pub mod llm;
 pub mod testing;
 
 pub use aviary_rules::{ids, kv, text};
@@ -66,6 +81,9 @@ pub mod bindings {
         export_macro_name: "__export_bot_world",
         default_bindings_module: "aviary_sdk::bindings",
         additional_derives: [PartialEq, Eq],
+        // `chat-request` holds an `f32` (no `Eq`); `llm` implements its
+        // `PartialEq` by hand.
+        additional_derives_ignore: ["chat-request"],
     });
 }
 
@@ -116,6 +134,45 @@ pub trait Host {
     fn config(&mut self, key: &str) -> Option<String>;
     /// The secret named `name`; `Error::Denied` unless the bot's grant names it.
     fn secret(&mut self, name: &str) -> Result<String, Error>;
+
+    /// Generate the assistant's next message after `request.messages` on
+    /// the model `request.model` (one of [`Host::llm_models`]).
+    ///
+    /// `Error::Denied` when the bot's `llm_models` grant does not name the
+    /// model, `Error::Unavailable` when the host cannot run it now (its
+    /// message says why, e.g. which command installs a missing model),
+    /// `Error::Invalid` for a malformed request. With `stream_to` set, the
+    /// host shows the growing text in that conversation as drafts; the bot
+    /// still sends the final answer itself. Waiting here costs no CPU time;
+    /// the event's wall-clock limit bounds it (finish reason `TimeLimit`).
+    ///
+    /// The default, for hosts without language models, denies every call.
+    #[cfg(feature = "llm")]
+    fn llm_chat(&mut self, request: &llm::ChatRequest) -> Result<llm::Completion, Error> {
+        Err(Error::Denied(format!(
+            "model `{}`: this host offers no language models",
+            request.model
+        )))
+    }
+    /// One embedding vector per text of `texts`, in order, from `model`.
+    /// Errors as for [`Host::llm_chat`].
+    ///
+    /// The default, for hosts without language models, denies every call.
+    #[cfg(feature = "llm")]
+    fn llm_embed(&mut self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        let _ = texts;
+        Err(Error::Denied(format!(
+            "model `{model}`: this host offers no language models"
+        )))
+    }
+    /// The models this bot may use: granted to it and offered by the host,
+    /// in the order of its grant. Empty when none is.
+    ///
+    /// The default, for hosts without language models, is empty.
+    #[cfg(feature = "llm")]
+    fn llm_models(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// [`Host`] backed by the component's real imports.
@@ -167,6 +224,18 @@ impl Host for WasmHost {
     }
     fn secret(&mut self, name: &str) -> Result<String, Error> {
         bindings::aviary::bot::config::secret(name)
+    }
+    #[cfg(feature = "llm")]
+    fn llm_chat(&mut self, request: &llm::ChatRequest) -> Result<llm::Completion, Error> {
+        bindings::aviary::bot::llm::chat(request)
+    }
+    #[cfg(feature = "llm")]
+    fn llm_embed(&mut self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        bindings::aviary::bot::llm::embed(model, texts)
+    }
+    #[cfg(feature = "llm")]
+    fn llm_models(&mut self) -> Vec<String> {
+        bindings::aviary::bot::llm::models()
     }
 }
 

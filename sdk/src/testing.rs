@@ -4,9 +4,16 @@
 //! the real host's semantics, records everything the bot sends, and delivers
 //! events the way the host does: a fresh `B::default()` per event, with the
 //! event's sends and kv writes discarded when `handle` returns `Err`.
+//!
+//! With the `llm` feature it also runs fake models: `TestHost::with_model`
+//! registers one by name with a function that answers its requests (often
+//! built from `completion`), and `TestHost::llm_requests` shows what the
+//! bot asked.
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "llm")]
+use crate::llm::{ChatRequest, Completion, FinishReason, Usage};
 use crate::{Bot, Contact, ContactAdded, Error, Event, Host, Level, Message, Settings, Timer};
 
 /// A message the bot sent through [`Host::send`] or [`Host::reply`].
@@ -24,8 +31,29 @@ pub struct Sent {
 /// (2023-11-14T22:13:20Z); each further message is one second later.
 const FIRST_AT_MS: u64 = 1_700_000_000_000;
 
+/// How a fake model answers: called with each request the bot makes to it.
+#[cfg(feature = "llm")]
+pub type Answer = Box<dyn FnMut(&ChatRequest) -> Result<Completion, Error>>;
+
+/// A model registered with [`TestHost::with_model`].
+#[cfg(feature = "llm")]
+struct FakeModel {
+    name: String,
+    answer: Answer,
+}
+
+#[cfg(feature = "llm")]
+impl std::fmt::Debug for FakeModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeModel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A fake [`Host`] for unit tests: settings, secrets, in-memory kv and a
-/// record of sends, typing indicators and log lines.
+/// record of sends, typing indicators and log lines (and, with the `llm`
+/// feature, fake models and the requests made to them).
 #[derive(Debug, Default)]
 pub struct TestHost {
     settings: Settings,
@@ -37,6 +65,12 @@ pub struct TestHost {
     next_id: u64,
     /// Inside [`TestHost::migrate`], where sends are refused.
     migrating: bool,
+    /// Fake models, in registration order.
+    #[cfg(feature = "llm")]
+    models: Vec<FakeModel>,
+    /// Every `llm_chat` request, oldest first.
+    #[cfg(feature = "llm")]
+    llm_requests: Vec<ChatRequest>,
 }
 
 impl TestHost {
@@ -154,12 +188,132 @@ impl TestHost {
         &self.kv
     }
 
-    /// Forget recorded sends, typing indicators and logs (kv is kept).
+    /// Forget recorded sends, typing indicators, logs and (with the `llm`
+    /// feature) chat requests; kv is kept.
     pub fn clear_records(&mut self) {
         self.sent.clear();
         self.typing.clear();
         self.logs.clear();
+        #[cfg(feature = "llm")]
+        self.llm_requests.clear();
     }
+}
+
+/// Fake models (feature `llm`).
+#[cfg(feature = "llm")]
+impl TestHost {
+    /// Builder: offer (and grant) model `name`, which answers each
+    /// [`Host::llm_chat`] request with `answer(&request)`. Models are listed
+    /// by [`Host::llm_models`] in registration order; registering a name
+    /// again replaces its answer and keeps its place. Requests to any other
+    /// model are denied, as the host denies a model the grant does not name.
+    pub fn with_model(
+        mut self,
+        name: impl Into<String>,
+        answer: impl FnMut(&ChatRequest) -> Result<Completion, Error> + 'static,
+    ) -> Self {
+        let name = name.into();
+        let answer: Answer = Box::new(answer);
+        match self.models.iter_mut().find(|m| m.name == name) {
+            Some(model) => model.answer = answer,
+            None => self.models.push(FakeModel { name, answer }),
+        }
+        self
+    }
+
+    /// Every request the bot passed to [`Host::llm_chat`], oldest first,
+    /// including refused ones. Not rolled back by a failed event (like
+    /// typing indicators, a model call is not part of the commit).
+    pub fn llm_requests(&self) -> &[ChatRequest] {
+        &self.llm_requests
+    }
+
+    /// The registered model `name`, or the host's refusal.
+    fn model(&mut self, name: &str) -> Result<&mut FakeModel, Error> {
+        let granted: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        let reason = if granted.is_empty() {
+            format!("model `{name}` is not granted: this bot's `llm_models` grant is empty")
+        } else {
+            format!(
+                "model `{name}` is not in this bot's `llm_models` grant ({})",
+                granted.join(", ")
+            )
+        };
+        self.models
+            .iter_mut()
+            .find(|m| m.name == name)
+            .ok_or(Error::Denied(reason))
+    }
+}
+
+/// Number of floats in a vector of a fake model's [`Host::llm_embed`].
+#[cfg(feature = "llm")]
+pub const FAKE_EMBEDDING_DIMS: usize = 8;
+
+/// A completion that ended normally (`FinishReason::Stop`) with `text`,
+/// for a fake model to answer. Its usage counts no prompt tokens and
+/// [`estimate_tokens`](crate::llm::estimate_tokens) of `text` as completion
+/// tokens.
+#[cfg(feature = "llm")]
+pub fn completion(text: impl Into<String>) -> Completion {
+    let text = text.into();
+    Completion {
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens: crate::llm::estimate_tokens(&text),
+        },
+        text,
+        finish_reason: FinishReason::Stop,
+    }
+}
+
+/// A few of the host's checks of a chat request: at least one message,
+/// `max_tokens` of at least 1, `temperature` from 0 to 2, no empty stop
+/// sequence and a valid `stream_to` conversation id.
+#[cfg(feature = "llm")]
+fn check_chat_request(request: &ChatRequest) -> Result<(), Error> {
+    let invalid = |m: &str| Err(Error::Invalid(m.into()));
+    if request.messages.is_empty() {
+        return invalid("a chat request holds at least 1 message");
+    }
+    if request.max_tokens == Some(0) {
+        return invalid("max-tokens must be at least 1");
+    }
+    if request
+        .temperature
+        .is_some_and(|t| !(0.0..=2.0).contains(&t))
+    {
+        return invalid("temperature must be 0 to 2");
+    }
+    if request.stop.iter().any(String::is_empty) {
+        return invalid("stop sequences must not be empty");
+    }
+    match &request.stream_to {
+        Some(to) if !crate::ids::is_valid_id(to) => {
+            invalid("stream-to is not a valid conversation id")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A fake embedding of `text`: [`FAKE_EMBEDDING_DIMS`] floats in `[-1, 1)`
+/// derived from an FNV-1a hash of its bytes, so equal texts get equal
+/// vectors and different texts (almost surely) different ones.
+#[cfg(feature = "llm")]
+fn fake_embedding(text: &str) -> Vec<f32> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..FAKE_EMBEDDING_DIMS)
+        .map(|_| {
+            // One step of a xorshift per float; the top 24 bits fit an f32.
+            hash ^= hash << 13;
+            hash ^= hash >> 7;
+            hash ^= hash << 17;
+            (hash >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
 }
 
 fn check_key(key: &str) -> Result<(), Error> {
@@ -288,6 +442,30 @@ impl Host for TestHost {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::Denied(format!("secret {name} is not granted")))
+    }
+
+    /// Records `request`, then, as the host does, denies a model that was
+    /// not registered, checks the request and lets the model answer.
+    #[cfg(feature = "llm")]
+    fn llm_chat(&mut self, request: &ChatRequest) -> Result<Completion, Error> {
+        self.llm_requests.push(request.clone());
+        let model = self.model(&request.model)?;
+        check_chat_request(request)?;
+        (model.answer)(request)
+    }
+
+    /// A fake vector per text (see [`FAKE_EMBEDDING_DIMS`]) from a
+    /// registered model; other models are denied.
+    #[cfg(feature = "llm")]
+    fn llm_embed(&mut self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        self.model(model)?;
+        Ok(texts.iter().map(|t| fake_embedding(t)).collect())
+    }
+
+    /// The registered models, in registration order.
+    #[cfg(feature = "llm")]
+    fn llm_models(&mut self) -> Vec<String> {
+        self.models.iter().map(|m| m.name.clone()).collect()
     }
 }
 
@@ -553,5 +731,141 @@ mod tests {
             TestHost::new().migrate::<Counter>("0.1.0").is_ok(),
             "the default does nothing"
         );
+    }
+}
+
+#[cfg(all(test, feature = "llm"))]
+mod llm_tests {
+    use super::*;
+    use crate::llm::ChatMessage;
+
+    fn ask(model: &str, text: &str) -> ChatRequest {
+        ChatRequest::new(model, vec![ChatMessage::user(text)])
+    }
+
+    /// A model that answers with the last message's text reversed.
+    fn reverser(request: &ChatRequest) -> Result<Completion, Error> {
+        let last = request.messages.last().map_or("", |m| m.content.as_str());
+        Ok(completion(last.chars().rev().collect::<String>()))
+    }
+
+    #[test]
+    fn registered_models_answer_and_are_listed_in_order() {
+        let mut host = TestHost::new()
+            .with_model("small", reverser)
+            .with_model("big", |_: &ChatRequest| Ok(completion("big answer")));
+        assert_eq!(host.llm_models(), ["small", "big"]);
+        assert_eq!(host.llm_chat(&ask("small", "abc")).unwrap().text, "cba");
+        let answer = host.llm_chat(&ask("big", "hi")).unwrap();
+        assert_eq!(answer, completion("big answer"));
+        assert_eq!(answer.finish_reason, FinishReason::Stop);
+        assert_eq!(
+            answer.usage.completion_tokens, 3,
+            "10 bytes / 4, rounded up"
+        );
+    }
+
+    #[test]
+    fn registering_a_name_again_replaces_its_answer_in_place() {
+        let mut host = TestHost::new()
+            .with_model("a", reverser)
+            .with_model("b", reverser)
+            .with_model("a", |_: &ChatRequest| Ok(completion("new")));
+        assert_eq!(host.llm_models(), ["a", "b"]);
+        assert_eq!(host.llm_chat(&ask("a", "x")).unwrap().text, "new");
+    }
+
+    #[test]
+    fn an_unregistered_model_is_denied_like_an_ungranted_one() {
+        let mut host = TestHost::new();
+        assert!(host.llm_models().is_empty());
+        let Err(Error::Denied(reason)) = host.llm_chat(&ask("m", "hi")) else {
+            panic!("denied without models");
+        };
+        assert!(reason.contains("grant is empty"), "{reason}");
+        let mut host = TestHost::new().with_model("small", reverser);
+        let Err(Error::Denied(reason)) = host.llm_chat(&ask("big", "hi")) else {
+            panic!("denied");
+        };
+        assert!(
+            reason.contains("`big`") && reason.contains("(small)"),
+            "{reason}"
+        );
+        assert!(matches!(
+            host.llm_embed("big", &["x".into()]),
+            Err(Error::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn records_every_request_until_cleared() {
+        let mut host = TestHost::new().with_model("m", reverser);
+        let mut streamed = ask("m", "one");
+        streamed.stream_to = Some("room".into());
+        host.llm_chat(&streamed).unwrap();
+        host.llm_chat(&ask("other", "two")).unwrap_err();
+        assert_eq!(host.llm_requests(), [streamed, ask("other", "two")]);
+        host.clear_records();
+        assert!(host.llm_requests().is_empty());
+    }
+
+    #[test]
+    fn malformed_requests_are_invalid() {
+        let mut host = TestHost::new().with_model("m", reverser);
+        let mut bad = Vec::new();
+        bad.push(ChatRequest::new("m", Vec::new()));
+        let mut request = ask("m", "hi");
+        request.max_tokens = Some(0);
+        bad.push(request);
+        let mut request = ask("m", "hi");
+        request.temperature = Some(f32::NAN);
+        bad.push(request);
+        let mut request = ask("m", "hi");
+        request.temperature = Some(2.5);
+        bad.push(request);
+        let mut request = ask("m", "hi");
+        request.stop = vec![String::new()];
+        bad.push(request);
+        let mut request = ask("m", "hi");
+        request.stream_to = Some("a/b".into());
+        bad.push(request);
+        for request in &bad {
+            assert!(
+                matches!(host.llm_chat(request), Err(Error::Invalid(_))),
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_models_error_reaches_the_bot() {
+        let mut host = TestHost::new().with_model("m", |_: &ChatRequest| {
+            Err(Error::Unavailable("run `cargo xtask up`".into()))
+        });
+        assert_eq!(
+            host.llm_chat(&ask("m", "hi")),
+            Err(Error::Unavailable("run `cargo xtask up`".into()))
+        );
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_per_text() {
+        let mut host = TestHost::new().with_model("m", reverser);
+        let texts = ["cat".to_string(), "dog".into(), "cat".into()];
+        let vectors = host.llm_embed("m", &texts).unwrap();
+        assert_eq!(vectors.len(), 3);
+        assert!(vectors.iter().all(|v| v.len() == FAKE_EMBEDDING_DIMS));
+        assert!(vectors.iter().flatten().all(|x| (-1.0..1.0).contains(x)));
+        assert_eq!(vectors[0], vectors[2]);
+        assert_ne!(vectors[0], vectors[1]);
+        assert_eq!(host.llm_embed("m", &texts[..1]).unwrap()[0], vectors[0]);
+        assert!(host.llm_embed("m", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_host_debug_shows_model_names() {
+        let host = TestHost::new().with_model("small", reverser);
+        let debug = format!("{host:?}");
+        assert!(debug.contains("small"), "{debug}");
     }
 }

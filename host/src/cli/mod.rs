@@ -74,6 +74,10 @@ struct UpArgs {
     /// Directory of grants, `<id>.toml` per bot, overriding `policies_dir` (default policies).
     #[arg(long)]
     policies_dir: Option<PathBuf>,
+    /// Directory of embedded models, overriding `llm.models_dir` (default <data_dir>/models);
+    /// `cargo xtask up` installs the default model into target/models.
+    #[arg(long, env = "AVIARY_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
 }
 
 /// Where the running host is and where its admin token lives.
@@ -245,6 +249,9 @@ fn up(args: UpArgs) -> Result<()> {
     }
     if let Some(dir) = args.policies_dir {
         config.policies_dir = dir;
+    }
+    if let Some(dir) = args.models_dir {
+        config.llm.models_dir = Some(dir);
     }
     let app = App::start(config)?;
     tokio::runtime::Builder::new_multi_thread()

@@ -58,7 +58,7 @@ pub(super) fn run(command: PolicyCommand) -> Result<ExitCode> {
 
 fn diff_builds(old: &Path, new: &Path) -> Result<BuildDiff> {
     let cache = tempfile_dir()?;
-    let runtime = Runtime::new(&cache)?;
+    let runtime = Runtime::new(&cache, |_| Ok(crate::runtime::Services::none()))?;
     let read = |path: &Path| -> Result<(Vec<String>, crate::policy::Capabilities)> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

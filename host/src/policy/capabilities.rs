@@ -195,6 +195,7 @@ impl Capabilities {
             "send" => self.send.is_some(),
             "kv" => self.kv.is_some(),
             "http" => !self.http.is_empty(),
+            "llm" => !self.llm_models.is_empty(),
             _ => false,
         }
     }

@@ -33,6 +33,7 @@ pub fn requirement(import: &str) -> Requirement {
         "aviary:bot/types" | "aviary:bot/log" | "aviary:bot/config" => Requirement::Always,
         "aviary:bot/messaging" => Requirement::Grant("send"),
         "aviary:bot/kv" => Requirement::Grant("kv"),
+        "aviary:bot/llm" => Requirement::Grant("llm"),
         "wasi:http/outgoing-handler" | "wasi:http/types" => Requirement::Grant("http"),
         _ if name.starts_with("wasi:filesystem/") => Requirement::Never("bots get no filesystem"),
         _ if name.starts_with("wasi:sockets/") => {
@@ -54,8 +55,13 @@ pub fn refusal(import: &str, granted: impl Fn(&str) -> bool) -> Option<String> {
     match requirement(import) {
         Requirement::Always => None,
         Requirement::Grant(grant) if granted(grant) => None,
-        Requirement::Grant(grant) => Some(format!("the component imports {import}, which needs the `{grant}` grant (add `{grant}` to the bot's policy)")),
-        Requirement::Never(reason) => Some(format!("the component imports {import}, which no grant allows: {reason}")),
+        Requirement::Grant(grant) => {
+            let field = if grant == "llm" { "llm_models" } else { grant };
+            Some(format!("the component imports {import}, which needs the `{grant}` grant (add `{field}` to the bot's policy)"))
+        }
+        Requirement::Never(reason) => Some(format!(
+            "the component imports {import}, which no grant allows: {reason}"
+        )),
     }
 }
 

@@ -55,6 +55,17 @@ impl BotAudit {
                 "http (the component does not import wasi:http/outgoing-handler)".to_string(),
             );
         }
+        if !grant.llm_models.is_empty() && !needs("llm") {
+            unused_grants
+                .push("llm_models (the component does not import aviary:bot/llm)".to_string());
+        }
+        for model in grant
+            .llm_models
+            .iter()
+            .filter(|m| !asks.llm_models.contains(m))
+        {
+            unused_grants.push(format!("llm model {model} (not asked for)"));
+        }
         for secret in grant.secrets.iter().filter(|s| !asks.secrets.contains(s)) {
             unused_grants.push(format!("secret {secret} (not asked for)"));
         }

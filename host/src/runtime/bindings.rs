@@ -1,12 +1,17 @@
 //! Host-side bindings of `wit/aviary.wit`. The exports are called
 //! asynchronously so that a wait inside a host call (a sleep, an HTTP
-//! answer) can be cut at the event's wall-clock deadline; the host's own
-//! imports are plain functions.
+//! answer, a generation) can be cut at the event's wall-clock deadline.
+//! The host's own imports are plain functions, except the llm calls, which
+//! wait for a model.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "bot",
     exports: { default: async },
+    imports: {
+        "aviary:bot/llm.chat": async,
+        "aviary:bot/llm.embed": async,
+    },
 });
 
 pub use aviary::bot::types::{Error as BotError, Event};

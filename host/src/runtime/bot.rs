@@ -80,6 +80,8 @@ pub struct Outcome {
     /// The linear memory the instance had at its end (memory never shrinks,
     /// so this is its high-water mark).
     pub memory_bytes: usize,
+    /// What to audit whatever the result (calls to models off this machine).
+    pub audit: Vec<crate::store::AuditEntry>,
 }
 
 /// A bot ready to handle events.
@@ -160,6 +162,7 @@ impl LoadedBot {
         });
         let memory_bytes = store.data().limits.memory_used();
         let refusals = store.data_mut().take_refusals();
+        let audit = store.data_mut().take_audit();
         let send_wait = store.data().messaging.refill_wait.flatten();
         self.log_stdio(store.data().stdio());
         let over_budget = store.data().budget.exceeded().map(str::to_owned);
@@ -179,6 +182,7 @@ impl LoadedBot {
             send_wait,
             elapsed: started.elapsed(),
             memory_bytes,
+            audit,
         }
     }
 

@@ -50,6 +50,11 @@ impl EventClock {
         self.wall_deadline
     }
 
+    /// The wall-clock limit, `wall_ms`.
+    pub fn wall_limit(&self) -> Duration {
+        self.wall_limit
+    }
+
     /// Called at each epoch tick while wasm runs: interrupt the event once
     /// either limit is spent.
     pub fn tick(&mut self) -> UpdateDeadline {

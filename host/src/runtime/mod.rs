@@ -30,6 +30,7 @@ use crate::policy::{
 use bindings::BotPre;
 use cache::ArtifactCache;
 use capabilities::log::LogRing;
+pub use capabilities::Services;
 use clock::Containment;
 use state::{EventState, Identity};
 
@@ -44,6 +45,7 @@ pub struct Runtime {
     cache: ArtifactCache,
     /// Drives what bots wait for inside host calls: timers, sockets, DNS.
     io: tokio::runtime::Runtime,
+    services: Services,
     _ticker: engine::EpochTicker,
 }
 
@@ -67,11 +69,16 @@ pub struct BotSpec {
 }
 
 /// The interface of the optional `migrate` export, any `0.1.x`.
-const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.1";
+const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.2";
 
 impl Runtime {
-    /// A runtime caching compiled components under `cache_dir`.
-    pub fn new(cache_dir: &Path) -> Result<Runtime> {
+    /// A runtime caching compiled components under `cache_dir`, whose bots
+    /// reach the host-wide `services` made by `services` on the runtime's
+    /// own I/O threads.
+    pub fn new(
+        cache_dir: &Path,
+        services: impl FnOnce(tokio::runtime::Handle) -> Result<Services>,
+    ) -> Result<Runtime> {
         let engine = engine::build_engine(MAX_MEMORY_BYTES)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_error)?;
@@ -84,11 +91,13 @@ impl Runtime {
             .enable_all()
             .build()
             .context("cannot start the runtime for bots' host calls")?;
+        let services = services(io.handle().clone())?;
         Ok(Runtime {
             engine,
             linker,
             cache,
             io,
+            services,
             _ticker: ticker,
         })
     }
@@ -153,6 +162,7 @@ impl Runtime {
             policy: policy.clone(),
             logs: spec.logs,
             memory_bytes: limits.memory_bytes,
+            services: self.services.clone(),
         };
         let bot = LoadedBot {
             manifest: spec.manifest,
@@ -169,6 +179,11 @@ impl Runtime {
         };
         bot.init(state)?;
         Ok(bot)
+    }
+
+    /// The host-wide services bots reach.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The engine (for tools that inspect components).

@@ -8,8 +8,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::{EventBudget, Refusals};
+use super::capabilities::llm::{Llm, LlmParts};
 use super::capabilities::log::LogRing;
-use super::capabilities::{config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging};
+use super::capabilities::{
+    config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging, Services,
+};
 use super::clock::EventClock;
 use super::limits::BotLimiter;
 use crate::policy::BotPolicy;
@@ -28,6 +31,8 @@ pub struct Identity {
     /// Where its log lines go besides the host's log.
     pub logs: Arc<LogRing>,
     pub memory_bytes: usize,
+    /// The host-wide state capabilities share.
+    pub services: Services,
 }
 
 /// Per-event state, made fresh for every event and dropped after it.
@@ -43,6 +48,7 @@ pub struct EventState {
     pub log: Log,
     pub config: Config,
     pub http: Http,
+    pub llm: Llm,
 }
 
 impl EventState {
@@ -55,6 +61,7 @@ impl EventState {
             policy,
             logs,
             memory_bytes,
+            services,
         } = bot;
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         // No preopened directories, no environment, no arguments, empty
@@ -69,6 +76,18 @@ impl EventState {
             stdio,
             limits: BotLimiter::new(*memory_bytes),
             http: Http::new(policy.clone(), clock.wall_deadline()),
+            llm: Llm::new(
+                LlmParts {
+                    models: services.models.clone(),
+                    live: services.live.clone(),
+                    policy: policy.clone(),
+                    bot: id.clone(),
+                    version: version.clone(),
+                    logs: logs.clone(),
+                },
+                clock.wall_deadline(),
+                clock.wall_limit(),
+            ),
             clock,
             budget: EventBudget::default(),
             messaging: Messaging::new(policy.clone()),
@@ -86,6 +105,12 @@ impl EventState {
         let mut all = std::mem::take(&mut self.budget.refusals);
         all.merge(self.http.take_refusals());
         all
+    }
+
+    /// Audit records of what the event did that must be recorded whether or
+    /// not it commits (calls to models off this machine).
+    pub fn take_audit(&mut self) -> Vec<crate::store::AuditEntry> {
+        std::mem::take(&mut self.llm.audit)
     }
 
     /// The HTTP state and the resource table it shares with WASI.

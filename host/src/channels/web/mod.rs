@@ -37,6 +37,8 @@ pub struct WebState {
     pub bots: Arc<Bots>,
     /// The `[web]` section of the configuration.
     pub web: Arc<WebConfig>,
+    /// Typing and drafts, sent to open WebSockets and never stored.
+    pub live: Arc<crate::live::LiveHub>,
 }
 
 /// The channel's routes.

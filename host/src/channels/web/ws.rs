@@ -1,6 +1,10 @@
 //! `GET .../ws?after=<id>&token=<token>`: a WebSocket that sends the
 //! conversation's messages after `after`, then each new one as it is
-//! stored, for as long as its token stays valid.
+//! stored, for as long as its token stays valid. Between them it sends the
+//! bot's ephemeral signals, frames with a `kind`: `{"kind":"typing"}` and
+//! `{"kind":"draft","text":...,"done":...}` (the growing text of an answer
+//! being generated; the real message follows). Signals are never stored: a
+//! socket opened later does not get them.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -93,6 +97,7 @@ struct Stream {
 impl Stream {
     async fn run(self, mut socket: WebSocket, mut after: Option<String>) {
         let mut changes = self.state.store.subscribe(&self.bot, &self.conversation);
+        let mut signals = self.state.live.listen(&self.bot, &self.conversation);
         let expiry = tokio::time::sleep(self.time_left());
         tokio::pin!(expiry);
         loop {
@@ -124,6 +129,12 @@ impl Stream {
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
+                signal = signals.next() => {
+                    let text = serde_json::to_string(&*signal).expect("signals serialise");
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
                 _ = &mut expiry => {
                     // Checked at the top; wall and monotonic clocks may differ.
                     expiry.as_mut().reset(tokio::time::Instant::now() + std::time::Duration::from_secs(1));

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod http;
 pub mod kv;
+pub mod llm;
 pub mod log;
 pub mod messaging;
 
@@ -52,8 +53,30 @@ pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
         cap: &mut s.config,
         budget: &mut s.budget,
     })?;
+    bot::llm::add_to_linker::<EventState, WithBudget<llm::Llm>>(linker, |s| Ctx {
+        cap: &mut s.llm,
+        budget: &mut s.budget,
+    })?;
     http::link(linker)?;
     Ok(())
+}
+
+/// What the capabilities of every bot share on one host: its models and
+/// where ephemeral signals (typing, drafts) go.
+#[derive(Clone)]
+pub struct Services {
+    pub models: std::sync::Arc<llm::models::Models>,
+    pub live: std::sync::Arc<crate::live::LiveHub>,
+}
+
+impl Services {
+    /// No models and nobody listening: for tools that inspect bots.
+    pub fn none() -> Services {
+        Services {
+            models: std::sync::Arc::new(llm::models::Models::none()),
+            live: std::sync::Arc::default(),
+        }
+    }
 }
 
 impl bot::types::Host for EventState {}
