@@ -51,12 +51,7 @@ const MAX_MARGIN: Duration = Duration::from_secs(2);
 
 /// Per-event llm state.
 pub struct Llm {
-    models: Arc<Models>,
-    live: Arc<LiveHub>,
-    policy: Arc<BotPolicy>,
-    bot: Arc<str>,
-    version: Arc<str>,
-    logs: Arc<LogRing>,
+    parts: LlmParts,
     /// When a generation must have returned to the bot.
     cut_at: Instant,
     calls: u32,
@@ -80,12 +75,7 @@ impl Llm {
     pub fn new(parts: LlmParts, wall_deadline: Instant, wall: Duration) -> Llm {
         let margin = (wall / 10).clamp(Duration::from_millis(100), MAX_MARGIN);
         Llm {
-            models: parts.models,
-            live: parts.live,
-            policy: parts.policy,
-            bot: parts.bot,
-            version: parts.version,
-            logs: parts.logs,
+            parts,
             cut_at: wall_deadline.checked_sub(margin).unwrap_or(wall_deadline),
             calls: 0,
             audit: Vec::new(),
@@ -94,10 +84,10 @@ impl Llm {
 
     /// The granted models the host offers, in grant order.
     fn usable(&self) -> Vec<String> {
-        let granted = &self.policy.grant.llm_models;
+        let granted = &self.parts.policy.grant.llm_models;
         granted
             .iter()
-            .filter(|m| self.models.offers(m))
+            .filter(|m| self.parts.models.offers(m))
             .cloned()
             .collect()
     }
@@ -115,8 +105,16 @@ impl Ctx<'_, Llm> {
     fn model(&mut self, name: &str) -> Result<Arc<Model>, BotError> {
         self.budget.check()?;
         let name = self.budget.name("model", name)?;
-        if !self.cap.policy.grant.llm_models.iter().any(|m| m == name) {
-            let granted = self.cap.policy.grant.llm_models.join(", ");
+        if !self
+            .cap
+            .parts
+            .policy
+            .grant
+            .llm_models
+            .iter()
+            .any(|m| m == name)
+        {
+            let granted = self.cap.parts.policy.grant.llm_models.join(", ");
             let reason = if granted.is_empty() {
                 format!("model `{name}` is not granted: this bot's `llm_models` grant is empty")
             } else {
@@ -124,7 +122,7 @@ impl Ctx<'_, Llm> {
             };
             return Err(self.refuse(name, BotError::Denied(reason)));
         }
-        let Some(model) = self.cap.models.get(name).cloned() else {
+        let Some(model) = self.cap.parts.models.get(name).cloned() else {
             return Err(BotError::Unavailable(format!(
                 "model `{name}` is granted but this host does not offer it: the admin configures it under [llm.models.{name}] in aviary.toml"
             )));
@@ -149,7 +147,7 @@ impl Ctx<'_, Llm> {
             .collect();
         self.cap.audit.push(AuditEntry {
             action: "external_call".into(),
-            bot: self.cap.bot.to_string(),
+            bot: self.cap.parts.bot.to_string(),
             capability: Some("llm".into()),
             target: Some(redaction.endpoint.clone()),
             detail: format!(
@@ -163,8 +161,11 @@ impl Ctx<'_, Llm> {
     }
 
     fn log(&self, line: String) {
-        self.cap.logs.push("llm", &self.cap.version, &line);
-        tracing::debug!(target: "bot", bot = &*self.cap.bot, "{line}");
+        self.cap
+            .parts
+            .logs
+            .push("llm", &self.cap.parts.version, &line);
+        tracing::debug!(target: "bot", bot = &*self.cap.parts.bot, "{line}");
     }
 }
 
@@ -262,14 +263,14 @@ impl wit::Host for Ctx<'_, Llm> {
         }
         let messages = job.messages.len();
         let mut drafts = Drafts::new(
-            self.cap.live.clone(),
-            &self.cap.bot,
+            self.cap.parts.live.clone(),
+            &self.cap.parts.bot,
             request.stream_to.as_deref(),
         );
         let turn = request
             .stream_to
             .clone()
-            .unwrap_or_else(|| self.cap.bot.to_string());
+            .unwrap_or_else(|| self.cap.parts.bot.to_string());
         let mut text = String::new();
         let mut pieces = 0;
         let generation = generate(&model, &turn, job, &mut drafts, &mut text, &mut pieces);
@@ -334,7 +335,7 @@ impl wit::Host for Ctx<'_, Llm> {
         let count = texts.len();
         let texts = self.redact(&model, texts);
         let work = async {
-            let _slot = model.slots.take(&self.cap.bot).await;
+            let _slot = model.slots.take(&self.cap.parts.bot).await;
             model.backend.embed(texts).await
         };
         let vectors = match tokio::time::timeout_at(self.cap.cut_at.into(), work).await {
