@@ -220,6 +220,9 @@ fn a_full_disk_answers_503_and_the_host_serves_again_once_space_is_freed() {
     let before = chat.all_messages();
 
     let filler = fill_disk(&host.data_dir());
+    // The host reads the free space at most every 50 ms (the reserve covers
+    // what it accepts meanwhile); past that, every message is refused.
+    std::thread::sleep(Duration::from_millis(100));
     for n in 1..=3 {
         let text = format!("while the disk is full {n}");
         let answer = chat
