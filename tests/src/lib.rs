@@ -26,6 +26,8 @@
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
+pub mod photos;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -102,6 +104,9 @@ pub struct Message {
     /// Unix milliseconds.
     pub at: u64,
     pub reply_to: Option<String>,
+    /// Files it carries: `id`, `name`, `media_type`, `size`, `url`.
+    #[serde(default)]
+    pub attachments: Vec<Value>,
 }
 
 impl Message {
@@ -819,6 +824,59 @@ impl Conversation {
             request
                 .send()
                 .unwrap_or_else(|e| panic!("POST {}: {e}", self.path())),
+        )
+    }
+
+    /// Posts a message with files as `sender`: a `multipart/form-data`
+    /// form of a `text` field and one `file` field per `(name, bytes)`.
+    pub fn post_files(&self, sender: &str, text: &str, files: &[(&str, &[u8])]) -> Answer {
+        let boundary = "aviary-test-boundary-7d1f2c";
+        let mut body = Vec::new();
+        let mut part = |headers: String, bytes: &[u8]| {
+            body.extend_from_slice(format!("--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        };
+        part(
+            "Content-Disposition: form-data; name=\"text\"".into(),
+            text.as_bytes(),
+        );
+        for (name, bytes) in files {
+            part(
+                format!(
+                    "Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: image/jpeg"
+                ),
+                bytes,
+            );
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.post_raw(
+            sender,
+            body,
+            Some(&format!("multipart/form-data; boundary={boundary}")),
+        )
+    }
+
+    /// GETs `url` (a path the API gave, e.g. an attachment's) with
+    /// `user`'s token; the status, content type and bytes.
+    pub fn download(&self, user: &str, url: &str) -> (StatusCode, Option<String>, Vec<u8>) {
+        let token = self.token(user).expect("a token").expect("a token");
+        let response = self
+            .client
+            .get(format!("{}{url}", self.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status();
+        let media = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            media,
+            response.bytes().map(|b| b.to_vec()).unwrap_or_default(),
         )
     }
 

@@ -506,3 +506,59 @@ fn chat_page_shows_the_local_models_answer_growing_then_the_answer() {
         client.close().await.unwrap();
     });
 }
+
+#[test]
+fn chat_page_uploads_a_photo_and_shows_the_plate_lookups_answer() {
+    let host = Host::start_open("");
+    let csv = host.dir().join("register.csv");
+    std::fs::write(&csv, "plate,status,make\nAB-123-CD,stolen,Renault Clio\n").unwrap();
+    let (ok, out, err) = host.cli(&[
+        "plugin",
+        "data",
+        "import",
+        "plate-lookup",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "import: {out}{err}");
+    let photo = aviary_e2e::photos::car("AB-123-CD", 70, 90);
+    let driver = Driver::start();
+    let rt = runtime();
+    let url = host.url("/");
+    rt.block_on(async {
+        let client = driver.session().await;
+        client.goto(&url).await.unwrap();
+        wait_for(
+            &client,
+            "plate-lookup in #bot",
+            "return [...document.querySelector('#bot').options].some(o => o.value === 'plate-lookup');",
+            Duration::from_secs(20),
+        )
+        .await;
+        // Pick the bot and attach the photo as the file picker would.
+        client
+            .execute(
+                "const s = document.querySelector('#bot'); s.value = 'plate-lookup'; s.dispatchEvent(new Event('change'));
+                 const file = new File([new Uint8Array(arguments[0])], 'car.jpg', { type: 'image/jpeg' });
+                 const picked = new DataTransfer(); picked.items.add(file);
+                 const input = document.querySelector('#file'); input.files = picked.files;
+                 input.dispatchEvent(new Event('change'));",
+                vec![json!(photo)],
+            )
+            .await
+            .unwrap();
+        let attached = client.find(Locator::Id("attached")).await.unwrap().text().await.unwrap();
+        assert_eq!(attached, "car.jpg", "the page says what is attached");
+        client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+        wait_for_reply_text(&client, "status: stolen").await;
+        // The photo shows in the conversation, loaded from its download URL.
+        let loaded = wait_for(
+            &client,
+            "the photo shown",
+            "const img = document.querySelector('#messages .message.in img.photo'); return img && img.complete && img.naturalWidth;",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(loaded, json!(1280), "the page shows the stored photo");
+        client.close().await.unwrap();
+    });
+}

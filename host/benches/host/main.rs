@@ -154,7 +154,7 @@ fn round1(x: f64) -> f64 {
 
 fn message_event(store: &Store, conversation: &str, text: &str) -> Result<PendingEvent> {
     Ok(store
-        .accept_inbound("echo", conversation, "bench", text)?
+        .accept_inbound("echo", conversation, "bench", text, &[])?
         .events
         .pop()
         .expect("a message event"))
@@ -172,9 +172,7 @@ fn raw_events_per_s(app: &App, threads: usize) -> f64 {
             s.spawn(|| {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    bot.handle(app.store.state(), &event)
-                        .result
-                        .expect("echo handles");
+                    bot.handle(&app.store, &event).result.expect("echo handles");
                     n += 1;
                 }
                 done.fetch_add(n, Ordering::Relaxed);
@@ -698,7 +696,7 @@ fn load_bot(
         logs: Default::default(),
     };
     app.runtime
-        .load(app.runtime.inspect(bytes)?, spec, app.store.state())
+        .load(app.runtime.inspect(bytes)?, spec, &app.store)
 }
 
 /// Echo's fresh-instance-and-handle time with the run-time policy checks
@@ -725,9 +723,7 @@ fn policy_overhead_pct(app: &App) -> Result<f64> {
         for (bot, total) in [(&checked, &mut with), (&unchecked, &mut without)] {
             let started = Instant::now();
             for _ in 0..2_000 {
-                bot.handle(app.store.state(), &event)
-                    .result
-                    .expect("echo handles");
+                bot.handle(&app.store, &event).result.expect("echo handles");
             }
             *total += started.elapsed();
         }
@@ -786,7 +782,7 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
     for (mode, was_contained) in run_time {
         tried += 1;
         let bot = load_hostile(app, &format!("bench-{mode}"), "mischief", mode, false)?;
-        if was_contained(&bot.handle(app.store.state(), &event)) {
+        if was_contained(&bot.handle(&app.store, &event)) {
             contained += 1;
         } else {
             eprintln!("hostile {mode}: NOT contained");
@@ -812,6 +808,8 @@ fn hostile_containment(app: &App) -> Result<(u32, u32)> {
         version: "0".into(),
         description: String::new(),
         asks: Capabilities::default(),
+        accepts: Vec::new(),
+        data: Default::default(),
     };
     if load_bot(
         app,
@@ -869,7 +867,7 @@ fn hostile_post_event_ms(app: &App) -> Result<f64> {
             false,
         )?;
         let event = message_event(&app.store, "post-event", "go")?;
-        let outcome = bot.handle(app.store.state(), &event);
+        let outcome = bot.handle(&app.store, &event);
         let started = Instant::now();
         dispatcher.settle(&bot, &event, outcome);
         worst = worst.max(started.elapsed());
@@ -931,7 +929,7 @@ fn echo_latencies_beside(
                     if let Ok(reservation) = router.reserve(bot, &conversation, 1) {
                         let event = app
                             .store
-                            .accept_inbound(bot, &conversation, "mallory", "go")
+                            .accept_inbound(bot, &conversation, "mallory", "go", &[])
                             .expect("store")
                             .events
                             .pop()

@@ -123,7 +123,7 @@ pub fn storm(scratch: &Path, hostile: &Path, workers: usize) -> Result<Storm> {
                 let start = Instant::now();
                 let events = app
                     .store
-                    .accept_inbound("versioned", &conversation, "bench", &format!("m{n}"))?
+                    .accept_inbound("versioned", &conversation, "bench", &format!("m{n}"), &[])?
                     .events;
                 let mut started = timed.started.lock();
                 for event in &events {

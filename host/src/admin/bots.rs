@@ -29,6 +29,55 @@ pub fn routes() -> HttpRouter<WebState> {
         .route("/api/v1/admin/bots/{bot}/remove", post(remove))
         .route("/api/v1/admin/bots/{bot}/logs", get(logs))
         .route("/api/v1/admin/bots/{bot}/stats", get(stats))
+        .route(
+            "/api/v1/admin/bots/{bot}/data/{table}",
+            get(export_data).put(import_data),
+        )
+}
+
+/// `PUT .../data/{table}` with a CSV body: replaces the table whole.
+async fn import_data(
+    State(state): State<WebState>,
+    Path((bot, table)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let loaded = running(&state, &bot)?;
+    let imported =
+        checked(move || crate::bots::data::import(&state.store, &loaded, &table, &body)).await?;
+    Ok(Json(json!({ "imported": imported })))
+}
+
+/// `GET .../data/{table}`: the table as CSV (in JSON, under `csv`).
+async fn export_data(
+    State(state): State<WebState>,
+    Path((bot, table)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let loaded = running(&state, &bot)?;
+    let csv = checked(move || crate::bots::data::export(&state.store, &loaded, &table)).await?;
+    Ok(Json(json!({ "csv": csv })))
+}
+
+/// The serving build of `bot`, or 404.
+fn running(
+    state: &WebState,
+    bot: &str,
+) -> Result<std::sync::Arc<crate::runtime::LoadedBot>, ApiError> {
+    state.bots.get(bot).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no bot `{bot}` is serving; `aviary plugin list` shows the bots"),
+        )
+    })
+}
+
+/// Runs `work` off the async threads; its error is the input's fault (422).
+async fn checked<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))
 }
 
 /// 404 unless the registry knows `bot`.

@@ -39,6 +39,16 @@ impl AdminClient {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
     }
 
+    /// PUT a CSV document to an admin path and return its JSON.
+    pub fn put_csv(&self, path: &str, csv: Vec<u8>) -> Result<Value> {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "text/csv")
+            .body(csv);
+        self.send(request)
+    }
+
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value> {
         let request = request.bearer_auth(&self.token).build()?;
         let url = request.url().to_string();

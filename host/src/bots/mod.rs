@@ -19,6 +19,7 @@
 //! - [`listing`]: what `aviary plugin list` and `aviary policy audit` show.
 
 mod approval;
+pub mod data;
 mod lifecycle;
 mod listing;
 mod scan;

@@ -72,11 +72,7 @@ impl Bots {
             max_retries: bot_config.max_retries,
             logs: slot.logs.clone(),
         };
-        Ok(Arc::new(self.runtime.load(
-            inspected,
-            spec,
-            self.store.state(),
-        )?))
+        Ok(Arc::new(self.runtime.load(inspected, spec, &self.store)?))
     }
 
     /// Makes `bot` serve in `slot`: runs its `migrate` from the build that
@@ -133,7 +129,7 @@ impl Bots {
     /// what it read.
     fn migrate(&self, bot: &LoadedBot, from: &str) -> Result<()> {
         for _ in 0..MIGRATE_CONFLICTS {
-            let effects = bot.run_migrate(self.store.state(), from)?;
+            let effects = bot.run_migrate(&self.store, from)?;
             if effects.kv_reads.is_empty() && effects.kv_writes.is_empty() {
                 return Ok(());
             }

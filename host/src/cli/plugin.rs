@@ -114,6 +114,13 @@ pub(super) enum PluginCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A bot's data tables (declared under `[data.<table>]` in its
+    /// manifest): import a CSV, replacing the table whole while the bot
+    /// serves, or export it.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// What a bot did since the host started: events, errors, dead
     /// letters, handle times, memory, kv against its quota, denials.
     Stats {
@@ -124,6 +131,79 @@ pub(super) enum PluginCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub(super) enum DataCommand {
+    /// Replace table `--table` (default: the file's name without `.csv`)
+    /// of a bot with the rows of a CSV file (a header line first).
+    Import {
+        bot: String,
+        file: PathBuf,
+        #[arg(long)]
+        table: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print a bot's table as CSV (or write it to `--out`).
+    Export {
+        bot: String,
+        table: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Runs one `aviary plugin data` command.
+fn data(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Import {
+            bot,
+            file,
+            table,
+            admin,
+        } => {
+            let table = match table {
+                Some(table) => table,
+                None => file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_owned)
+                    .with_context(|| {
+                        format!("name the table with --table (from {})", file.display())
+                    })?,
+            };
+            let csv =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let body = admin
+                .client()?
+                .put_csv(&format!("/api/v1/admin/bots/{bot}/data/{table}"), csv)?;
+            let done = &body["imported"];
+            println!(
+                "imported {} rows into table `{table}` of {bot} (replacing {} rows)",
+                done["rows"], done["replaced"]
+            );
+        }
+        DataCommand::Export {
+            bot,
+            table,
+            out,
+            admin,
+        } => {
+            let body = admin
+                .client()?
+                .get(&format!("/api/v1/admin/bots/{bot}/data/{table}"))?;
+            let csv = text(&body["csv"]);
+            match out {
+                Some(path) => std::fs::write(&path, csv)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{csv}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs one `aviary plugin` command.
@@ -230,6 +310,7 @@ pub(super) fn run(command: PluginCommand) -> Result<ExitCode> {
             json,
             admin,
         } => logs(&bot, follow, json, &admin)?,
+        PluginCommand::Data { command } => data(command)?,
         PluginCommand::Stats { bot, json, admin } => {
             let body = admin
                 .client()?

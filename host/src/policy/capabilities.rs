@@ -196,6 +196,8 @@ impl Capabilities {
             "kv" => self.kv.is_some(),
             "http" => !self.http.is_empty(),
             "llm" => !self.llm_models.is_empty(),
+            "attachment_bytes" => self.attachment_bytes.is_some_and(|n| n > 0),
+            "vision" => self.vision,
             _ => false,
         }
     }

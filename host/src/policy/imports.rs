@@ -34,6 +34,8 @@ pub fn requirement(import: &str) -> Requirement {
         "aviary:bot/messaging" => Requirement::Grant("send"),
         "aviary:bot/kv" => Requirement::Grant("kv"),
         "aviary:bot/llm" => Requirement::Grant("llm"),
+        "aviary:bot/attachments" => Requirement::Grant("attachment_bytes"),
+        "aviary:bot/vision" => Requirement::Grant("vision"),
         "wasi:http/outgoing-handler" | "wasi:http/types" => Requirement::Grant("http"),
         _ if name.starts_with("wasi:filesystem/") => Requirement::Never("bots get no filesystem"),
         _ if name.starts_with("wasi:sockets/") => {
@@ -56,7 +58,11 @@ pub fn refusal(import: &str, granted: impl Fn(&str) -> bool) -> Option<String> {
         Requirement::Always => None,
         Requirement::Grant(grant) if granted(grant) => None,
         Requirement::Grant(grant) => {
-            let field = if grant == "llm" { "llm_models" } else { grant };
+            let field = match grant {
+                "llm" => "llm_models",
+                "vision" => "vision = true",
+                other => other,
+            };
             Some(format!("the component imports {import}, which needs the `{grant}` grant (add `{field}` to the bot's policy)"))
         }
         Requirement::Never(reason) => Some(format!(
@@ -98,5 +104,11 @@ mod tests {
             "{message}"
         );
         assert!(refusal("aviary:bot/kv@0.1.0", |g| g == "kv").is_none());
+        let message = refusal("aviary:bot/vision@0.1.3", |_| false).unwrap();
+        assert!(message.contains("`vision = true`"), "{message}");
+        assert_eq!(
+            requirement("aviary:bot/attachments@0.1.3"),
+            Requirement::Grant("attachment_bytes")
+        );
     }
 }

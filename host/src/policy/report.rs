@@ -59,6 +59,10 @@ impl BotAudit {
             unused_grants
                 .push("llm_models (the component does not import aviary:bot/llm)".to_string());
         }
+        if grant.vision && !needs("vision") {
+            unused_grants
+                .push("vision (the component does not import aviary:bot/vision)".to_string());
+        }
         for model in grant
             .llm_models
             .iter()

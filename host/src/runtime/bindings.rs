@@ -11,6 +11,8 @@ wasmtime::component::bindgen!({
     imports: {
         "aviary:bot/llm.chat": async,
         "aviary:bot/llm.embed": async,
+        "aviary:bot/vision.read-text": async,
+        "aviary:bot/vision.read-region": async,
     },
 });
 

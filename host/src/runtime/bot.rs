@@ -1,6 +1,7 @@
 //! A loaded bot: its manifest, its pre-linked component and its limits, and
 //! the one operation the router needs: run an event on a fresh instance.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::bindings::BotPre;
 use super::budget::Refusals;
 use super::clock::{Containment, EventClock, Overrun};
 use super::limits::MemoryCapReached;
-use super::state::{EventState, Identity};
+use super::state::{EventContext, EventState, Identity};
 use crate::policy::{BotPolicy, Capabilities};
 use crate::store::{Effects, EventRecord, PendingEvent};
 use crate::text::{cut, MAX_ERROR_BYTES};
@@ -31,6 +32,14 @@ pub struct Manifest {
     /// The capabilities the bot asks for; the admin's grant must cover them.
     #[serde(default)]
     pub asks: Capabilities,
+    /// The media types people may attach for it (`image/*` for any image),
+    /// judged by content; empty: any. Its grant's `attachment_bytes` still
+    /// bounds their size, and without it the bot takes no files at all.
+    #[serde(default)]
+    pub accepts: Vec<String>,
+    /// Data tables the admin imports (see [`crate::bots::data`]).
+    #[serde(default)]
+    pub data: BTreeMap<String, crate::bots::data::DataTable>,
 }
 
 impl Manifest {
@@ -52,7 +61,37 @@ impl Manifest {
             manifest.version
         );
         crate::config::validate_grant(&format!("{}: asks", path.display()), &manifest.asks)?;
+        for table in manifest.data.keys() {
+            anyhow::ensure!(
+                aviary_rules::ids::is_valid_id(table) && !table.contains(['.', ':']),
+                "{}: data table name `{table}` may use only letters, digits, `_` and `-`",
+                path.display()
+            );
+        }
+        for pattern in &manifest.accepts {
+            anyhow::ensure!(
+                pattern.split_once('/').is_some_and(|(kind, sub)| {
+                    !kind.is_empty() && kind != "*" && !sub.is_empty()
+                }),
+                "{}: `accepts` entry `{pattern}` is not a media type such as `image/png` or `image/*`",
+                path.display()
+            );
+        }
         Ok(manifest)
+    }
+
+    /// Whether files of `media_type` may be attached for this bot.
+    pub fn takes(&self, media_type: &str) -> bool {
+        self.accepts.is_empty()
+            || self
+                .accepts
+                .iter()
+                .any(|pattern| match pattern.strip_suffix("/*") {
+                    Some(kind) => media_type
+                        .split_once('/')
+                        .is_some_and(|(k, _)| k.eq_ignore_ascii_case(kind)),
+                    None => pattern.eq_ignore_ascii_case(media_type),
+                })
     }
 }
 
@@ -151,10 +190,18 @@ impl HandleError {
 
 impl LoadedBot {
     /// Runs `event` on a fresh instance; returns its effects, uncommitted.
-    pub fn handle(&self, state: &crate::store::State, event: &PendingEvent) -> Outcome {
+    pub fn handle(&self, store: &crate::store::Store, event: &PendingEvent) -> Outcome {
         let started = std::time::Instant::now();
         let wit_event = to_wit(event);
-        let (mut store, result) = self.run(state, async |store: &mut Store<_>| {
+        let context = match &event.event {
+            EventRecord::Message { message } => EventContext {
+                sender: Some(message.sender.clone()),
+                conversation: Some(event.conversation.clone()),
+                attachments: message.attachments.clone(),
+            },
+            _ => EventContext::default(),
+        };
+        let (mut store, result) = self.run(store, context, async |store: &mut Store<_>| {
             let bot = self.pre.instantiate_async(&mut *store).await?;
             bot.aviary_bot_handler()
                 .call_handle(store, &wit_event)
@@ -194,23 +241,27 @@ impl LoadedBot {
     /// Runs the bot's `migrate(from_version)` on an instance of its own and
     /// returns its kv effects, uncommitted; sends are refused there. A bot
     /// without the export has nothing to migrate: empty effects.
-    pub fn run_migrate(&self, state: &crate::store::State, from_version: &str) -> Result<Effects> {
+    pub fn run_migrate(&self, store: &crate::store::Store, from_version: &str) -> Result<Effects> {
         let Some(index) = self.migrate else {
             return Ok(Effects::default());
         };
-        let (store, result) = self.run(state, async |store: &mut Store<_>| {
-            store.data_mut().messaging.closed =
-                Some("a bot cannot send from `migrate`: it runs before any event");
-            let instance = self
-                .pre
-                .instance_pre()
-                .instantiate_async(&mut *store)
-                .await?;
-            let migrate =
-                instance.get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, index)?;
-            let (answer,) = migrate.call_async(&mut *store, (from_version,)).await?;
-            Ok(answer)
-        });
+        let (store, result) = self.run(
+            store,
+            EventContext::default(),
+            async |store: &mut Store<_>| {
+                store.data_mut().messaging.closed =
+                    Some("a bot cannot send from `migrate`: it runs before any event");
+                let instance = self
+                    .pre
+                    .instance_pre()
+                    .instantiate_async(&mut *store)
+                    .await?;
+                let migrate = instance
+                    .get_typed_func::<(&str,), (Result<(), String>,)>(&mut *store, index)?;
+                let (answer,) = migrate.call_async(&mut *store, (from_version,)).await?;
+                Ok(answer)
+            },
+        );
         self.log_stdio(store.data().stdio());
         match result {
             Ok(Ok(())) => Ok(store.into_data().into_effects()),
@@ -229,17 +280,21 @@ impl LoadedBot {
     }
 
     /// Calls the bot's `init` with its settings, on a throw-away instance.
-    pub(super) fn init(&self, state: &crate::store::State) -> Result<()> {
+    pub(super) fn init(&self, store: &crate::store::Store) -> Result<()> {
         let settings: Vec<(String, String)> = self
             .identity
             .settings
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (_, result) = self.run(state, async |store: &mut Store<_>| {
-            let bot = self.pre.instantiate_async(&mut *store).await?;
-            bot.aviary_bot_handler().call_init(store, &settings).await
-        });
+        let (_, result) = self.run(
+            store,
+            EventContext::default(),
+            async |store: &mut Store<_>| {
+                let bot = self.pre.instantiate_async(&mut *store).await?;
+                bot.aviary_bot_handler().call_init(store, &settings).await
+            },
+        );
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => anyhow::bail!(
@@ -256,10 +311,11 @@ impl LoadedBot {
     /// outlasts the wall deadline is cancelled there.
     fn run<R>(
         &self,
-        state: &crate::store::State,
+        data: &crate::store::Store,
+        context: EventContext,
         call: impl AsyncFnOnce(&mut Store<EventState>) -> wasmtime::Result<R>,
     ) -> (Store<EventState>, Result<R, HandleError>) {
-        let mut store = self.new_store(state);
+        let mut store = self.new_store(data, context);
         let deadline = tokio::time::Instant::from_std(store.data().clock.wall_deadline());
         let outcome = self
             .io
@@ -292,13 +348,13 @@ impl LoadedBot {
         }
     }
 
-    fn new_store(&self, state: &crate::store::State) -> Store<EventState> {
+    fn new_store(&self, data: &crate::store::Store, context: EventContext) -> Store<EventState> {
         let clock = EventClock::start(
             self.limits.timeout,
             self.limits.wall,
             self.containment.clone(),
         );
-        let state = EventState::new(&self.identity, state, clock);
+        let state = EventState::new(&self.identity, data, clock, context);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -328,7 +384,11 @@ fn to_wit(event: &PendingEvent) -> wit::Event {
             conversation: event.conversation.clone(),
             sender: message.sender.clone(),
             text: message.text.clone(),
-            attachments: Vec::new(),
+            attachments: message
+                .attachments
+                .iter()
+                .map(super::capabilities::attachments::to_wit)
+                .collect(),
             reply_to: message.reply_to.clone(),
             at: message.at,
         }),

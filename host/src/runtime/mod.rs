@@ -69,7 +69,7 @@ pub struct BotSpec {
 }
 
 /// The interface of the optional `migrate` export, any `0.1.x`.
-const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.2";
+const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.3";
 
 impl Runtime {
     /// A runtime caching compiled components under `cache_dir`, whose bots
@@ -120,7 +120,7 @@ impl Runtime {
         &self,
         inspected: Inspected,
         spec: BotSpec,
-        state: &crate::store::State,
+        store: &crate::store::Store,
     ) -> Result<LoadedBot> {
         let id = spec.manifest.id.clone();
         let refusals = spec.policy.import_refusals(&inspected.imports);
@@ -163,6 +163,14 @@ impl Runtime {
             logs: spec.logs,
             memory_bytes: limits.memory_bytes,
             services: self.services.clone(),
+            audited: Arc::new(
+                spec.manifest
+                    .data
+                    .iter()
+                    .filter(|(_, table)| table.audit)
+                    .map(|(name, _)| crate::bots::data::prefix(name))
+                    .collect(),
+            ),
         };
         let bot = LoadedBot {
             manifest: spec.manifest,
@@ -177,7 +185,7 @@ impl Runtime {
             io: self.io.handle().clone(),
             containment: Arc::new(Containment::default()),
         };
-        bot.init(state)?;
+        bot.init(store)?;
         Ok(bot)
     }
 

@@ -10,8 +10,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::{EventBudget, Refusals};
 use super::capabilities::llm::{Llm, LlmParts};
 use super::capabilities::log::LogRing;
+use super::capabilities::vision::VisionState;
 use super::capabilities::{
-    config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging, Services,
+    attachments::Attachments, config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging,
+    Services,
 };
 use super::clock::EventClock;
 use super::limits::BotLimiter;
@@ -33,6 +35,18 @@ pub struct Identity {
     pub memory_bytes: usize,
     /// The host-wide state capabilities share.
     pub services: Services,
+    /// kv prefixes whose every read is audited (data tables of personal data).
+    pub audited: Arc<Vec<String>>,
+}
+
+/// What the capabilities need to know of the event itself.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    /// Who sent the message and where, for message events.
+    pub sender: Option<String>,
+    pub conversation: Option<String>,
+    /// The attachments of the message.
+    pub attachments: Vec<crate::store::Attachment>,
 }
 
 /// Per-event state, made fresh for every event and dropped after it.
@@ -49,11 +63,18 @@ pub struct EventState {
     pub config: Config,
     pub http: Http,
     pub llm: Llm,
+    pub attachments: Attachments,
+    pub vision: VisionState,
 }
 
 impl EventState {
-    /// State for one event of `bot`, reading kv from `state`, timed by `clock`.
-    pub fn new(bot: &Identity, state: &crate::store::State, clock: EventClock) -> EventState {
+    /// State for one event of `bot` on `store`, timed by `clock`.
+    pub fn new(
+        bot: &Identity,
+        store: &crate::store::Store,
+        clock: EventClock,
+        event: EventContext,
+    ) -> EventState {
         let Identity {
             id,
             version,
@@ -62,6 +83,7 @@ impl EventState {
             logs,
             memory_bytes,
             services,
+            audited,
         } = bot;
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         // No preopened directories, no environment, no arguments, empty
@@ -88,10 +110,24 @@ impl EventState {
                 clock.wall_deadline(),
                 clock.wall_limit(),
             ),
+            attachments: Attachments::new(
+                store.clone(),
+                id.clone(),
+                policy.clone(),
+                event.attachments.clone(),
+            ),
+            vision: VisionState::new(
+                services.vision.clone(),
+                policy.grant.vision,
+                (id.clone(), version.clone(), logs.clone()),
+                clock.wall_deadline(),
+                clock.wall_limit(),
+            ),
             clock,
             budget: EventBudget::default(),
             messaging: Messaging::new(policy.clone()),
-            kv: Kv::new(state.clone(), id, policy.clone()),
+            kv: Kv::new(store.state().clone(), id, policy.clone())
+                .auditing(audited.clone(), &event),
             log: Log::new(id.clone(), version.clone(), logs.clone()),
             config: Config {
                 settings: settings.clone(),
@@ -108,9 +144,12 @@ impl EventState {
     }
 
     /// Audit records of what the event did that must be recorded whether or
-    /// not it commits (calls to models off this machine).
+    /// not it commits (calls to models off this machine, reads of audited
+    /// data tables).
     pub fn take_audit(&mut self) -> Vec<crate::store::AuditEntry> {
-        std::mem::take(&mut self.llm.audit)
+        let mut all = std::mem::take(&mut self.llm.audit);
+        all.append(&mut self.kv.audit);
+        all
     }
 
     /// The HTTP state and the resource table it shares with WASI.

@@ -65,17 +65,29 @@ impl Writer {
 pub struct Reader<'a> {
     bytes: &'a [u8],
     what: &'static str,
+    version: u8,
 }
 
 impl<'a> Reader<'a> {
-    /// Reads a `what` record, which must be of format `version`.
+    /// Reads a `what` record of format 1 to `version` (older formats stay
+    /// readable: a record's reader asks [`Reader::version`] what it holds).
     pub fn new(bytes: &'a [u8], what: &'static str, version: u8) -> Result<Reader<'a>> {
-        let mut reader = Reader { bytes, what };
+        let mut reader = Reader {
+            bytes,
+            what,
+            version: 0,
+        };
         let found = reader.u8()?;
-        if found != version {
-            bail!("{what} record of unknown format {found} (this aviary reads format {version})");
+        if !(1..=version).contains(&found) {
+            bail!("{what} record of unknown format {found} (this aviary reads formats 1 to {version})");
         }
+        reader.version = found;
         Ok(reader)
+    }
+
+    /// The format of the record being read.
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -158,8 +170,10 @@ mod tests {
         assert_eq!(reader.opt_str().unwrap(), None);
         assert_eq!(reader.opt_str().unwrap().as_deref(), Some("x"));
         reader.end().unwrap();
-        let error = Reader::new(&bytes, "test", 4).err().unwrap().to_string();
+        let error = Reader::new(&bytes, "test", 2).err().unwrap().to_string();
         assert!(error.contains("unknown format 3"), "{error}");
+        let newer = Reader::new(&bytes, "test", 4).unwrap();
+        assert_eq!(newer.version(), 3, "a newer reader reads older formats");
         let mut short = Reader::new(&bytes[..5], "test", 3).unwrap();
         short.u8().unwrap();
         assert!(short

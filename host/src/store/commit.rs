@@ -12,6 +12,8 @@ pub struct Outgoing {
     pub conversation: String,
     pub text: String,
     pub reply_to: Option<String>,
+    /// Files already in the store's blobs (see [`Store::put_blob`]).
+    pub attachments: Vec<super::Attachment>,
 }
 
 /// The value a kv read saw, checked again at commit.
@@ -68,6 +70,7 @@ impl Store {
                 direction: Direction::Out,
                 at: now_ms(),
                 reply_to: send.reply_to.clone(),
+                attachments: send.attachments.clone(),
             };
             messages.push((send.conversation.clone(), record));
         }
@@ -78,6 +81,7 @@ impl Store {
                 keys::message(bot, conversation, &record.id),
                 record.encode()?,
             ));
+            writes.extend(super::attachments::refs(bot, conversation, record));
         }
         writes.extend(
             effects
@@ -111,7 +115,9 @@ mod tests {
     #[test]
     fn commit_stores_replies_and_clears_the_pending_event() {
         let (_dir, store) = store();
-        let accepted = store.accept_inbound("echo", "c1", "alice", "hi").unwrap();
+        let accepted = store
+            .accept_inbound("echo", "c1", "alice", "hi", &[])
+            .unwrap();
         assert_eq!(
             accepted.events.len(),
             2,
@@ -128,6 +134,7 @@ mod tests {
                 conversation: "c1".into(),
                 text: "echo: hi".into(),
                 reply_to: Some(accepted.message.id.clone()),
+                attachments: Vec::new(),
             }],
             ..Effects::default()
         };
@@ -160,6 +167,7 @@ mod tests {
             conversation: "c".into(),
             text: "1".into(),
             reply_to: None,
+            attachments: Vec::new(),
         });
         store
             .state()
@@ -183,7 +191,7 @@ mod tests {
     fn dead_letters_leave_the_pending_queue() {
         let (_dir, store) = store();
         let accepted = store
-            .accept_inbound("echo", "c1", "alice", "/fail")
+            .accept_inbound("echo", "c1", "alice", "/fail", &[])
             .unwrap();
         let event = accepted.events.last().unwrap();
         store.dead_letter(event, "failed on purpose", 3).unwrap();

@@ -100,3 +100,25 @@ pub fn version(bot: &str, id: &str) -> Vec<u8> {
 pub fn disabled(bot: &str) -> Vec<u8> {
     format!("x/{bot}").into_bytes()
 }
+
+/// `b/<blob>/` — every reference to one blob.
+pub fn blob_refs(blob: &str) -> Vec<u8> {
+    format!("b/{blob}/").into_bytes()
+}
+
+/// `b/<blob>/<bot>/` — the references to a blob from one bot's
+/// conversations.
+pub fn blob_refs_of(blob: &str, bot: &str) -> Vec<u8> {
+    format!("b/{blob}/{bot}/").into_bytes()
+}
+
+/// `b/<blob>/<bot>/<conversation>/` — the references to a blob from one
+/// conversation.
+pub fn blob_refs_in(blob: &str, bot: &str, conversation: &str) -> Vec<u8> {
+    format!("b/{blob}/{bot}/{conversation}/").into_bytes()
+}
+
+/// Message `id` of a conversation refers to `blob`.
+pub fn blob_ref(blob: &str, bot: &str, conversation: &str, id: &str) -> Vec<u8> {
+    format!("b/{blob}/{bot}/{conversation}/{id}").into_bytes()
+}

@@ -7,7 +7,9 @@
 //! queue) apply as one atomic write. Keys are namespaced by a short prefix
 //! (see [`keys`]).
 
+mod attachments;
 mod audit;
+pub mod blobs;
 mod codec;
 mod commit;
 pub mod keys;
@@ -24,9 +26,10 @@ use anyhow::{Context, Result};
 use parking_lot::Mutex;
 
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
+pub use blobs::is_blob_id;
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use lifecycle::VersionEntry;
-pub use records::{DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
+pub use records::{Attachment, DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
 pub use state::{State, StoreConfig, Unavailable};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
@@ -45,6 +48,7 @@ pub struct Store {
 
 struct Inner {
     state: State,
+    blobs: blobs::Blobs,
     lanes: Vec<Mutex<()>>,
     visibility: Arc<Visibility>,
     /// Next sequence number and last hash of the audit chain, once read;
@@ -88,11 +92,13 @@ impl Store {
         let visibility = Arc::new(Visibility::default());
         let revealer = visibility.clone();
         let state = State::open(dir, config, Box::new(move |seq| revealer.durable(seq)))?;
+        let blobs = blobs::Blobs::open(dir)?;
         private_files(dir)?;
         let lanes = (0..LANE_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Store {
             inner: Arc::new(Inner {
                 state,
+                blobs,
                 lanes,
                 visibility,
                 audit_head: Mutex::new(None),
@@ -115,10 +121,11 @@ impl Store {
         conversation: &str,
         sender: &str,
         text: &str,
+        attachments: &[Attachment],
     ) -> Result<Accepted> {
         self.inner.state.admit()?;
         let _lane = self.lane_lock(bot, conversation);
-        self.store_inbound(bot, conversation, sender, text, None)
+        self.store_inbound(bot, conversation, sender, text, attachments, None)
     }
 
     /// Like [`Store::accept_inbound`], once per `idempotency_key` and
@@ -131,6 +138,7 @@ impl Store {
         conversation: &str,
         sender: &str,
         text: &str,
+        attachments: &[Attachment],
         idempotency_key: &str,
     ) -> Result<Inbound> {
         let key = keys::idempotency(bot, conversation, &sha256_hex(idempotency_key.as_bytes()));
@@ -143,7 +151,7 @@ impl Store {
         if let Some(id) = self.remembered(&key)? {
             return Ok(Inbound::Repeated { id });
         }
-        self.store_inbound(bot, conversation, sender, text, Some(key))
+        self.store_inbound(bot, conversation, sender, text, attachments, Some(key))
             .map(Inbound::Accepted)
     }
 
@@ -156,6 +164,7 @@ impl Store {
         conversation: &str,
         sender: &str,
         text: &str,
+        attachments: &[Attachment],
         idempotency_key: Option<Vec<u8>>,
     ) -> Result<Accepted> {
         let message = MessageRecord {
@@ -165,6 +174,7 @@ impl Store {
             direction: Direction::In,
             at: now_ms(),
             reply_to: None,
+            attachments: attachments.to_vec(),
         };
         let mut ops: Vec<Op> = Vec::with_capacity(4);
         let mut events = Vec::with_capacity(2);
@@ -191,6 +201,7 @@ impl Store {
             keys::message(bot, conversation, &message.id),
             message.encode()?,
         ));
+        ops.extend(attachments::refs(bot, conversation, &message));
         for event in &events {
             ops.push(Op::New(keys::pending(event.seq), event.encode()?));
         }

@@ -27,6 +27,21 @@ pub struct MessageRecord {
     /// Milliseconds since the Unix epoch.
     pub at: u64,
     pub reply_to: Option<String>,
+    /// Files sent with the message, stored as blobs (see [`super::blobs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with a message: its bytes are the blob named by `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The SHA-256 of the bytes, as 64 hex digits.
+    pub id: String,
+    /// The file name the sender gave, if any.
+    pub name: Option<String>,
+    /// The media type, found from the content (never the sender's word).
+    pub media_type: String,
+    pub size: u64,
 }
 
 /// What happened, in the store's terms; the runtime maps it to the WIT event.
@@ -57,8 +72,9 @@ pub struct DeadLetter {
     pub at: u64,
 }
 
-/// Format of the binary records below; bump it when a layout changes.
-const VERSION: u8 = 1;
+/// Format of the binary records below; bump it when a layout changes and
+/// keep reading the older ones. 2 added message attachments.
+const VERSION: u8 = 2;
 
 impl MessageRecord {
     fn write(&self, writer: &mut Writer) -> Result<()> {
@@ -70,7 +86,15 @@ impl MessageRecord {
             .str(&self.text)
             .u8(self.direction as u8)
             .u64(self.at)
-            .opt_str(self.reply_to.as_deref());
+            .opt_str(self.reply_to.as_deref())
+            .u32(self.attachments.len() as u32);
+        for attachment in &self.attachments {
+            writer
+                .str(&attachment.id)
+                .opt_str(attachment.name.as_deref())
+                .str(&attachment.media_type)
+                .u64(attachment.size);
+        }
         Ok(())
     }
 
@@ -86,6 +110,11 @@ impl MessageRecord {
             },
             at: reader.u64()?,
             reply_to: reader.opt_str()?,
+            attachments: if reader.version() >= 2 {
+                read_attachments(reader)?
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -103,6 +132,20 @@ impl MessageRecord {
         reader.end()?;
         Ok(message)
     }
+}
+
+fn read_attachments(reader: &mut Reader) -> Result<Vec<Attachment>> {
+    let count = reader.u32()?;
+    (0..count)
+        .map(|_| {
+            Ok(Attachment {
+                id: reader.str()?,
+                name: reader.opt_str()?,
+                media_type: reader.str()?,
+                size: reader.u64()?,
+            })
+        })
+        .collect()
 }
 
 impl PendingEvent {
@@ -192,7 +235,23 @@ mod tests {
             direction: Direction::Out,
             at: 1_700_000_000_000,
             reply_to: Some("00000000000abc11".into()),
+            attachments: vec![Attachment {
+                id: "ab".repeat(32),
+                name: Some("plate.jpg".into()),
+                media_type: "image/jpeg".into(),
+                size: 12345,
+            }],
         }
+    }
+
+    #[test]
+    fn a_message_of_format_1_reads_with_no_attachments() {
+        let mut old = message();
+        old.attachments.clear();
+        let mut bytes = old.encode().unwrap();
+        bytes[0] = 1;
+        bytes.truncate(bytes.len() - 4); // format 1 has no attachment count
+        assert_eq!(MessageRecord::decode(&bytes).unwrap(), old);
     }
 
     #[test]

@@ -127,7 +127,8 @@ mod tests {
             [Sent {
                 conversation: "room".into(),
                 text: "echo: hello".into(),
-                reply_to: Some(id)
+                reply_to: Some(id),
+                files: Vec::new()
             }]
         );
     }

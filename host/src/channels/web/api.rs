@@ -4,17 +4,18 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{authorize, bearer};
 use super::body::json_object;
-use super::{ApiError, WebState};
+use super::{uploads, ApiError, WebState};
 use crate::ids::is_valid_id;
 use crate::runtime::capabilities::messaging::MAX_TEXT_BYTES;
-use crate::store::{Inbound, MessageRecord};
+use crate::store::{Attachment, Inbound, MessageRecord};
 
 /// Longest accepted long-poll, in seconds.
 const MAX_WAIT_SECONDS: f64 = 60.0;
@@ -43,8 +44,11 @@ pub async fn list_bots(State(state): State<WebState>) -> Json<Value> {
 }
 
 /// `POST .../messages`: store the message durably, queue it for the bot,
-/// answer 202 with its id. A repeated `Idempotency-Key` answers 202 with
-/// the first message's id and stores nothing.
+/// answer 202 with its id. The body is JSON `{"text": ...}`, or a
+/// `multipart/form-data` form with a `text` field and `file` fields (see
+/// [`uploads`]); files are checked whole and stored before the message.
+/// A repeated `Idempotency-Key` answers 202 with the first message's id and
+/// stores nothing.
 pub async fn post_message(
     State(state): State<WebState>,
     Path((bot, conversation)): Path<(String, String)>,
@@ -54,8 +58,18 @@ pub async fn post_message(
     check_target(&state, &bot, &conversation)?;
     let caller = authorize(&state, bearer(&headers), &bot, &conversation)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let message: PostMessage = json_object(&headers, &body)?;
-    if message.text.len() > MAX_TEXT_BYTES {
+    let (text, files) = match uploads::boundary(&headers) {
+        Some(boundary) => {
+            let loaded = state.bots.get(&bot).ok_or_else(|| no_bot(&bot))?;
+            let upload = uploads::read(&loaded, boundary, body).await?;
+            (upload.text, upload.files)
+        }
+        None => (
+            json_object::<PostMessage>(&headers, &body)?.text,
+            Vec::new(),
+        ),
+    };
+    if text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`text` must be at most {MAX_TEXT_BYTES} bytes"),
@@ -66,33 +80,129 @@ pub async fn post_message(
         .router
         .reserve(&bot, &conversation, 2)
         .map_err(|full| ApiError::new(StatusCode::TOO_MANY_REQUESTS, full.to_string()))?;
+    let attachments = uploads::store(&state.store, &files)?;
+    let store = &state.store;
     let id = match idempotency_key {
         None => {
             let accepted =
-                state
-                    .store
-                    .accept_inbound(&bot, &conversation, sender, &message.text)?;
+                store.accept_inbound(&bot, &conversation, sender, &text, &attachments)?;
             reservation.push(accepted.events);
             accepted.message.id
         }
-        Some(key) => match state.store.accept_inbound_once(
-            &bot,
-            &conversation,
-            sender,
-            &message.text,
-            key,
-        )? {
-            Inbound::Accepted(accepted) => {
-                reservation.push(accepted.events);
-                accepted.message.id
+        Some(key) => {
+            match store.accept_inbound_once(
+                &bot,
+                &conversation,
+                sender,
+                &text,
+                &attachments,
+                key,
+            )? {
+                Inbound::Accepted(accepted) => {
+                    reservation.push(accepted.events);
+                    accepted.message.id
+                }
+                // The reservation is dropped unused: nothing new was queued
+                // (a blob it wrote is the first copy's, or collected).
+                Inbound::Repeated { id } => id,
             }
-            // The reservation is dropped unused: nothing new was queued.
-            Inbound::Repeated { id } => id,
-        },
+        }
     };
     // A repeat waits too: its first copy may not be on disk yet.
     state.store.wait_durable().await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    let attachments: Vec<Value> = attachments
+        .iter()
+        .map(|a| attachment_json(&bot, &conversation, a))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "attachments": attachments })),
+    ))
+}
+
+/// `GET .../attachments/{id}`: the bytes of a file a message of this
+/// conversation carries. The token may come as `?token=` so that an `<img>`
+/// can show it; the answer is never sniffed, framed or run by a browser.
+pub async fn get_attachment(
+    State(state): State<WebState>,
+    Path((bot, conversation, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, ApiError> {
+    check_target(&state, &bot, &conversation)?;
+    authorize(
+        &state,
+        bearer(&headers).or(query.token.as_deref()),
+        &bot,
+        &conversation,
+    )?;
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no attachment `{id}` in this conversation"),
+        )
+    };
+    if !crate::store::is_blob_id(&id) {
+        return Err(missing());
+    }
+    let attachment = state
+        .store
+        .attachment_in(&bot, &conversation, &id)?
+        .ok_or_else(missing)?;
+    let bytes = state.store.blob(&id)?;
+    let inline = aviary_vision::decodes(&attachment.media_type);
+    let disposition = match (&attachment.name, inline) {
+        (_, true) => "inline".to_owned(),
+        (Some(name), false) => format!(
+            "attachment; filename=\"{}\"",
+            name.replace(['"', '\\'], "_")
+        ),
+        (None, false) => "attachment".to_owned(),
+    };
+    let headers = [
+        (header::CONTENT_TYPE, attachment.media_type),
+        (header::CONTENT_DISPOSITION, disposition),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'".to_owned(),
+        ),
+        (
+            header::CACHE_CONTROL,
+            "private, max-age=86400, immutable".to_owned(),
+        ),
+        (header::REFERRER_POLICY, "no-referrer".to_owned()),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// An attachment as the API shows it: its record and where to download it.
+pub fn attachment_json(bot: &str, conversation: &str, attachment: &Attachment) -> Value {
+    let mut value = serde_json::to_value(attachment).expect("attachments serialise");
+    value["url"] = json!(format!(
+        "/api/v1/bots/{bot}/conversations/{conversation}/attachments/{}",
+        attachment.id
+    ));
+    value
+}
+
+/// A message as the API and the WebSocket show it: its record, with a
+/// download URL on each attachment.
+pub fn message_json(bot: &str, conversation: &str, message: &MessageRecord) -> Value {
+    let mut value = serde_json::to_value(message).expect("message records serialise");
+    if !message.attachments.is_empty() {
+        value["attachments"] = message
+            .attachments
+            .iter()
+            .map(|a| attachment_json(bot, conversation, a))
+            .collect();
+    }
+    value
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
@@ -144,6 +254,10 @@ pub async fn get_messages(
             .store
             .messages_after(&bot, &conversation, after, limit)?;
         if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+            let messages: Vec<Value> = messages
+                .iter()
+                .map(|m| message_json(&bot, &conversation, m))
+                .collect();
             return Ok(Json(json!({ "messages": messages })));
         }
         if tokio::time::timeout_at(deadline, changes.changed())
@@ -158,12 +272,16 @@ pub async fn get_messages(
 /// Unknown bots are 404.
 pub fn check_bot(state: &WebState, bot: &str) -> Result<(), ApiError> {
     if state.bots.get(bot).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no bot named `{bot}` is running; GET /api/v1/bots lists them"),
-        ));
+        return Err(no_bot(bot));
     }
     Ok(())
+}
+
+fn no_bot(bot: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no bot named `{bot}` is running; GET /api/v1/bots lists them"),
+    )
 }
 
 /// Unknown bots are 404; malformed conversation ids 400.

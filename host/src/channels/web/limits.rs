@@ -18,7 +18,31 @@ use super::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
+    /// The bound of a `multipart/form-data` body (a message with files)
+    /// and of a `text/csv` one (a bot's data table, on the admin API).
+    pub max_upload_bytes: usize,
     pub timeout: Duration,
+}
+
+impl BodyLimits {
+    /// The bound of `request`'s body.
+    fn max_for(&self, request: &Request) -> usize {
+        let is_upload = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .is_some_and(|mime| {
+                mime.eq_ignore_ascii_case("multipart/form-data")
+                    || mime.eq_ignore_ascii_case("text/csv")
+            });
+        if is_upload {
+            self.max_upload_bytes
+        } else {
+            self.max_bytes
+        }
+    }
 }
 
 /// Reads the whole body before the handler runs: 413 when the declared
@@ -39,10 +63,11 @@ pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next:
 }
 
 async fn buffer(limits: BodyLimits, request: Request) -> Result<Request, ApiError> {
+    let max_bytes = limits.max_for(&request);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over {} bytes", limits.max_bytes),
+            format!("the body is over {max_bytes} bytes"),
         )
     };
     let declared = request
@@ -51,22 +76,19 @@ async fn buffer(limits: BodyLimits, request: Request) -> Result<Request, ApiErro
         .and_then(|value| value.to_str().ok())
         .map(|value| value.parse::<u64>());
     match declared {
-        Some(Ok(length)) if length > limits.max_bytes as u64 => return Err(too_large()),
+        Some(Ok(length)) if length > max_bytes as u64 => return Err(too_large()),
         Some(Err(_)) => return Err(ApiError::bad_request("`Content-Length` is not a number")),
         _ => {}
     }
     let (parts, body) = request.into_parts();
-    let collected = tokio::time::timeout(
-        limits.timeout,
-        Limited::new(body, limits.max_bytes).collect(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {:?}", limits.timeout),
-        )
-    })?;
+    let collected = tokio::time::timeout(limits.timeout, Limited::new(body, max_bytes).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {:?}", limits.timeout),
+            )
+        })?;
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),

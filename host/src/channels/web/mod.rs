@@ -11,6 +11,7 @@ mod conversations;
 mod error;
 mod limits;
 pub mod server;
+mod uploads;
 mod ws;
 
 use std::sync::Arc;
@@ -63,6 +64,10 @@ pub fn routes(state: WebState) -> HttpRouter {
             get(api::get_messages).post(api::post_message),
         )
         .route(
+            "/api/v1/bots/{bot}/conversations/{conversation}/attachments/{id}",
+            get(api::get_attachment),
+        )
+        .route(
             "/api/v1/bots/{bot}/conversations/{conversation}/ws",
             get(ws::upgrade),
         )
@@ -77,6 +82,7 @@ pub fn routes(state: WebState) -> HttpRouter {
 pub fn guard(routes: HttpRouter, max_body_bytes: usize, web: &WebConfig) -> HttpRouter {
     let limits = BodyLimits {
         max_bytes: max_body_bytes,
+        max_upload_bytes: web.max_upload_bytes,
         timeout: Duration::from_millis(web.body_timeout_ms),
     };
     routes

@@ -118,7 +118,8 @@ impl Stream {
                 }
             };
             for message in &page {
-                let text = serde_json::to_string(message).expect("message records serialise");
+                let text =
+                    super::api::message_json(&self.bot, &self.conversation, message).to_string();
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
                 }

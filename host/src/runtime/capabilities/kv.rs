@@ -13,6 +13,7 @@ use super::Ctx;
 use crate::policy::{BotPolicy, KvDelta};
 use crate::runtime::bindings::aviary::bot::kv::Host;
 use crate::runtime::bindings::BotError;
+use crate::runtime::state::EventContext;
 use crate::store::{keys, KvRead};
 
 /// Per-event kv state.
@@ -26,6 +27,12 @@ pub struct Kv {
     /// How the buffered writes change the bot's usage.
     pub delta: KvDelta,
     policy: Arc<BotPolicy>,
+    /// Prefixes whose reads are audited, and by whom the event came.
+    audited: Arc<Vec<String>>,
+    bot: String,
+    who: String,
+    /// Audited reads, for the audit log whatever the event's fate.
+    pub audit: Vec<crate::store::AuditEntry>,
 }
 
 impl Kv {
@@ -37,6 +44,39 @@ impl Kv {
             writes: BTreeMap::new(),
             delta: KvDelta::default(),
             policy,
+            audited: Arc::default(),
+            bot: bot.to_owned(),
+            who: String::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    /// Audits every read of a key under one of `audited`, naming who sent
+    /// `event` and where.
+    pub fn auditing(mut self, audited: Arc<Vec<String>>, event: &EventContext) -> Kv {
+        self.audited = audited;
+        self.who = match (&event.sender, &event.conversation) {
+            (Some(sender), Some(conversation)) => {
+                format!("by {sender} in conversation {conversation}")
+            }
+            _ => "outside any conversation".to_owned(),
+        };
+        self
+    }
+
+    fn audit_read(&mut self, key: &str, found: bool) {
+        if self.audited.iter().any(|p| key.starts_with(p.as_str())) {
+            self.audit.push(crate::store::AuditEntry {
+                action: "data_read".into(),
+                bot: self.bot.clone(),
+                capability: Some("kv".into()),
+                target: Some(key.to_owned()),
+                detail: format!(
+                    "{} ({})",
+                    self.who,
+                    if found { "found" } else { "not found" }
+                ),
+            });
         }
     }
 }
@@ -129,7 +169,9 @@ fn unavailable(error: anyhow::Error) -> BotError {
 impl Host for Ctx<'_, Kv> {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, BotError> {
         let full = self.full_key(&key)?;
-        self.read(&full)
+        let value = self.read(&full)?;
+        self.cap.audit_read(&key, value.is_some());
+        Ok(value)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), BotError> {

@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::policy::BotPolicy;
 use crate::runtime::bindings::aviary::bot::messaging::Host;
 use crate::runtime::bindings::BotError;
-use crate::store::Outgoing;
+use crate::store::{Attachment, Outgoing};
 
 pub use aviary_rules::text::MAX_TEXT_BYTES;
 /// Most messages one event may send.
@@ -47,11 +47,13 @@ impl Ctx<'_, Messaging> {
         Err(error)
     }
 
-    fn push(
+    /// Buffers one send, carrying `attachments` (already checked readable).
+    pub(super) fn push(
         &mut self,
         conversation: String,
         text: String,
         reply_to: Option<String>,
+        attachments: Vec<Attachment>,
     ) -> Result<(), BotError> {
         self.budget.check()?;
         if let Some(reason) = self.cap.closed {
@@ -94,12 +96,16 @@ impl Ctx<'_, Messaging> {
             };
             return self.deny(&conversation, error);
         }
-        let bytes = conversation.len() + text.len() + reply_to.as_ref().map_or(0, String::len);
+        let bytes = conversation.len()
+            + text.len()
+            + reply_to.as_ref().map_or(0, String::len)
+            + attachments.len() * 128;
         self.budget.resize(0, bytes)?;
         self.cap.sends.push(Outgoing {
             conversation,
             text,
             reply_to,
+            attachments,
         });
         Ok(())
     }
@@ -130,7 +136,7 @@ impl Messaging {
 
 impl Host for Ctx<'_, Messaging> {
     fn send(&mut self, conversation: String, text: String) -> Result<(), BotError> {
-        self.push(conversation, text, None)
+        self.push(conversation, text, None, Vec::new())
     }
 
     fn reply(
@@ -139,7 +145,7 @@ impl Host for Ctx<'_, Messaging> {
         reply_to: String,
         text: String,
     ) -> Result<(), BotError> {
-        self.push(conversation, text, Some(reply_to))
+        self.push(conversation, text, Some(reply_to), Vec::new())
     }
 
     fn typing(&mut self, conversation: String) -> Result<(), BotError> {

@@ -7,12 +7,14 @@
 //! event's [`EventBudget`], which every call charges and every refusal is
 //! recorded in.
 
+pub mod attachments;
 pub mod config;
 pub mod http;
 pub mod kv;
 pub mod llm;
 pub mod log;
 pub mod messaging;
+pub mod vision;
 
 use std::marker::PhantomData;
 
@@ -57,15 +59,40 @@ pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
         cap: &mut s.llm,
         budget: &mut s.budget,
     })?;
+    bot::attachments::add_to_linker::<EventState, FilesData>(linker, |s| attachments::FilesCtx {
+        cap: &mut s.attachments,
+        messaging: &mut s.messaging,
+        budget: &mut s.budget,
+    })?;
+    bot::vision::add_to_linker::<EventState, VisionData>(linker, |s| vision::VisionCtx {
+        cap: &mut s.vision,
+        files: &mut s.attachments,
+        budget: &mut s.budget,
+    })?;
     http::link(linker)?;
     Ok(())
 }
 
-/// What the capabilities of every bot share on one host: its models and
-/// where ephemeral signals (typing, drafts) go.
+/// The [`HasData`] of the attachments imports.
+struct FilesData;
+
+impl HasData for FilesData {
+    type Data<'a> = attachments::FilesCtx<'a>;
+}
+
+/// The [`HasData`] of the vision imports.
+struct VisionData;
+
+impl HasData for VisionData {
+    type Data<'a> = vision::VisionCtx<'a>;
+}
+
+/// What the capabilities of every bot share on one host: its models, its
+/// text recognition and where ephemeral signals (typing, drafts) go.
 #[derive(Clone)]
 pub struct Services {
     pub models: std::sync::Arc<llm::models::Models>,
+    pub vision: std::sync::Arc<vision::engine::Vision>,
     pub live: std::sync::Arc<crate::live::LiveHub>,
 }
 
@@ -74,6 +101,7 @@ impl Services {
     pub fn none() -> Services {
         Services {
             models: std::sync::Arc::new(llm::models::Models::none()),
+            vision: std::sync::Arc::new(vision::engine::Vision::new(std::path::PathBuf::new(), 1)),
             live: std::sync::Arc::default(),
         }
     }

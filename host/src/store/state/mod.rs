@@ -48,6 +48,9 @@ pub struct StoreConfig {
     /// Journal bytes between two checkpoints (and the size of one journal
     /// file); a restart replays at most about this much.
     pub checkpoint_bytes: u64,
+    /// Age after which an attachment file no message refers to (an upload
+    /// whose message was refused, a file a failed event made) is deleted.
+    pub blob_grace_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +58,7 @@ impl Default for StoreConfig {
         StoreConfig {
             min_free_bytes: 64 << 20,
             checkpoint_bytes: 64 << 20,
+            blob_grace_secs: 3600,
         }
     }
 }
@@ -66,7 +70,16 @@ impl StoreConfig {
             self.checkpoint_bytes >= 1 << 20,
             "`store.checkpoint_bytes` must be at least 1048576 (1 MiB)"
         );
+        anyhow::ensure!(
+            self.blob_grace_secs >= 1,
+            "`store.blob_grace_secs` must be at least 1"
+        );
         Ok(())
+    }
+
+    /// [`StoreConfig::blob_grace_secs`] as a duration.
+    pub fn blob_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.blob_grace_secs)
     }
 }
 
@@ -303,6 +316,7 @@ mod tests {
     const CONFIG: StoreConfig = StoreConfig {
         min_free_bytes: 0,
         checkpoint_bytes: 1 << 20,
+        blob_grace_secs: 1,
     };
 
     fn open(dir: &Path) -> State {

@@ -15,7 +15,10 @@ struct Abuser;
 fn request(model: &str, content: String) -> ChatRequest {
     ChatRequest {
         model: model.into(),
-        messages: vec![ChatMessage { role: Role::User, content }],
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content,
+        }],
         max_tokens: Some(1),
         temperature: Some(0.0),
         stop: Vec::new(),
@@ -25,7 +28,10 @@ fn request(model: &str, content: String) -> ChatRequest {
 
 fn describe(result: Result<llm::Completion, Error>) -> String {
     match result {
-        Ok(c) => format!("ok {:?} {} tokens", c.finish_reason, c.usage.completion_tokens),
+        Ok(c) => format!(
+            "ok {:?} {} tokens",
+            c.finish_reason, c.usage.completion_tokens
+        ),
         Err(e) => kind(&e),
     }
 }
@@ -47,7 +53,12 @@ fn abuse(what: &str, conversation: &str) -> String {
         "huge-prompt" => describe(llm::chat(&request("smollm2", "a".repeat(2 << 20)))),
         "many-messages" => {
             let mut r = good();
-            r.messages = (0..5000).map(|_| ChatMessage { role: Role::User, content: "x".into() }).collect();
+            r.messages = (0..5000)
+                .map(|_| ChatMessage {
+                    role: Role::User,
+                    content: "x".into(),
+                })
+                .collect();
             describe(llm::chat(&r))
         }
         "no-messages" => {
@@ -55,19 +66,38 @@ fn abuse(what: &str, conversation: &str) -> String {
             r.messages.clear();
             describe(llm::chat(&r))
         }
-        "max-tokens" => describe(llm::chat(&ChatRequest { max_tokens: Some(u32::MAX), ..good() })),
-        "nan" => describe(llm::chat(&ChatRequest { temperature: Some(f32::NAN), ..good() })),
-        "stops" => describe(llm::chat(&ChatRequest { stop: vec!["x".into(); 100], ..good() })),
-        "stream-bad-id" => describe(llm::chat(&ChatRequest { stream_to: Some("../../etc".into()), ..good() })),
+        "max-tokens" => describe(llm::chat(&ChatRequest {
+            max_tokens: Some(u32::MAX),
+            ..good()
+        })),
+        "nan" => describe(llm::chat(&ChatRequest {
+            temperature: Some(f32::NAN),
+            ..good()
+        })),
+        "stops" => describe(llm::chat(&ChatRequest {
+            stop: vec!["x".into(); 100],
+            ..good()
+        })),
+        "stream-bad-id" => describe(llm::chat(&ChatRequest {
+            stream_to: Some("../../etc".into()),
+            ..good()
+        })),
         "stream-elsewhere" => {
             // Drafts into a conversation id that another bot also has.
-            let r = ChatRequest { stream_to: Some("victim".into()), max_tokens: Some(16), ..good() };
+            let r = ChatRequest {
+                stream_to: Some("victim".into()),
+                max_tokens: Some(16),
+                ..good()
+            };
             describe(llm::chat(&r))
         }
         "flood" => {
             let answers: Vec<String> = (0..20).map(|_| describe(llm::chat(&good()))).collect();
             let first_refused = answers.iter().position(|a| a.starts_with("quota"));
-            format!("refused from call {first_refused:?}: {}", answers.last().unwrap())
+            format!(
+                "refused from call {first_refused:?}: {}",
+                answers.last().unwrap()
+            )
         }
         "embed-flood" => match llm::embed("smollm2", &vec!["x".to_string(); 5000]) {
             Ok(v) => format!("ok {}", v.len()),
@@ -75,10 +105,14 @@ fn abuse(what: &str, conversation: &str) -> String {
         },
         "long-wait" => {
             // Far more wall time than the 200 ms CPU grant: waiting is free.
-            let r = ChatRequest { max_tokens: Some(200), messages: vec![ChatMessage {
-                role: Role::User,
-                content: "Write a long story about a lighthouse keeper.".into(),
-            }], ..good() };
+            let r = ChatRequest {
+                max_tokens: Some(200),
+                messages: vec![ChatMessage {
+                    role: Role::User,
+                    content: "Write a long story about a lighthouse keeper.".into(),
+                }],
+                ..good()
+            };
             describe(llm::chat(&r))
         }
         "models" => format!("models {:?}", llm::models()),
