@@ -290,3 +290,79 @@ fn plate_lookup_without_the_vision_grant_is_refused_at_load() {
         refused.raw
     );
 }
+
+/// The hostile `file-snoop` (granted 1 KiB attachments and vision) beside
+/// plate-lookup, whose photo it tries to read.
+#[test]
+fn a_hostile_bot_gets_every_abuse_of_attachments_and_vision_refused() {
+    let plugins = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    let copy = |dir: std::path::PathBuf, file: &str| {
+        std::fs::copy(dir.join(file), plugins.path().join(file)).unwrap()
+    };
+    for file in ["plate-lookup.wasm", "plate-lookup.toml"] {
+        copy(aviary_e2e::bots_dir(), file);
+    }
+    for file in ["file-snoop.wasm", "file-snoop.toml"] {
+        copy(aviary_e2e::hostile_dir(), file);
+    }
+    std::fs::copy(
+        workspace_dir().join("policies/plate-lookup.toml"),
+        policies.path().join("plate-lookup.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.path().join("file-snoop.toml"),
+        "memory_mb = 64\ntimeout_ms = 500\nwall_ms = 30000\nattachment_bytes = 1024\nvision = true\n[send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n",
+    )
+    .unwrap();
+    let host = Host::start_with_plugins(
+        &format!("policies_dir = \"{}\"\n", policies.path().display()),
+        plugins.path(),
+    );
+    let victim = host.conversation("plate-lookup", "victim");
+    let posted = victim.post_files(
+        "agent-7",
+        "",
+        &[("car.jpg", &photos::car("AB-123-CD", 70, 90))],
+    );
+    assert_eq!(posted.status, StatusCode::ACCEPTED, "{}", posted.raw);
+    let photo = posted.body["attachments"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let snoop = host.conversation("file-snoop", "snoop");
+    let expect = |abuse: &str, answer: &str| {
+        let got = ask(&snoop, abuse);
+        assert!(got.starts_with(answer), "{abuse}: {got}");
+    };
+    expect(&format!("read {photo}"), "invalid: no attachment");
+    expect(&format!("read-text {photo}"), "invalid: no attachment");
+    expect("traversal", "invalid: no attachment");
+    expect("oversized", "denied: the file is 4096 bytes");
+    expect("bad-name", "invalid: a file name is");
+    expect(&format!("send-unknown {photo}"), "invalid: no attachment");
+    expect("not-an-image", "invalid: attachment");
+    expect(
+        &format!("nan-region {photo}"),
+        "invalid: a region's corners are finite",
+    );
+    expect(
+        &format!("three-corners {photo}"),
+        "invalid: a region is 4 corners",
+    );
+    expect(
+        &format!("many-calls {photo}"),
+        "quota: at most 32 vision calls per event",
+    );
+
+    // The refusals are in the audit log, and the victim still gets its answer.
+    let audit = host.admin_get("/api/v1/admin/audit?limit=200").to_string();
+    assert!(
+        audit.contains("file-snoop") && audit.contains("attachments"),
+        "{audit}"
+    );
+    let reply = victim.wait_for_reply(posted.body["id"].as_str().unwrap());
+    assert!(reply.text.contains("AB-123-CD"), "{}", reply.text);
+}

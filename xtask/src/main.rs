@@ -54,6 +54,7 @@ const HOSTILE_BOTS: &[&str] = &[
     "plugins/hostile/versioned",
     "plugins/hostile/contract-0.1.0",
     "plugins/hostile/llm-abuser",
+    "plugins/hostile/file-snoop",
 ];
 
 fn main() -> Result<()> {
@@ -108,7 +109,52 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
         "starting aviary: open {} (Ctrl-C stops it)",
         served_url(extra)
     );
-    run(&mut command)
+    let mut host = command
+        .spawn()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if let Err(error) = seed_demo_register(root, extra) {
+        eprintln!("the demo register was not imported: {error:#}");
+    }
+    let status = host.wait()?;
+    anyhow::ensure!(status.success(), "aviary up failed with {status}");
+    Ok(())
+}
+
+/// The register plate-lookup answers from, for a first try: imported once
+/// the host serves, unless the bot's register already holds rows (an
+/// admin's own register is never replaced).
+fn seed_demo_register(root: &Path, extra: &[String]) -> Result<()> {
+    let url = served_url(extra);
+    let mut admin: Vec<String> = vec!["--url".into(), url.clone()];
+    if let Some(i) = extra.iter().position(|a| a == "--data-dir") {
+        admin.push("--data-dir".into());
+        admin.push(extra.get(i + 1).cloned().unwrap_or_default());
+    }
+    let aviary = host_binary(root, true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let exported = loop {
+        let out = Command::new(&aviary)
+            .args(["plugin", "data", "export", "plate-lookup", "register"])
+            .args(&admin)
+            .output()?;
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    if exported.lines().count() > 1 {
+        return Ok(());
+    }
+    run(Command::new(&aviary)
+        .args(["plugin", "data", "import", "plate-lookup"])
+        .arg(root.join("plugins/plate-lookup/register-demo.csv"))
+        .args(["--table", "register"])
+        .args(&admin))
 }
 
 /// The address `aviary up` serves on, as given by `--listen` among `extra`
