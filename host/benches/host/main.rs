@@ -16,6 +16,7 @@
 
 mod llm;
 mod llm_direct;
+mod plates;
 mod reload;
 
 use std::path::PathBuf;
@@ -103,6 +104,12 @@ fn main() -> Result<()> {
         llm.concurrent_p99_first_token_ms, 8
     );
 
+    let plates = plates::figures(scratch.path(), &bots_dir(), &policies_dir())?;
+    eprintln!(
+        "plates: accuracy {:.3} ({:.3} on the hardest third) over {} photos, p50 {:.0} ms, p95 {:.0} ms",
+        plates.accuracy, plates.accuracy_hard, plates.photos, plates.p50_ms, plates.p95_ms
+    );
+
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
     eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
@@ -113,6 +120,10 @@ fn main() -> Result<()> {
         "{}",
         json!({
             "cores": cores,
+            "plate_accuracy": (plates.accuracy * 1000.0).round() / 1000.0,
+            "plate_accuracy_hard": (plates.accuracy_hard * 1000.0).round() / 1000.0,
+            "plate_p50_ms": plates.p50_ms.round(),
+            "plate_p95_ms": plates.p95_ms.round(),
             "raw_events_per_s": raw.round(),
             "dispatch_events_per_s": dispatch.round(),
             "dispatch_p50_us": round1(p50),

@@ -30,6 +30,10 @@ pub struct Candidate {
 
 /// Confidence taken off for each character read as its look-alike.
 const SWAP_COST: f32 = 0.08;
+/// Lines whose clues (all but the reading's confidence) add up to less
+/// are not taken for a plate at all: a plate-like string high up with text
+/// around it is a poster or a sign, however clearly it reads.
+const MIN_CLUES: f32 = -0.25;
 
 /// The plate candidates of `reading`, best first.
 pub fn candidates(reading: &Reading, formats: &[Format]) -> Vec<Candidate> {
@@ -37,6 +41,7 @@ pub fn candidates(reading: &Reading, formats: &[Format]) -> Vec<Candidate> {
         .lines
         .iter()
         .filter_map(|line| candidate(reading, line, formats))
+        .filter(|c| c.score - c.confidence >= MIN_CLUES)
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     // The same plate read twice (two lines, or line and re-read) counts once.
@@ -62,7 +67,7 @@ pub fn candidate(reading: &Reading, line: &TextLine, formats: &[Format]) -> Opti
     }
     // Plates sit on the bumper: the lower part of most photos.
     let centre_y = line.corners.iter().map(|p| p.y).sum::<f32>() / 4.0;
-    score += 0.15 * (centre_y / reading.height.max(1) as f32);
+    score += 0.3 * (centre_y / reading.height.max(1) as f32 - 0.5);
     // Other text right above or below, as on a sign or a poster.
     score -= 0.3 * neighbours(reading, line, height) as f32;
     // Text in a line that holds more than the plate (a sentence with a plate).
@@ -184,6 +189,7 @@ mod tests {
         assert_eq!(found[0].plate, "FG456HJ", "{found:?}");
         assert_eq!(found[0].shown, "FG-456-HJ");
         assert!(found.iter().all(|c| c.plate != "0612345678"));
+        assert!(found.iter().all(|c| c.plate != "AB123CD"), "the poster is no plate: {found:?}");
     }
 
     #[test]
