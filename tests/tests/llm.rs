@@ -16,6 +16,16 @@ use aviary_e2e::{free_port, workspace_dir, Conversation, Host};
 use serde_json::Value;
 use tungstenite::{Message as Frame, WebSocket};
 
+/// Each test runs a model on both cores (its own host, or the server):
+/// they take turns, or their timings measure each other.
+static ONE_MODEL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_MODEL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Keeps the model's answers short so the suite stays quick.
 const SHORT_ANSWERS: &str = "[bots.llm-chat.settings]\nmax_tokens = \"24\"\ntemperature = \"0\"\n";
 
@@ -109,6 +119,7 @@ fn audit(host: &Host) -> Vec<Value> {
 
 #[test]
 fn the_embedded_model_answers_with_drafts_first_and_keeps_history_until_reset() {
+    let _turn = take_turn();
     let host = Host::start(SHORT_ANSWERS);
     let chat = host.conversation("llm-chat", "private-1");
     let mut socket = Socket::open(&chat.ws_url(None));
@@ -174,6 +185,7 @@ fn the_embedded_model_answers_with_drafts_first_and_keeps_history_until_reset() 
 
 #[test]
 fn a_missing_model_or_an_ungranted_one_gets_a_clear_answer() {
+    let _turn = take_turn();
     let missing = Host::start(&format!(
         "{SHORT_ANSWERS}[llm.models.smollm2]\nbackend = \"embedded\"\npath = \"/nonexistent/aviary-test/model.gguf\"\n"
     ));
@@ -202,6 +214,7 @@ fn a_missing_model_or_an_ungranted_one_gets_a_clear_answer() {
 
 #[test]
 fn a_generation_past_the_wall_limit_is_cut_and_the_user_told() {
+    let _turn = take_turn();
     // A grant of its own with a 6 s wall clock, and a long answer asked for.
     // The first call also loads the model, and the other tests of this file
     // share the two cores: how many tokens come before the cut varies.
@@ -385,6 +398,7 @@ const PRIVATE: &str =
 
 #[test]
 fn an_openai_compatible_server_answers_and_redact_true_takes_out_what_identifies() {
+    let _turn = take_turn();
     let server = LlmServer::start();
 
     // On loopback without `redact`, the text goes as it is.
@@ -495,6 +509,7 @@ fn abuser_host() -> (Host, tempfile::TempDir, tempfile::TempDir) {
 
 #[test]
 fn a_hostile_bot_gets_every_abuse_of_the_llm_refused() {
+    let _turn = take_turn();
     let (host, _plugins, _policies) = abuser_host();
     let ungranted = host
         .bots()
