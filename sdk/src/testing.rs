@@ -27,8 +27,6 @@ pub struct Sent {
     pub text: String,
     /// Id of the message answered, for replies.
     pub reply_to: Option<String>,
-    /// Ids of the attachments it carries (feature `attachments`).
-    pub files: Vec<String>,
 }
 
 /// Timestamp of the first message built by [`TestHost::message`]
@@ -78,6 +76,9 @@ pub struct TestHost {
     /// Attachment bytes by id (feature `attachments`).
     #[cfg(feature = "attachments")]
     files: BTreeMap<String, (Attachment, Vec<u8>)>,
+    /// The attachment ids of the sends that carried files, by their index
+    /// in `sent`.
+    files_sent: BTreeMap<usize, Vec<String>>,
     /// What text recognition answers, by attachment id (feature `vision`).
     #[cfg(feature = "vision")]
     readings: BTreeMap<String, crate::vision::Reading>,
@@ -125,7 +126,7 @@ impl TestHost {
         let result = B::default().handle(self, event);
         if result.is_err() {
             self.kv = kv;
-            self.sent.truncate(sent);
+            self.truncate_sent(sent);
         }
         result
     }
@@ -142,7 +143,7 @@ impl TestHost {
         if result.is_err() {
             self.kv = kv;
         }
-        self.sent.truncate(sent);
+        self.truncate_sent(sent);
         result
     }
 
@@ -386,6 +387,18 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 }
 
 impl TestHost {
+    /// Forgets the sends from index `len` on (a rolled-back event's).
+    fn truncate_sent(&mut self, len: usize) {
+        self.sent.truncate(len);
+        self.files_sent.retain(|&index, _| index < len);
+    }
+
+    /// The attachment ids the send at `index` of [`TestHost::sent`] carried
+    /// (empty for a send without files).
+    pub fn files_of(&self, index: usize) -> &[String] {
+        self.files_sent.get(&index).map_or(&[], Vec::as_slice)
+    }
+
     /// Records a send that follows the host's rules: a valid conversation
     /// id and a text of at most [`MAX_TEXT_BYTES`](crate::text::MAX_TEXT_BYTES).
     fn push_sent(
@@ -415,7 +428,6 @@ impl TestHost {
             conversation: conversation.into(),
             text: text.into(),
             reply_to: reply_to.map(Into::into),
-            files: Vec::new(),
         });
         Ok(())
     }
@@ -562,7 +574,7 @@ impl Host for TestHost {
             )));
         }
         self.push_sent(conversation, text, reply_to)?;
-        self.sent.last_mut().expect("just pushed").files = files.to_vec();
+        self.files_sent.insert(self.sent.len() - 1, files.to_vec());
         Ok(())
     }
 
@@ -730,14 +742,12 @@ mod tests {
                 Sent {
                     conversation: "c1".into(),
                     text: "hello".into(),
-                    reply_to: None,
-                    files: Vec::new()
+                    reply_to: None
                 },
                 Sent {
                     conversation: "c2".into(),
                     text: "answer".into(),
-                    reply_to: Some("m7".into()),
-                    files: Vec::new()
+                    reply_to: Some("m7".into())
                 },
             ]
         );

@@ -128,7 +128,6 @@ mod tests {
                 conversation: "room".into(),
                 text: "echo: hello".into(),
                 reply_to: Some(id),
-                files: Vec::new()
             }]
         );
     }

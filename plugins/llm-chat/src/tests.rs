@@ -68,7 +68,6 @@ fn answers_as_a_reply_streamed_into_the_conversation() {
             conversation: "room".into(),
             text: "answer 1".into(),
             reply_to: Some("m000001".into()),
-            files: Vec::new(),
         }]
     );
     let request = &host.llm_requests()[0];

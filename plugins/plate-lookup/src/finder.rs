@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(found[0].plate, "FG456HJ", "{found:?}");
         assert_eq!(found[0].shown, "FG-456-HJ");
         assert!(found.iter().all(|c| c.plate != "0612345678"));
-        assert!(found.iter().all(|c| c.plate != "AB123CD"), "the poster is no plate: {found:?}");
+        assert!(
+            found.iter().all(|c| c.plate != "AB123CD"),
+            "the poster is no plate: {found:?}"
+        );
     }
 
     #[test]
