@@ -86,6 +86,9 @@ pub fn guard(routes: HttpRouter, max_body_bytes: usize, web: &WebConfig) -> Http
         timeout: Duration::from_millis(web.body_timeout_ms),
     };
     routes
+        // `read_body` bounds every body (forms with files by their own
+        // bound); axum's default 2 MB cap would refuse a phone photo.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             limits,
             limits::read_body,
