@@ -64,3 +64,14 @@ mod tests {
             .contains("overflows"));
     }
 }
+
+/// A data table key under the `alphanumeric-upper` rule: letters and digits
+/// only, uppercased (`ab-123 cd` is `AB123CD`). The host keys imported rows
+/// with it and bots look rows up with it, so both must use this one.
+pub fn alphanumeric_upper(value: &str) -> String {
+    value
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}

@@ -455,6 +455,16 @@ impl Host {
         )
     }
 
+    /// Imports `csv` as table `table` of `bot` with `aviary plugin data
+    /// import`; asserts it worked and returns what the CLI printed.
+    pub fn import_data(&self, bot: &str, table: &str, csv: &str) -> String {
+        let file = self.dir().join(format!("{table}.csv"));
+        std::fs::write(&file, csv).expect("write the CSV");
+        let (ok, out, err) = self.cli(&["plugin", "data", "import", bot, file.to_str().unwrap()]);
+        assert!(ok, "import into {bot}: {out}{err}");
+        out
+    }
+
     /// `GET path` on the admin API with the host's admin token; asserts
     /// success and returns the JSON body.
     pub fn admin_get(&self, path: &str) -> Value {

@@ -510,16 +510,13 @@ fn chat_page_shows_the_local_models_answer_growing_then_the_answer() {
 #[test]
 fn chat_page_uploads_a_photo_and_shows_the_plate_lookups_answer() {
     let host = Host::start_open("");
-    let csv = host.dir().join("register.csv");
-    std::fs::write(&csv, "plate,status,make\nAB-123-CD,stolen,Renault Clio\n").unwrap();
-    let (ok, out, err) = host.cli(&[
-        "plugin",
-        "data",
-        "import",
+    host.import_data(
         "plate-lookup",
-        csv.to_str().unwrap(),
-    ]);
-    assert!(ok, "import: {out}{err}");
+        "register",
+        "plate,status,make
+AB-123-CD,stolen,Renault Clio
+",
+    );
     let photo = aviary_e2e::photos::car("AB-123-CD", 70, 90);
     let driver = Driver::start();
     let rt = runtime();

@@ -21,16 +21,7 @@ fn host() -> Host {
 /// [`host`] with more configuration.
 fn host_with(config: &str) -> Host {
     let host = Host::start(config);
-    let csv = host.dir().join("register.csv");
-    std::fs::write(&csv, REGISTER).unwrap();
-    let (ok, out, err) = host.cli(&[
-        "plugin",
-        "data",
-        "import",
-        "plate-lookup",
-        csv.to_str().unwrap(),
-    ]);
-    assert!(ok, "import: {out}{err}");
+    let out = host.import_data("plate-lookup", "register", REGISTER);
     assert!(out.contains("imported 2 rows"), "{out}");
     host
 }

@@ -55,11 +55,7 @@ impl KeyRule {
     pub fn apply(self, value: &str) -> String {
         match self {
             KeyRule::None => value.to_owned(),
-            KeyRule::AlphanumericUpper => value
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .map(|c| c.to_ascii_uppercase())
-                .collect(),
+            KeyRule::AlphanumericUpper => aviary_rules::kv::alphanumeric_upper(value),
         }
     }
 }

@@ -36,13 +36,10 @@ pub const BUILT_IN: &[(&str, &str, &str)] = &[
     ("nl", "AA-999-A", "AEIOUCQ"),
 ];
 
-/// Uppercase letters and digits only: how plates compare.
+/// Uppercase letters and digits only: how plates compare, and the key rule
+/// (`alphanumeric-upper`) the host imports the register with.
 pub fn normalise(plate: &str) -> String {
-    plate
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
+    aviary_sdk::kv::alphanumeric_upper(plate)
 }
 
 impl Format {
