@@ -1,8 +1,9 @@
 //! Synthetic photos of vehicles with known plates: a street with a shop
 //! sign and its phone number, a poster carrying a plate-like string under a
 //! headline (clutter that looks like a plate), a car and its plate on the
-//! bumper; then the camera: perspective (yaw and pitch up to 25°, roll up
-//! to 8°), blur, sensor noise, night, and JPEG artefacts.
+//! bumper, with dirt on it and a shadow across it; then the camera:
+//! perspective (yaw and pitch up to 25°, roll up to 8°), focus and motion
+//! blur, sensor noise, night, and JPEG artefacts.
 //!
 //! Everything is decided by a seed, so a photo is the same on every run.
 //! [`Set::Tune`] and [`Set::Accuracy`] draw from disjoint seeds: tune on
@@ -19,6 +20,8 @@ const FONTS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
 ];
 
 /// Which photos: the ones to tune on, or the ones to measure on.
@@ -39,6 +42,14 @@ pub struct Params {
     pub roll: f32,
     /// Gaussian blur sigma (0: none).
     pub blur: f32,
+    /// Motion blur: the length of the smear in pixels (0: none) and its
+    /// direction in degrees.
+    pub motion: f32,
+    pub motion_angle: f32,
+    /// How much a shadow across the plate darkens it, 0 (none) to 1.
+    pub shadow: f32,
+    /// Spots of dirt on the plate.
+    pub dirt: u8,
     /// Noise amplitude, 0 to 255.
     pub noise: u8,
     pub night: bool,
@@ -55,6 +66,10 @@ impl Params {
             pitch: 0.0,
             roll: 0.0,
             blur: 0.0,
+            motion: 0.0,
+            motion_angle: 0.0,
+            shadow: 0.0,
+            dirt: 0,
             noise: 0,
             night: false,
             jpeg_quality: 90,
@@ -71,16 +86,17 @@ impl Params {
         }
     }
 
-    /// 0 (easy) to about 1 (hard): small plates, angles, blur, noise,
-    /// night and strong compression all count.
+    /// 0 (easy) to about 1 (hard): small plates, angles, blur, motion,
+    /// shadow, dirt, noise, night and strong compression all count.
     pub fn difficulty(&self) -> f32 {
         let small = ((70.0 - self.plate_height as f32) / 45.0).clamp(0.0, 1.0);
         let angle = (self.yaw.abs() + self.pitch.abs()) / 50.0 + self.roll.abs() / 16.0;
-        let blur = self.blur / 2.5;
+        let blur = self.blur / 2.5 + self.motion / 12.0;
+        let marks = self.shadow / 2.0 + f32::from(self.dirt) / 16.0;
         let noise = f32::from(self.noise) / 40.0;
         let night = if self.night { 0.5 } else { 0.0 };
         let jpeg = (95.0 - f32::from(self.jpeg_quality)) / 60.0;
-        (small + angle + blur + noise + night + jpeg) / 4.0
+        (small + angle + blur + marks + noise + night + jpeg) / 4.0
     }
 }
 
@@ -127,13 +143,29 @@ impl Rng {
 
 const LETTERS_SIV: &str = "ABCDEFGHJKLMNPQRSTVWXYZ";
 const LETTERS: &str = "ABCDEFGHJKLMNPRSTVWXYZ";
+const LETTERS_ES: &str = "BCDFGHJKLMNPRSTVWXYZ";
+const LETTERS_NL: &str = "BDFGHJKLMNPRSTVWXYZ";
 const DIGITS: &str = "0123456789";
 
-/// A random plate of one of the shipped formats, with its separators.
+/// Dutch plates are yellow; the others white.
+fn is_yellow(plate: &str) -> bool {
+    let groups: Vec<usize> = plate.split('-').map(str::len).collect();
+    groups == [2, 3, 1]
+}
+
+/// A random plate of one of the shipped formats, with its separators:
+/// French SIV and FNI, German, Italian, Spanish and Dutch.
 fn random_plate(rng: &mut Rng) -> String {
     let s =
         |n: usize, from: &str, rng: &mut Rng| (0..n).map(|_| rng.pick(from)).collect::<String>();
-    match rng.below(4) {
+    match rng.below(6) {
+        4 => format!("{} {}", s(4, DIGITS, rng), s(3, LETTERS_ES, rng)),
+        5 => format!(
+            "{}-{}-{}",
+            s(2, LETTERS_NL, rng),
+            s(3, DIGITS, rng),
+            s(1, LETTERS_NL, rng)
+        ),
         0 => format!(
             "{}-{}-{}",
             s(2, LETTERS_SIV, rng),
@@ -181,6 +213,18 @@ pub fn photo(set: Set, index: u32) -> Photo {
         pitch: rng.range(-25.0, 25.0) * hard as f32 / 2.0,
         roll: rng.range(-8.0, 8.0) * hard as f32 / 2.0,
         blur: rng.range(0.0, 1.6) * hard as f32 / 2.0,
+        motion: if rng.below(3) == 0 {
+            rng.range(0.0, 6.0) * hard as f32 / 2.0
+        } else {
+            0.0
+        },
+        motion_angle: rng.range(-30.0, 30.0),
+        shadow: if rng.below(3) == 0 {
+            rng.range(0.2, 0.6)
+        } else {
+            0.0
+        },
+        dirt: (rng.below(6) * hard) as u8,
         noise: (rng.below(20) * hard) as u8,
         night: hard == 2 && rng.below(2) == 0,
         jpeg_quality: 95 - (rng.below(25) * hard) as u8,
@@ -294,6 +338,8 @@ fn render(plate: &str, decoy: &str, params: &Params, rng: &mut Rng) -> Vec<u8> {
         );
     }
     draw_plate(&mut image, plate, params, 640, 660);
+    soil(&mut image, params, 640, 660, rng);
+    shade(&mut image, params.shadow, rng);
     let mut image = camera(image, params, rng);
     if params.night {
         for p in image.pixels_mut() {
@@ -309,22 +355,29 @@ fn render(plate: &str, decoy: &str, params: &Params, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// A white EU plate with a black border centred on (cx, cy).
+/// The plate's width and height in pixels before perspective.
+fn plate_size(params: &Params) -> (u32, u32) {
+    let height = params.plate_height.max(4);
+    (height * 47 / 10, height)
+}
+
+/// An EU plate (white, or yellow for Dutch ones) with a black border
+/// centred on (cx, cy).
 fn draw_plate(image: &mut RgbImage, plate: &str, params: &Params, cx: i32, cy: i32) {
     let font = font(params.font);
-    let height = params.plate_height.max(4);
-    let width = height * 47 / 10;
+    let (width, height) = plate_size(params);
+    let paper = if is_yellow(plate) {
+        Rgb([240, 200, 30])
+    } else {
+        Rgb([245, 245, 240])
+    };
     let (x, y) = (cx - width as i32 / 2, cy - height as i32 / 2);
     draw_filled_rect_mut(
         image,
         Rect::at(x - 2, y - 2).of_size(width + 4, height + 4),
         Rgb([15, 15, 15]),
     );
-    draw_filled_rect_mut(
-        image,
-        Rect::at(x, y).of_size(width, height),
-        Rgb([245, 245, 240]),
-    );
+    draw_filled_rect_mut(image, Rect::at(x, y).of_size(width, height), paper);
     // The blue band on the left.
     let band = (height / 4).max(2);
     draw_filled_rect_mut(
@@ -349,7 +402,52 @@ fn draw_plate(image: &mut RgbImage, plate: &str, params: &Params, cx: i32, cy: i
     );
 }
 
-/// Perspective, blur and sensor noise.
+/// Spots of dirt, brown and half see-through, on the plate centred on
+/// (cx, cy).
+fn soil(image: &mut RgbImage, params: &Params, cx: i32, cy: i32, rng: &mut Rng) {
+    let (width, height) = plate_size(params);
+    for _ in 0..params.dirt {
+        let r = rng.range(0.06, 0.16) * height as f32;
+        let x0 = cx as f32 + rng.range(-0.5, 0.5) * width as f32;
+        let y0 = cy as f32 + rng.range(-0.5, 0.5) * height as f32;
+        let alpha = rng.range(0.3, 0.6);
+        let (lo, hi) = ((x0 - r) as i32, (x0 + r) as i32 + 1);
+        for y in (y0 - r) as i32..=(y0 + r) as i32 {
+            for x in lo..hi {
+                let (dx, dy) = (x as f32 - x0, y as f32 - y0);
+                if dx * dx + dy * dy > r * r || x < 0 || y < 0 {
+                    continue;
+                }
+                if let Some(p) = image.get_pixel_mut_checked(x as u32, y as u32) {
+                    for (c, mud) in p.0.iter_mut().zip([95.0, 75.0, 50.0]) {
+                        *c = (f32::from(*c) * (1.0 - alpha) + mud * alpha) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A hard-edged shadow (a post, a building's edge) over the lower part of
+/// the scene, crossing the plate on a slant: everything on one side of
+/// the edge darkened by `strength`.
+fn shade(image: &mut RgbImage, strength: f32, rng: &mut Rng) {
+    if strength <= 0.0 {
+        return;
+    }
+    let edge = rng.range(520.0, 760.0);
+    let slant = rng.range(-0.6, 0.6);
+    for (x, y, p) in image.enumerate_pixels_mut() {
+        if y < 380 || (x as f32) < edge + slant * (y as f32 - 660.0) {
+            continue;
+        }
+        for c in &mut p.0 {
+            *c = (f32::from(*c) * (1.0 - strength)) as u8;
+        }
+    }
+}
+
+/// Perspective, focus and motion blur, and sensor noise.
 fn camera(image: RgbImage, params: &Params, rng: &mut Rng) -> RgbImage {
     let (w, h) = (image.width() as f32, image.height() as f32);
     let (yaw, pitch, roll) = (
@@ -391,6 +489,9 @@ fn camera(image: RgbImage, params: &Params, rng: &mut Rng) -> RgbImage {
     if params.blur > 0.05 {
         out = imageproc::filter::gaussian_blur_f32(&out, params.blur);
     }
+    if params.motion >= 1.0 {
+        out = smear(&out, params.motion, params.motion_angle);
+    }
     if params.noise > 0 {
         let amplitude = i32::from(params.noise);
         for p in out.pixels_mut() {
@@ -401,6 +502,32 @@ fn camera(image: RgbImage, params: &Params, rng: &mut Rng) -> RgbImage {
         }
     }
     out
+}
+
+/// Motion blur: each pixel the mean of the pixels along a line of
+/// `length` pixels in direction `angle` (degrees) through it.
+fn smear(image: &RgbImage, length: f32, angle: f32) -> RgbImage {
+    let steps = length.round() as i32;
+    let (dx, dy) = (angle.to_radians().cos(), angle.to_radians().sin());
+    let (w, h) = (image.width() as i32, image.height() as i32);
+    let offsets: Vec<(i32, i32)> = (0..=steps)
+        .map(|k| {
+            let t = k as f32 - steps as f32 / 2.0;
+            ((t * dx).round() as i32, (t * dy).round() as i32)
+        })
+        .collect();
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let mut sum = [0u32; 3];
+        for &(ox, oy) in &offsets {
+            let sx = (x as i32 + ox).clamp(0, w - 1) as u32;
+            let sy = (y as i32 + oy).clamp(0, h - 1) as u32;
+            for (s, c) in sum.iter_mut().zip(image.get_pixel(sx, sy).0) {
+                *s += u32::from(c);
+            }
+        }
+        let n = offsets.len() as u32;
+        Rgb(sum.map(|s| (s / n) as u8))
+    })
 }
 
 #[cfg(test)]
@@ -414,6 +541,43 @@ mod tests {
         assert_ne!(a.plate, photo(Set::Tune, 3).plate);
         let decoded = image::load_from_memory(&a.jpeg).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (1280, 960));
+    }
+
+    #[test]
+    fn dirt_shadow_and_motion_change_the_plate() {
+        let plate = "AB-123-CD";
+        let clean = decode(&photo_with(plate, &Params::easy()).jpeg);
+        for params in [
+            Params {
+                dirt: 6,
+                ..Params::easy()
+            },
+            Params {
+                shadow: 0.5,
+                ..Params::easy()
+            },
+            Params {
+                motion: 6.0,
+                ..Params::easy()
+            },
+        ] {
+            let marked = decode(&photo_with(plate, &params).jpeg);
+            // The plate's box, before perspective (easy: none but the
+            // camera's 0.92 zoom about the centre).
+            let differs = (600..720)
+                .flat_map(|y| (480..800).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let (a, b) = (clean.get_pixel(x, y).0, marked.get_pixel(x, y).0);
+                    a.iter().zip(b).any(|(a, b)| a.abs_diff(b) > 40)
+                })
+                .count();
+            assert!(differs > 200, "{params:?} changed {differs} pixels");
+        }
+        assert!(is_yellow("XT-662-J") && !is_yellow("AB-123-CD"));
+    }
+
+    fn decode(jpeg: &[u8]) -> RgbImage {
+        image::load_from_memory(jpeg).unwrap().to_rgb8()
     }
 
     #[test]
