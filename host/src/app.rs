@@ -41,7 +41,11 @@ impl App {
         let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"), |io| {
             Ok(Services {
                 models: Arc::new(Models::start(&config.llm, &models_dir, io)?),
-                vision: Arc::new(Vision::new(models_dir.clone(), config.vision.parallel)),
+                vision: Arc::new(Vision::new(
+                    config.vision.engine,
+                    models_dir.clone(),
+                    config.vision.parallel,
+                )),
                 live: Arc::default(),
             })
         })?);

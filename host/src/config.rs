@@ -134,6 +134,9 @@ impl WebConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisionConfig {
+    /// `ppocr` (PP-OCRv5, the default) or `tesseract` (Debian's
+    /// `tesseract-ocr`, to compare with).
+    pub engine: crate::runtime::capabilities::vision::engine::EngineKind,
     /// Images read at once; the rest wait.
     pub parallel: usize,
 }
@@ -141,6 +144,7 @@ pub struct VisionConfig {
 impl Default for VisionConfig {
     fn default() -> Self {
         VisionConfig {
+            engine: Default::default(),
             parallel: crate::runtime::capabilities::vision::engine::DEFAULT_PARALLEL,
         }
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use aviary_vision::Reader;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

@@ -26,7 +26,7 @@ const KEYS_FILE: &str = "ppocr_keys_v5.txt";
 /// 4000×3000 photo was still found at 960 (but not at 640).
 pub const DEFAULT_DETECTION_MAX_SIDE: u32 = 960;
 
-/// Lines read with a lower confidence are dropped by [`Engine::read_text`]
+/// Lines read with a lower confidence are dropped by [`Engine`]'s `read_text`
 /// (PaddleOCR's default `drop_score`).
 pub const MIN_LINE_CONFIDENCE: f32 = 0.5;
 
@@ -48,6 +48,22 @@ pub struct TextLine {
     /// Each character of `text` with its own probability, so a caller can
     /// treat uncertain look-alikes (O/0, I/1, B/8) specially.
     pub chars: Vec<(char, f32)>,
+}
+
+/// What reads text in images: [`Engine`] (PP-OCRv5, the host's) or
+/// [`Tesseract`](crate::Tesseract) (the reference to compare it with).
+/// Both are `Send + Sync`, shared by every thread of the host.
+pub trait Reader: Send + Sync {
+    /// Finds and reads all text lines in `image`, in reading order, with
+    /// coordinates in `image`'s pixels.
+    fn read_text(&self, image: &Image) -> Result<Vec<TextLine>>;
+
+    /// Reads the text inside one quadrilateral of `image` (top-left,
+    /// top-right, bottom-right, bottom-left), e.g. a line found by an
+    /// earlier [`read_text`](Reader::read_text), for a sharper second
+    /// reading. The result is returned even when its confidence is low, so
+    /// the caller can decide.
+    fn read_region(&self, image: &Image, corners: [Point; 4]) -> Result<TextLine>;
 }
 
 /// PP-OCRv5 text detector and recogniser, loaded once and shared.
@@ -106,14 +122,16 @@ impl Engine {
     pub fn set_detection_max_side(&mut self, max_side: u32) {
         self.detection_max_side = max_side.clamp(64, 4096);
     }
+}
 
+impl Reader for Engine {
     /// Finds and reads all text lines in `image`.
     ///
     /// Large images are downscaled for detection only; each line is cut from
     /// the full-resolution image for recognition. Coordinates are in
     /// `image`'s pixels. Lines are sorted top-to-bottom, then left-to-right;
     /// lines read with less than [`MIN_LINE_CONFIDENCE`] are left out.
-    pub fn read_text(&self, image: &Image) -> Result<Vec<TextLine>> {
+    fn read_text(&self, image: &Image) -> Result<Vec<TextLine>> {
         let boxes = detect(&self.det, image.rgb(), self.detection_max_side)?;
         let mut kept = Vec::new();
         let mut crops = Vec::new();
@@ -139,15 +157,9 @@ impl Engine {
         Ok(lines)
     }
 
-    /// Reads the text inside one quadrilateral of `image`, e.g. a plate
-    /// found by an earlier [`read_text`](Engine::read_text), at full
-    /// resolution for a sharper second reading.
-    ///
-    /// `corners` are in `image`'s pixels, ordered top-left, top-right,
-    /// bottom-right, bottom-left. A quad much taller than wide is turned 90°
-    /// before reading. The result is returned even when its confidence is
-    /// low, so the caller can decide.
-    pub fn read_region(&self, image: &Image, corners: [Point; 4]) -> Result<TextLine> {
+    /// Reads the quad at full resolution; a quad much taller than wide is
+    /// turned 90° before reading.
+    fn read_region(&self, image: &Image, corners: [Point; 4]) -> Result<TextLine> {
         if corners.iter().any(|p| !p.x.is_finite() || !p.y.is_finite()) {
             bail!("region corners must be finite numbers");
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Instant;
 
-use aviary_vision::{Image, Point, TextLine};
+use aviary_vision::{Image, Point, Reader, TextLine};
 use common::*;
 use image::Rgb;
 use imageproc::geometric_transformations::{warp, Border, Interpolation, Projection};

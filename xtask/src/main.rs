@@ -40,9 +40,10 @@ const LLM_SERVER_CMAKE_ARGS: &str =
     "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON";
 const LLM_SERVER_VENV: &str = "target/peers/llm-server";
 
-/// Debian packages the host's build needs: llama-cpp-sys-2 builds llama.cpp
-/// with cmake and generates its bindings with libclang.
-const BUILD_PACKAGES: &[&str] = &["cmake", "libclang-dev"];
+/// Debian packages the host needs: llama-cpp-sys-2 builds llama.cpp with
+/// cmake and generates its bindings with libclang; `tesseract-ocr` is the
+/// text-recognition engine the benchmark compares PP-OCRv5 with.
+const BUILD_PACKAGES: &[&str] = &["cmake", "libclang-dev", "tesseract-ocr"];
 
 /// Hostile bots for the sandbox tests, built into `target/hostile`.
 const HOSTILE_BOTS: &[&str] = &[

