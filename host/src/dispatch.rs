@@ -79,6 +79,7 @@ impl Dispatch for Dispatcher {
                 &outcome.refusals,
                 outcome.result.is_ok(),
             );
+            slot.stats.record_reads(&outcome.audit);
             let error = match self.settle(&bot, event, outcome) {
                 Settled::Committed => return Next::Done,
                 Settled::Conflict if conflicts < MAX_CONFLICTS => {

@@ -112,6 +112,13 @@ fn a_photo_of_a_registered_plate_gets_its_entry_and_an_unregistered_one_is_said_
                 .contains("by agent-7 in conversation patrol-1")),
         "{audit}"
     );
+    // And counted in the bot's stats: two lookups, one found.
+    let (ok, out, err) = host.cli(&["plugin", "stats", "plate-lookup"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("data        register: 2 lookups, 1 found"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -12,11 +12,12 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+
+use crate::served::{Served, Setup};
 
 /// Tokens generated per run (the model's answer to [`PROMPT`] is longer).
 const TOKENS: u32 = 128;
@@ -89,10 +90,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// The release binary serving `llm-chat` on the embedded model.
 struct BenchHost {
-    child: Child,
-    base: String,
+    served: Served,
     admin_token: String,
-    client: reqwest::blocking::Client,
 }
 
 /// One message and its answer.
@@ -110,75 +109,26 @@ impl BenchHost {
         model: &Path,
         threads: u32,
     ) -> Result<BenchHost> {
-        let dir = scratch.join("llm");
-        std::fs::create_dir_all(&dir)?;
-        let config = format!(
-            "[llm.models.smollm2]\nbackend = \"embedded\"\npath = {model:?}\ncontext_tokens = 2048\nthreads = {threads}\n\
-             [bots.llm-chat.settings]\nmax_tokens = \"{TOKENS}\"\ntemperature = \"0\"\nsystem_prompt = {SYSTEM:?}\n"
-        );
-        std::fs::write(dir.join("aviary.toml"), config)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_aviary"))
-            .args(["up", "--config"])
-            .arg(dir.join("aviary.toml"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--plugins-dir")
-            .arg(bots)
-            .arg("--policies-dir")
-            .arg(policies)
-            .env("AVIARY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the aviary binary")?;
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        let started = Instant::now();
-        while !client
-            .get(format!("{base}/healthz"))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "the host did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let admin_token = std::fs::read_to_string(dir.join("data/admin.token"))?
-            .trim()
-            .to_owned();
+        let served = Served::start(Setup {
+            dir: scratch.join("llm"),
+            config: format!(
+                "[llm.models.smollm2]\nbackend = \"embedded\"\npath = {model:?}\ncontext_tokens = 2048\nthreads = {threads}\n\
+                 [bots.llm-chat.settings]\nmax_tokens = \"{TOKENS}\"\ntemperature = \"0\"\nsystem_prompt = {SYSTEM:?}\n"
+            ),
+            plugins: bots,
+            policies,
+            timeout: Duration::from_secs(120),
+        })?;
+        let admin_token = served.admin_token()?;
         Ok(BenchHost {
-            child,
-            base,
+            served,
             admin_token,
-            client,
         })
     }
 
     /// A new conversation: (id, token).
     fn conversation(&self) -> Result<(String, String)> {
-        let created: Value = self
-            .client
-            .post(format!("{}/api/v1/bots/llm-chat/conversations", self.base))
-            .json(&json!({"user": {"id": "bench"}}))
-            .send()?
-            .error_for_status()?
-            .json()?;
-        Ok((
-            created["conversation"]
-                .as_str()
-                .context("no conversation")?
-                .to_owned(),
-            created["token"].as_str().context("no token")?.to_owned(),
-        ))
+        self.served.conversation("llm-chat")
     }
 
     fn socket(
@@ -187,9 +137,9 @@ impl BenchHost {
     ) -> Result<tungstenite::WebSocket<TcpStream>> {
         let url = format!(
             "{}/api/v1/bots/llm-chat/conversations/{conversation}/ws?token={token}",
-            self.base.replacen("http://", "ws://", 1)
+            self.served.base.replacen("http://", "ws://", 1)
         );
-        let stream = TcpStream::connect(self.base.trim_start_matches("http://"))?;
+        let stream = TcpStream::connect(self.served.base.trim_start_matches("http://"))?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         let (socket, _) =
             tungstenite::client(url, stream).map_err(|e| anyhow::anyhow!("WebSocket: {e}"))?;
@@ -197,10 +147,11 @@ impl BenchHost {
     }
 
     fn post(&self, (conversation, token): &(String, String)) -> Result<()> {
-        self.client
+        self.served
+            .client
             .post(format!(
                 "{}/api/v1/bots/llm-chat/conversations/{conversation}/messages",
-                self.base
+                self.served.base
             ))
             .bearer_auth(token)
             .json(&json!({"text": PROMPT}))
@@ -238,8 +189,12 @@ impl BenchHost {
     /// `completion_tokens` of the bot's last chat call, from its log.
     fn last_completion_tokens(&self) -> Result<u64> {
         let logs: Value = self
+            .served
             .client
-            .get(format!("{}/api/v1/admin/bots/llm-chat/logs", self.base))
+            .get(format!(
+                "{}/api/v1/admin/bots/llm-chat/logs",
+                self.served.base
+            ))
             .bearer_auth(&self.admin_token)
             .send()?
             .error_for_status()?
@@ -305,12 +260,5 @@ impl BenchHost {
             })?;
         }
         Ok(all)
-    }
-}
-
-impl Drop for BenchHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

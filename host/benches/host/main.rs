@@ -12,12 +12,15 @@
 //! - fsync: a 4 KiB append and `fdatasync` on the data directory's
 //!   filesystem, the floor of a durable write;
 //! - reload: see [`reload`];
-//! - llm: see [`llm`].
+//! - llm: see [`llm`];
+//! - plates: see [`plates`], once with PP-OCRv5 and once with tesseract
+//!   reading the photos.
 
 mod llm;
 mod llm_direct;
 mod plates;
 mod reload;
+mod served;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,11 +107,14 @@ fn main() -> Result<()> {
         llm.concurrent_p99_first_token_ms, 8
     );
 
-    let plates = plates::figures(scratch.path(), &bots_dir(), &policies_dir())?;
-    eprintln!(
-        "plates: accuracy {:.3} ({:.3} on the hardest third) over {} photos, p50 {:.0} ms, p95 {:.0} ms",
-        plates.accuracy, plates.accuracy_hard, plates.photos, plates.p50_ms, plates.p95_ms
-    );
+    let plates = plates::figures(scratch.path(), &bots_dir(), &policies_dir(), "ppocr")?;
+    let tesseract = plates::figures(scratch.path(), &bots_dir(), &policies_dir(), "tesseract")?;
+    for (engine, f) in [("PP-OCRv5", &plates), ("tesseract", &tesseract)] {
+        eprintln!(
+            "plates ({engine}): accuracy {:.3} ({:.3} on the hardest third) over {} photos, p50 {:.0} ms, p95 {:.0} ms",
+            f.accuracy, f.accuracy_hard, f.photos, f.p50_ms, f.p95_ms
+        );
+    }
 
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
@@ -124,6 +130,9 @@ fn main() -> Result<()> {
             "plate_accuracy_hard": (plates.accuracy_hard * 1000.0).round() / 1000.0,
             "plate_p50_ms": plates.p50_ms.round(),
             "plate_p95_ms": plates.p95_ms.round(),
+            "plate_tesseract_accuracy": (tesseract.accuracy * 1000.0).round() / 1000.0,
+            "plate_tesseract_accuracy_hard": (tesseract.accuracy_hard * 1000.0).round() / 1000.0,
+            "plate_tesseract_p95_ms": tesseract.p95_ms.round(),
             "raw_events_per_s": raw.round(),
             "dispatch_events_per_s": dispatch.round(),
             "dispatch_p50_us": round1(p50),

@@ -4,16 +4,18 @@
 //! separators ignored; latency is from the POST to the answer readable.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use aviary_rules::kv::alphanumeric_upper;
 use serde_json::{json, Value};
+
+use crate::served::{Served, Setup};
 
 /// Photos read (the accuracy set's first ones).
 const PHOTOS: u32 = 120;
 
-/// What the plate benchmark measured.
+/// What the plate benchmark measured with one text-recognition engine.
 pub struct PlateFigures {
     pub accuracy: f64,
     pub accuracy_hard: f64,
@@ -22,8 +24,16 @@ pub struct PlateFigures {
     pub photos: usize,
 }
 
-pub fn figures(scratch: &Path, bots: &Path, policies: &Path) -> Result<PlateFigures> {
-    let host = Host::start(scratch, bots, policies)?;
+/// The figures with `engine` (`ppocr` or `tesseract`, the host's `[vision]
+/// engine`) reading the photos behind the same bot.
+pub fn figures(scratch: &Path, bots: &Path, policies: &Path, engine: &str) -> Result<PlateFigures> {
+    let host = Photos(Served::start(Setup {
+        dir: scratch.join(format!("plates-{engine}")),
+        config: format!("[vision]\nengine = \"{engine}\"\n"),
+        plugins: bots,
+        policies,
+        timeout: Duration::from_secs(60),
+    })?);
     let photos: Vec<plategen::Photo> = (0..PHOTOS)
         .map(|i| plategen::photo(plategen::Set::Accuracy, i))
         .collect();
@@ -31,7 +41,7 @@ pub fn figures(scratch: &Path, bots: &Path, policies: &Path) -> Result<PlateFigu
         .iter()
         .map(|p| p.plate.clone())
         .collect();
-    let (conversation, token) = host.conversation()?;
+    let (conversation, token) = host.0.conversation("plate-lookup")?;
     let mut latencies = Vec::new();
     let (mut right, mut right_hard) = (0usize, 0usize);
     for photo in &photos {
@@ -39,8 +49,8 @@ pub fn figures(scratch: &Path, bots: &Path, policies: &Path) -> Result<PlateFigu
         let answer = host.ask(&conversation, &token, &photo.jpeg)?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
         let read = reading(&answer);
-        let ok = read.as_deref() == Some(normalise(&photo.plate).as_str());
-        if !ok {
+        let ok = read.as_deref() == Some(alphanumeric_upper(&photo.plate).as_str());
+        if !ok && engine == "ppocr" {
             eprintln!(
                 "plate {} (difficulty {:.2}): {answer}",
                 photo.plate,
@@ -61,95 +71,19 @@ pub fn figures(scratch: &Path, bots: &Path, policies: &Path) -> Result<PlateFigu
     })
 }
 
-fn normalise(plate: &str) -> String {
-    plate
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
 /// The plate the bot says it read, if it gave a reading it stands by.
 fn reading(answer: &str) -> Option<String> {
     let rest = answer.strip_prefix("I read ")?;
     if answer.contains("too little to look it up") {
         return None;
     }
-    Some(normalise(rest.split(" (").next()?))
+    Some(alphanumeric_upper(rest.split(" (").next()?))
 }
 
 /// The release binary serving `plate-lookup`.
-struct Host {
-    child: Child,
-    base: String,
-    client: reqwest::blocking::Client,
-}
+struct Photos(Served);
 
-impl Host {
-    fn start(scratch: &Path, bots: &Path, policies: &Path) -> Result<Host> {
-        let dir = scratch.join("plates");
-        std::fs::create_dir_all(&dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_aviary"))
-            .arg("up")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--plugins-dir")
-            .arg(bots)
-            .arg("--policies-dir")
-            .arg(policies)
-            .env("AVIARY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the aviary binary")?;
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        let started = Instant::now();
-        while !client
-            .get(format!("{base}/healthz"))
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "the host did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Host {
-            child,
-            base,
-            client,
-        })
-    }
-
-    fn conversation(&self) -> Result<(String, String)> {
-        let created: Value = self
-            .client
-            .post(format!(
-                "{}/api/v1/bots/plate-lookup/conversations",
-                self.base
-            ))
-            .json(&json!({"user": {"id": "bench"}}))
-            .send()?
-            .error_for_status()?
-            .json()?;
-        Ok((
-            created["conversation"]
-                .as_str()
-                .context("no conversation")?
-                .to_owned(),
-            created["token"].as_str().context("no token")?.to_owned(),
-        ))
-    }
-
+impl Photos {
     /// Posts `photo` and waits for the answer to it.
     fn ask(&self, conversation: &str, token: &str, photo: &[u8]) -> Result<String> {
         let boundary = "bench-boundary-51c3";
@@ -161,9 +95,10 @@ impl Host {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let messages = format!(
             "{}/api/v1/bots/plate-lookup/conversations/{conversation}/messages",
-            self.base
+            self.0.base
         );
         let posted: Value = self
+            .0
             .client
             .post(&messages)
             .bearer_auth(token)
@@ -180,6 +115,7 @@ impl Host {
         let mut after = id.clone();
         loop {
             let page: Value = self
+                .0
                 .client
                 .get(&messages)
                 .bearer_auth(token)
@@ -198,12 +134,5 @@ impl Host {
                 "no answer to a photo within 30 s"
             );
         }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

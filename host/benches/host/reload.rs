@@ -11,7 +11,6 @@
 //!   bots whose compiled code is in the cache, until `/healthz` answers.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use aviary_host::policy::{KvQuota, SendRate};
 use aviary_host::router::Router;
 
 use super::{percentile, Timed};
+use crate::served::{Served, Setup};
 
 /// Bytes of label after the marker's prefix in the versioned test bot.
 const LABEL_BYTES: usize = 48;
@@ -268,53 +268,21 @@ pub fn startup_ms_10_bots(scratch: &Path, hostile: &Path) -> Result<f64> {
 }
 
 fn start_once(dir: &Path) -> Result<f64> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aviary"))
-        .args(["up", "--config"])
-        .arg(dir.join("aviary.toml"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--plugins-dir")
-        .arg(dir.join("plugins"))
-        .arg("--policies-dir")
-        .arg(dir.join("no-policies"))
-        .env("AVIARY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the aviary binary")?;
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()?;
-    let ready = loop {
-        if client
-            .get(&url)
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            anyhow::bail!("the host did not answer /healthz within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let bots = client
-        .get(format!("http://127.0.0.1:{port}/api/v1/bots"))
+    let served = Served::start(Setup {
+        dir: dir.to_owned(),
+        config: std::fs::read_to_string(dir.join("aviary.toml"))?,
+        plugins: &dir.join("plugins"),
+        policies: &dir.join("no-policies"),
+        timeout: Duration::from_secs(10),
+    })?;
+    let bots = served
+        .client
+        .get(format!("{}/api/v1/bots", served.base))
         .send()?
         .text()?;
-    child.kill()?;
-    child.wait()?;
     anyhow::ensure!(
         bots.matches("\"running\"").count() == 10,
         "not all ten bots run: {bots}"
     );
-    Ok(ready.as_secs_f64() * 1e3)
+    Ok(served.ready_in.as_secs_f64() * 1e3)
 }

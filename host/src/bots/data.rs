@@ -65,6 +65,11 @@ pub fn prefix(table: &str) -> String {
     format!("data/{table}/")
 }
 
+/// The table a kv key of a bot belongs to, if any.
+pub fn table_of(key: &str) -> Option<&str> {
+    key.strip_prefix("data/")?.split_once('/').map(|(t, _)| t)
+}
+
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Imported {

@@ -1,7 +1,8 @@
 //! What `aviary plugin stats` shows of one bot since the host started:
-//! events, errors, dead letters, handle times, memory high-water and
-//! denials by capability. Counted by the dispatcher, shared by every
-//! version of the bot.
+//! events, errors, dead letters, handle times, memory high-water,
+//! denials by capability and reads of its data tables (lookups in a
+//! register). Counted by the dispatcher, shared by every version of the
+//! bot.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::runtime::budget::Refusals;
+use crate::store::AuditEntry;
 
 /// Sub-buckets per power of two in [`Histogram`]: values are kept to
 /// within 1/8 (12.5 %).
@@ -93,6 +95,7 @@ pub struct Stats {
     handle_us: Histogram,
     memory_high_water: AtomicUsize,
     denials: Mutex<BTreeMap<&'static str, u64>>,
+    tables: Mutex<BTreeMap<String, TableReads>>,
     /// Time from a version becoming current to its first event, per swap
     /// that found events waiting.
     pub swap_us: Histogram,
@@ -128,6 +131,23 @@ impl Stats {
         }
     }
 
+    /// Counts the reads of audited data tables among what a run audited
+    /// (they are audited whether or not the run commits).
+    pub fn record_reads(&self, audit: &[AuditEntry]) {
+        let mut tables = self.tables.lock();
+        for (key, found) in audit
+            .iter()
+            .filter_map(crate::runtime::capabilities::kv::data_read)
+        {
+            let Some(table) = super::data::table_of(key) else {
+                continue;
+            };
+            let reads = tables.entry(table.to_owned()).or_default();
+            reads.reads += 1;
+            reads.found += u64::from(found);
+        }
+    }
+
     /// Counts a swap to another version.
     pub fn record_swap(&self) {
         self.swaps.fetch_add(1, Ordering::Relaxed);
@@ -153,8 +173,16 @@ impl Stats {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            tables: self.tables.lock().clone(),
         }
     }
+}
+
+/// Reads of one audited data table: lookups, and how many found a row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TableReads {
+    pub reads: u64,
+    pub found: u64,
 }
 
 /// A bot's counters since the host started (runs, retries included).
@@ -168,6 +196,8 @@ pub struct StatsReport {
     pub memory_high_water_bytes: usize,
     /// Refusals by capability (`send`, `kv`, `http`, `secret`, …).
     pub denials: BTreeMap<String, u64>,
+    /// Reads of the bot's audited data tables, by table.
+    pub tables: BTreeMap<String, TableReads>,
 }
 
 /// What `aviary plugin stats <bot>` shows.
@@ -287,5 +317,33 @@ mod tests {
         assert_eq!(report.denials["send"], 2);
         assert_eq!(report.denials["kv"], 1);
         assert!(report.handle_p99_us.unwrap() >= 90);
+    }
+
+    #[test]
+    fn reads_of_audited_tables_are_counted_by_table_and_found() {
+        let read = |key: &str, detail: &str| AuditEntry {
+            action: "data_read".into(),
+            bot: "plates".into(),
+            capability: Some("kv".into()),
+            target: Some(key.into()),
+            detail: detail.into(),
+        };
+        let stats = Stats::default();
+        stats.record_reads(&[
+            read("data/register/AB123CD", "by u in conversation c (found)"),
+            read(
+                "data/register/ZZ999ZZ",
+                "by u in conversation c (not found)",
+            ),
+            AuditEntry {
+                action: "external_call".into(),
+                ..read("data/register/X", "(found)")
+            },
+        ]);
+        stats.record_reads(&[read("data/owners/7", "outside any conversation (found)")]);
+        let tables = stats.report().tables;
+        assert_eq!(tables["register"], TableReads { reads: 2, found: 1 });
+        assert_eq!(tables["owners"], TableReads { reads: 1, found: 1 });
+        assert_eq!(tables.len(), 2);
     }
 }

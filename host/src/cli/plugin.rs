@@ -122,7 +122,8 @@ pub(super) enum PluginCommand {
         command: DataCommand,
     },
     /// What a bot did since the host started: events, errors, dead
-    /// letters, handle times, memory, kv against its quota, denials.
+    /// letters, handle times, memory, kv against its quota, denials,
+    /// lookups in its audited data tables.
     Stats {
         bot: String,
         /// Print JSON instead of text.
@@ -528,6 +529,12 @@ fn print_stats(stats: &Value) {
             denials.join(", ")
         }
     );
+    for (table, reads) in stats["tables"].as_object().into_iter().flatten() {
+        println!(
+            "  data        {table}: {} lookups, {} found",
+            reads["reads"], reads["found"]
+        );
+    }
     println!(
         "  swaps       {} (with events waiting, the first ran on the new version within p99 {})",
         stats["swaps"],

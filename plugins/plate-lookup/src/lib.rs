@@ -13,8 +13,8 @@
 //! imports from a CSV (`aviary plugin data import plate-lookup
 //! register.csv`): rows in kv under `data/register/<plate>`, the plate
 //! normalised, each a JSON object of the row's columns. Every lookup is
-//! counted in kv (`stats/lookups`, `stats/found`) and logged with who
-//! asked.
+//! logged with who asked; the host audits and counts each read of the
+//! table (`aviary audit`, `aviary plugin stats plate-lookup`).
 
 pub mod config;
 pub mod finder;
@@ -195,11 +195,6 @@ fn lookup(
     let row = host
         .kv_get(&format!("{REGISTER_PREFIX}{plate}"))
         .map_err(|e| format!("cannot read the register: {e:?}"))?;
-    let count = |host: &mut dyn Host, key: &str| {
-        host.kv_increment(key, 1)
-            .map_err(|e| format!("cannot count the lookup: {e:?}"))
-    };
-    count(host, "stats/lookups")?;
     let reading = match confidence {
         Some(c) => format!("I read {shown} ({} confidence)", percent(c)),
         None => format!("You typed {shown}"),
@@ -216,7 +211,6 @@ fn lookup(
     let Some(row) = row else {
         return Ok(format!("{reading}: {plate} is not in the register."));
     };
-    count(host, "stats/found")?;
     let row: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&row).unwrap_or_default();
     let fields: Vec<String> = config

@@ -67,18 +67,29 @@ impl Kv {
     fn audit_read(&mut self, key: &str, found: bool) {
         if self.audited.iter().any(|p| key.starts_with(p.as_str())) {
             self.audit.push(crate::store::AuditEntry {
-                action: "data_read".into(),
+                action: DATA_READ.into(),
                 bot: self.bot.clone(),
                 capability: Some("kv".into()),
                 target: Some(key.to_owned()),
-                detail: format!(
-                    "{} ({})",
-                    self.who,
-                    if found { "found" } else { "not found" }
-                ),
+                detail: format!("{} ({})", self.who, if found { FOUND } else { NOT_FOUND }),
             });
         }
     }
+}
+
+/// The audit action of a read of an audited key.
+const DATA_READ: &str = "data_read";
+const FOUND: &str = "found";
+const NOT_FOUND: &str = "not found";
+
+/// The key an audited read asked for and whether it held a value, when
+/// `entry` is one.
+pub fn data_read(entry: &crate::store::AuditEntry) -> Option<(&str, bool)> {
+    if entry.action != DATA_READ {
+        return None;
+    }
+    let found = entry.detail.ends_with(&format!("({FOUND})"));
+    Some((entry.target.as_deref()?, found))
 }
 
 impl Ctx<'_, Kv> {
