@@ -3,9 +3,10 @@
 //! benchmark can put it where PP-OCRv5 was and compare the two on the same
 //! photos behind the same bot.
 //!
-//! Tesseract reads a scene as sparse words (`--psm 11`), not lines; words
-//! side by side at the same height are joined into one [`TextLine`] here,
-//! as PP-OCRv5's detector would box them.
+//! Tesseract reads a scene with its automatic page segmentation (`--psm
+//! 3`; the sparse-text mode 11 missed a plain printed panel here) and
+//! reports words; words side by side at the same height are joined into
+//! one [`TextLine`] here, as PP-OCRv5's detector would box them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,7 +72,7 @@ impl Tesseract {
 
 impl Reader for Tesseract {
     fn read_text(&self, image: &Image) -> Result<Vec<TextLine>> {
-        let mut lines = join_lines(self.words(image.rgb(), "11")?);
+        let mut lines = join_lines(self.words(image.rgb(), "3")?);
         reading_order(&mut lines, |l| l.corners);
         Ok(lines)
     }
