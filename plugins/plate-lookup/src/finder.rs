@@ -54,28 +54,6 @@ pub fn candidates(reading: &Reading, formats: &[Format]) -> Vec<Candidate> {
     out
 }
 
-/// Lines that fit no format but have a plate's shape and place: wide and
-/// short, alone, in the lower half of the photo, a plate's number of
-/// characters. Worth reading again (a misread character makes a plate fit
-/// no format), lowest in the photo first.
-pub fn plate_shaped(reading: &Reading, formats: &[Format]) -> Vec<usize> {
-    let centre_y = |line: &TextLine| line.corners.iter().map(|p| p.y).sum::<f32>() / 4.0;
-    let mut shaped: Vec<usize> = (0..reading.lines.len())
-        .filter(|&i| {
-            let line = &reading.lines[i];
-            let (width, height) = size(line);
-            let characters = normalise(&line.text).len();
-            best_fit(&line.text, formats).is_none()
-                && (4..=10).contains(&characters)
-                && (2.5..=10.0).contains(&(width / height.max(1.0)))
-                && centre_y(line) > reading.height as f32 / 2.0
-                && neighbours(reading, line, height) == 0
-        })
-        .collect();
-    shaped.sort_by(|&a, &b| centre_y(&reading.lines[b]).total_cmp(&centre_y(&reading.lines[a])));
-    shaped
-}
-
 /// `line` as a candidate, if it fits a format.
 pub fn candidate(reading: &Reading, line: &TextLine, formats: &[Format]) -> Option<Candidate> {
     let (format, plate, swaps) = best_fit(&line.text, formats)?;
@@ -215,24 +193,6 @@ mod tests {
             found.iter().all(|c| c.plate != "AB123CD"),
             "the poster is no plate: {found:?}"
         );
-    }
-
-    #[test]
-    fn a_misread_line_shaped_and_placed_like_a_plate_is_worth_a_second_look() {
-        let reading = Reading {
-            width: 1280,
-            height: 960,
-            lines: vec![
-                line("GRANDE VENTE", 100.0, 80.0, 300.0, 40.0, 0.98),
-                // Misread: fits no format, but alone, low, plate-shaped.
-                line("2777VM", 650.0, 565.0, 150.0, 46.0, 0.93),
-                // Low too, but a sentence's length.
-                line("PARKING INTERDIT SAUF LIVRAISONS", 100.0, 860.0, 600.0, 40.0, 0.9),
-                // A plate that fits is no second look's business.
-                line("FG-456-HJ", 900.0, 700.0, 200.0, 45.0, 0.93),
-            ],
-        };
-        assert_eq!(plate_shaped(&reading, &formats()), [1]);
     }
 
     #[test]

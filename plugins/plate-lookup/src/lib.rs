@@ -100,10 +100,7 @@ fn from_photo(
         Ok(reading) => reading,
         Err(error) => return Ok(cannot_read(&error)),
     };
-    let mut found = finder::candidates(&reading, &config.formats);
-    if found.is_empty() {
-        found = second_look(host, config, photo, &reading);
-    }
+    let found = finder::candidates(&reading, &config.formats);
     let Some(best) = found.first() else {
         return Ok(no_plate(&reading));
     };
@@ -163,37 +160,6 @@ fn reread(
         },
         _ => best.clone(),
     }
-}
-
-/// Lines at most this many that fit no format but look like a plate are
-/// read again when nothing else was found.
-const SECOND_LOOKS: usize = 2;
-
-/// Candidates from reading again, at full resolution, the lines shaped and
-/// placed like a plate that fit no format (a character misread in the
-/// first pass); none when they still fit none.
-fn second_look(
-    host: &mut dyn Host,
-    config: &Config,
-    photo: &Attachment,
-    reading: &Reading,
-) -> Vec<Candidate> {
-    for index in finder::plate_shaped(reading, &config.formats)
-        .into_iter()
-        .take(SECOND_LOOKS)
-    {
-        let corners = grown(&reading.lines[index].corners, 0.08);
-        let Ok(line) = host.vision_read_region(&photo.id, &corners) else {
-            continue;
-        };
-        let mut again = reading.clone();
-        again.lines[index] = line;
-        let found = finder::candidates(&again, &config.formats);
-        if !found.is_empty() {
-            return found;
-        }
-    }
-    Vec::new()
 }
 
 /// `corners` grown by `by` of the box's height on every side.
