@@ -139,9 +139,8 @@ fn from_photo(
     )
 }
 
-/// Reads the best candidate's box again at full resolution, grown (more
-/// at the ends of the line), and keeps whichever reading is surer, or the
-/// second when it is the first with a character more at its end.
+/// Reads the best candidate's box again at full resolution, grown a
+/// little, and keeps whichever reading is surer.
 fn reread(
     host: &mut dyn Host,
     config: &Config,
@@ -149,52 +148,39 @@ fn reread(
     reading: &Reading,
     best: &Candidate,
 ) -> Candidate {
-    let corners = grown(&best.line.corners, 0.3, 0.08);
+    let corners = grown(&best.line.corners, 0.08);
     let Ok(line) = host.vision_read_region(&photo.id, &corners) else {
         return best.clone();
     };
     match finder::candidate(reading, &line, &config.formats) {
-        // Surer, or the same plate with a character the first box cut off.
-        Some(again)
-            if again.confidence > best.confidence
-                || (again.plate.len() > best.plate.len()
-                    && again.plate.starts_with(&best.plate)) =>
-        {
-            Candidate {
-                score: best.score,
-                height: best.height,
-                ..again
-            }
-        }
+        Some(again) if again.confidence > best.confidence => Candidate {
+            score: best.score,
+            height: best.height,
+            ..again
+        },
         _ => best.clone(),
     }
 }
 
-/// `corners` (top-left, top-right, bottom-right, bottom-left) grown by
-/// `sideways` of the box's height at both ends of the line and `by` above
-/// and below: a first box that clipped the last character gets it back.
-fn grown(corners: &[Point], sideways: f32, by: f32) -> Vec<Point> {
-    let [tl, tr, br, bl] = corners else {
+/// `corners` grown by `by` of the box's height on every side.
+fn grown(corners: &[Point], by: f32) -> Vec<Point> {
+    if corners.len() != 4 {
         return corners.to_vec();
-    };
-    let unit = |from: &Point, to: &Point| {
-        let (dx, dy) = (to.x - from.x, to.y - from.y);
-        let len = (dx * dx + dy * dy).sqrt().max(1.0);
-        (dx / len, dy / len, len)
-    };
-    let (ux, uy, _) = unit(tl, tr);
-    let (vx, vy, h) = unit(tl, bl);
-    let (a, b) = (sideways * h, by * h);
-    let moved = |p: &Point, along: f32, across: f32| Point {
-        x: p.x + ux * along * a + vx * across * b,
-        y: p.y + uy * along * a + vy * across * b,
-    };
-    vec![
-        moved(tl, -1.0, -1.0),
-        moved(tr, 1.0, -1.0),
-        moved(br, 1.0, 1.0),
-        moved(bl, -1.0, 1.0),
-    ]
+    }
+    let cx = corners.iter().map(|p| p.x).sum::<f32>() / 4.0;
+    let cy = corners.iter().map(|p| p.y).sum::<f32>() / 4.0;
+    let h = ((corners[0].x - corners[3].x).powi(2) + (corners[0].y - corners[3].y).powi(2)).sqrt();
+    corners
+        .iter()
+        .map(|p| {
+            let (dx, dy) = (p.x - cx, p.y - cy);
+            let len = (dx * dx + dy * dy).sqrt().max(1.0);
+            Point {
+                x: p.x + dx / len * h * by,
+                y: p.y + dy / len * h * by,
+            }
+        })
+        .collect()
 }
 
 /// Looks `plate` (normalised) up and says what the register holds.
