@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use crate::bots::Bots;
 use crate::channels::web::{self, WebState};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Engines};
+use crate::outbox::Outbox;
+use crate::schedule::Scheduler;
 use crate::router::Router;
 use crate::runtime::capabilities::llm::models::Models;
 use crate::runtime::capabilities::vision::engine::Vision;
@@ -23,6 +25,10 @@ pub struct App {
     pub runtime: Arc<Runtime>,
     /// Watches the plugins directory unless `watch = false`.
     pub watcher: Option<crate::bots::Watcher>,
+    /// Fires the bots' timers.
+    pub scheduler: crate::schedule::Scheduler,
+    /// Delivers the bots' outbox jobs.
+    pub outbox: crate::outbox::Outbox,
 }
 
 impl App {
@@ -57,7 +63,12 @@ impl App {
             None
         };
         bots.reload()?;
-        let dispatcher = Arc::new(Dispatcher::new(bots.clone(), store.clone()));
+        let engines = Engines {
+            scheduler: Scheduler::load(store.clone())?,
+            outbox: Outbox::load(store.clone(), bots.clone(), config.outbox.clone())?,
+        };
+        let dispatcher =
+            Arc::new(Dispatcher::new(bots.clone(), store.clone()).with_engines(engines.clone()));
         let router = Router::start(config.workers, config.queue.clone(), dispatcher);
         let pending = store.pending_events()?;
         if !pending.is_empty() {
@@ -67,6 +78,8 @@ impl App {
             );
         }
         router.requeue(pending);
+        engines.scheduler.start(router.clone())?;
+        engines.outbox.start(router.clone())?;
         collect_blobs(store.clone(), config.store.blob_grace());
         Ok(App {
             config,
@@ -75,6 +88,8 @@ impl App {
             bots,
             runtime,
             watcher,
+            scheduler: engines.scheduler,
+            outbox: engines.outbox,
         })
     }
 
@@ -94,6 +109,8 @@ impl App {
             bots: self.bots.clone(),
             web: Arc::new(self.config.web.clone()),
             live: self.runtime.services().live.clone(),
+            hooks: Arc::new(self.config.hooks()),
+            outbox: self.outbox.clone(),
         };
         let token = crate::admin::load_or_create_token(
             self.config.admin_token.as_deref(),

@@ -44,6 +44,8 @@ pub struct Config {
     pub llm: crate::runtime::capabilities::llm::config::LlmConfig,
     /// `[vision]`: the host's text recognition.
     pub vision: VisionConfig,
+    /// `[outbox]`: how bots' outbox jobs are delivered.
+    pub outbox: crate::outbox::OutboxConfig,
     /// Per-bot settings and limits, keyed by bot id.
     pub bots: BTreeMap<String, BotConfig>,
 }
@@ -163,7 +165,12 @@ pub struct BotConfig {
     pub max_retries: u32,
     /// Free-form settings passed to `init` and readable through `config.get`.
     pub settings: BTreeMap<String, String>,
+    /// Inbound webhooks, by name: `POST /api/v1/hooks/<id>/<name>`.
+    pub hooks: BTreeMap<String, crate::channels::webhooks::HookConfig>,
 }
+
+/// Every bot's inbound webhooks, by bot id and hook name.
+pub type Hooks = BTreeMap<String, BTreeMap<String, crate::channels::webhooks::HookConfig>>;
 
 impl Default for Config {
     fn default() -> Self {
@@ -183,6 +190,7 @@ impl Default for Config {
             admin_token: None,
             llm: Default::default(),
             vision: VisionConfig::default(),
+            outbox: Default::default(),
             bots: BTreeMap::new(),
         }
     }
@@ -204,6 +212,7 @@ impl Default for BotConfig {
             secrets: BTreeMap::new(),
             max_retries: 2,
             settings: BTreeMap::new(),
+            hooks: BTreeMap::new(),
         }
     }
 }
@@ -233,6 +242,15 @@ impl Config {
             .models_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
+    /// Every bot's inbound webhooks.
+    pub fn hooks(&self) -> Hooks {
+        self.bots
+            .iter()
+            .filter(|(_, bot)| !bot.hooks.is_empty())
+            .map(|(id, bot)| (id.clone(), bot.hooks.clone()))
+            .collect()
     }
 
     /// The settings of bot `id`, or the defaults when it has no section.
@@ -271,8 +289,16 @@ impl Config {
             (1..=64).contains(&self.vision.parallel),
             "`vision.parallel` must be 1 to 64"
         );
+        self.outbox.validate()?;
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
+            for (name, hook) in &bot.hooks {
+                anyhow::ensure!(
+                    aviary_rules::ids::is_valid_id(name) && !name.contains(':'),
+                    "bots.{id}.hooks: hook name `{name}` may use only letters, digits, `.`, `_` and `-`"
+                );
+                hook.validate(&format!("bots.{id}.hooks.{name}"))?;
+            }
         }
         Ok(())
     }

@@ -28,6 +28,15 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct Dispatcher {
     pub bots: Arc<Bots>,
     pub store: Store,
+    /// Told of the timers and outbox jobs each commit changed.
+    pub engines: Option<Engines>,
+}
+
+/// What runs the effects that outlive an event: the timers and the outbox.
+#[derive(Clone)]
+pub struct Engines {
+    pub scheduler: crate::schedule::Scheduler,
+    pub outbox: crate::outbox::Outbox,
 }
 
 impl Dispatch for Dispatcher {
@@ -122,7 +131,19 @@ pub fn backoff(failures: u32) -> Duration {
 
 impl Dispatcher {
     pub fn new(bots: Arc<Bots>, store: Store) -> Dispatcher {
-        Dispatcher { bots, store }
+        Dispatcher {
+            bots,
+            store,
+            engines: None,
+        }
+    }
+
+    /// The same dispatcher, telling `engines` of committed timers and jobs.
+    pub fn with_engines(self, engines: Engines) -> Dispatcher {
+        Dispatcher {
+            engines: Some(engines),
+            ..self
+        }
     }
 
     /// Everything a worker does for one run of an event after `handle`
@@ -138,6 +159,14 @@ impl Dispatcher {
             Ok(effects) => match self.store.commit(&event.bot, event.seq, &effects) {
                 Ok(_) => {
                     bot.policy.kv.apply(effects.kv_delta);
+                    if let Some(engines) = &self.engines {
+                        if !effects.timers.is_empty() {
+                            engines.scheduler.changed(&event.bot, &effects.timers);
+                        }
+                        if !effects.jobs.is_empty() {
+                            engines.outbox.added(&effects.jobs);
+                        }
+                    }
                     Settled::Committed
                 }
                 Err(CommitError::Conflict) => Settled::Conflict,

@@ -103,8 +103,16 @@ pub mod bindings {
 
 pub use bindings::aviary::bot::log::Level;
 pub use bindings::aviary::bot::types::{
-    Attachment, Contact, ContactAdded, Error, Event, Message, Timer,
+    Attachment, Contact, ContactAdded, Delivery, Error, Event, Message, Timer, Webhook,
 };
+
+/// Timer types (feature `schedule`): what [`Host::timer_list`] returns.
+#[cfg(feature = "schedule")]
+pub use bindings::aviary::bot::schedule::TimerInfo;
+
+/// An outbox request (feature `outbox`): what [`Host::outbox_enqueue`] takes.
+#[cfg(feature = "outbox")]
+pub use bindings::aviary::bot::outbox::Request as OutboxRequest;
 
 /// The capabilities the host offers a bot while it handles an event.
 ///
@@ -254,6 +262,50 @@ pub trait Host {
             "attachment `{attachment}`: this host offers no text recognition"
         )))
     }
+
+    /// Sets timer `id`, replacing one of that id: a `timer` event `after_ms`
+    /// from now, then every `every_ms` if given (at least 1000), in
+    /// `conversation` (one the bot has seen) or in none. Commits with the
+    /// event; `Error::QuotaExceeded` past the `timers` grant.
+    ///
+    /// The default, for hosts without timers, denies every call.
+    #[cfg(feature = "schedule")]
+    fn timer_set(
+        &mut self,
+        id: &str,
+        after_ms: u64,
+        every_ms: Option<u64>,
+        conversation: Option<&str>,
+        payload: &str,
+    ) -> Result<(), Error> {
+        let _ = (after_ms, every_ms, conversation, payload);
+        Err(Error::Denied(format!("timer `{id}`: this host keeps no timers")))
+    }
+    /// Cancels timer `id`; returns whether it was set.
+    ///
+    /// The default, for hosts without timers, denies every call.
+    #[cfg(feature = "schedule")]
+    fn timer_cancel(&mut self, id: &str) -> Result<bool, Error> {
+        Err(Error::Denied(format!("timer `{id}`: this host keeps no timers")))
+    }
+    /// The bot's timers, by id.
+    ///
+    /// The default, for hosts without timers, is empty.
+    #[cfg(feature = "schedule")]
+    fn timer_list(&mut self) -> Result<Vec<TimerInfo>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Puts an HTTP request in the outbox, sent by the host once the event
+    /// commits, retried until answered or its give-up time; the outcome
+    /// comes back as [`Bot::delivery`]. Returns the job's id (the first
+    /// job's, for an idempotency key enqueued before).
+    ///
+    /// The default, for hosts without an outbox, denies every call.
+    #[cfg(feature = "outbox")]
+    fn outbox_enqueue(&mut self, request: &OutboxRequest) -> Result<String, Error> {
+        Err(Error::Denied(format!("{}: this host has no outbox", request.url)))
+    }
 }
 
 /// [`Host`] backed by the component's real imports.
@@ -348,6 +400,29 @@ impl Host for WasmHost {
     ) -> Result<vision::TextLine, Error> {
         bindings::aviary::bot::vision::read_region(attachment, corners)
     }
+    #[cfg(feature = "schedule")]
+    fn timer_set(
+        &mut self,
+        id: &str,
+        after_ms: u64,
+        every_ms: Option<u64>,
+        conversation: Option<&str>,
+        payload: &str,
+    ) -> Result<(), Error> {
+        bindings::aviary::bot::schedule::set(id, after_ms, every_ms, conversation, payload)
+    }
+    #[cfg(feature = "schedule")]
+    fn timer_cancel(&mut self, id: &str) -> Result<bool, Error> {
+        bindings::aviary::bot::schedule::cancel(id)
+    }
+    #[cfg(feature = "schedule")]
+    fn timer_list(&mut self) -> Result<Vec<TimerInfo>, Error> {
+        bindings::aviary::bot::schedule::list()
+    }
+    #[cfg(feature = "outbox")]
+    fn outbox_enqueue(&mut self, request: &OutboxRequest) -> Result<String, Error> {
+        bindings::aviary::bot::outbox::enqueue(request)
+    }
 }
 
 /// The settings a bot receives in [`Bot::init`]: the `init` list as a map.
@@ -419,6 +494,21 @@ pub trait Bot: Default {
         let _ = (host, from_version);
         Ok(())
     }
+
+    /// Handle a request that reached one of the bot's inbound webhooks
+    /// (configured by the admin, checked by the host). Runs like `handle`.
+    /// The default ignores it.
+    fn webhook(&mut self, host: &mut dyn Host, request: Webhook) -> Result<(), String> {
+        let _ = (host, request);
+        Ok(())
+    }
+
+    /// Handle the outcome of an outbox job: its answer, or why it gave up.
+    /// Runs like `handle`. The default ignores it.
+    fn delivery(&mut self, host: &mut dyn Host, delivery: Delivery) -> Result<(), String> {
+        let _ = (host, delivery);
+        Ok(())
+    }
 }
 
 /// Export a [`Bot`] type as the component's `handler` and `lifecycle`
@@ -441,6 +531,22 @@ macro_rules! export_bot {
                     from_version: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
                     <$bot as $crate::Bot>::migrate(&mut $crate::WasmHost, &from_version)
+                }
+            }
+
+            impl $crate::bindings::exports::aviary::bot::callbacks::Guest for __AviaryExport {
+                fn on_webhook(
+                    request: $crate::Webhook,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let mut bot = <$bot as ::core::default::Default>::default();
+                    <$bot as $crate::Bot>::webhook(&mut bot, &mut $crate::WasmHost, request)
+                }
+
+                fn on_delivery(
+                    delivery: $crate::Delivery,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    let mut bot = <$bot as ::core::default::Default>::default();
+                    <$bot as $crate::Bot>::delivery(&mut bot, &mut $crate::WasmHost, delivery)
                 }
             }
 

@@ -85,6 +85,12 @@ pub struct TestHost {
     /// Every region the bot asked to read again, oldest first.
     #[cfg(feature = "vision")]
     regions: Vec<(String, Vec<crate::vision::Point>)>,
+    /// Timers set, by id (feature `schedule`).
+    #[cfg(feature = "schedule")]
+    timers: BTreeMap<String, crate::TimerInfo>,
+    /// Requests put in the outbox, oldest first (feature `outbox`).
+    #[cfg(feature = "outbox")]
+    outbox: Vec<crate::OutboxRequest>,
 }
 
 impl TestHost {
@@ -121,14 +127,65 @@ impl TestHost {
     /// back (typing indicators and log lines stay, as they are not part of
     /// the commit).
     pub fn deliver<B: Bot>(&mut self, event: Event) -> Result<(), String> {
+        self.run(|host| B::default().handle(host, event))
+    }
+
+    /// Deliver a webhook request to a fresh `B::default()`, like
+    /// [`TestHost::deliver`].
+    pub fn deliver_webhook<B: Bot>(&mut self, request: crate::Webhook) -> Result<(), String> {
+        self.run(|host| B::default().webhook(host, request))
+    }
+
+    /// Deliver an outbox job's outcome to a fresh `B::default()`, like
+    /// [`TestHost::deliver`].
+    pub fn deliver_delivery<B: Bot>(&mut self, delivery: crate::Delivery) -> Result<(), String> {
+        self.run(|host| B::default().delivery(host, delivery))
+    }
+
+    /// Runs one event; on `Err` its sends, kv writes, timers and outbox
+    /// requests are rolled back.
+    fn run(&mut self, event: impl FnOnce(&mut Self) -> Result<(), String>) -> Result<(), String> {
         let kv = self.kv.clone();
         let sent = self.sent.len();
-        let result = B::default().handle(self, event);
+        #[cfg(feature = "schedule")]
+        let timers = self.timers.clone();
+        #[cfg(feature = "outbox")]
+        let outbox = self.outbox.len();
+        let result = event(self);
         if result.is_err() {
             self.kv = kv;
             self.truncate_sent(sent);
+            #[cfg(feature = "schedule")]
+            {
+                self.timers = timers;
+            }
+            #[cfg(feature = "outbox")]
+            self.outbox.truncate(outbox);
         }
         result
+    }
+
+    /// A webhook request to hook `hook` with a JSON or text `body`.
+    pub fn webhook(hook: &str, body: &str) -> crate::Webhook {
+        crate::Webhook {
+            hook: hook.into(),
+            method: "POST".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+            at: FIRST_AT_MS,
+        }
+    }
+
+    /// The timers set, by id (feature `schedule`).
+    #[cfg(feature = "schedule")]
+    pub fn timers(&self) -> &BTreeMap<String, crate::TimerInfo> {
+        &self.timers
+    }
+
+    /// The requests put in the outbox, oldest first (feature `outbox`).
+    #[cfg(feature = "outbox")]
+    pub fn outbox(&self) -> &[crate::OutboxRequest] {
+        &self.outbox
     }
 
     /// Run `B::migrate` from `from_version` against this host's kv, as the
@@ -437,6 +494,55 @@ impl TestHost {
 /// at most [`MAX_TEXT_BYTES`](crate::text::MAX_TEXT_BYTES) for sends; kv
 /// keys and values within [`crate::kv`]'s limits, counters as decimal text.
 impl Host for TestHost {
+    #[cfg(feature = "schedule")]
+    fn timer_set(
+        &mut self,
+        id: &str,
+        after_ms: u64,
+        every_ms: Option<u64>,
+        conversation: Option<&str>,
+        payload: &str,
+    ) -> Result<(), Error> {
+        if !crate::ids::is_valid_id(id) {
+            return Err(Error::Invalid("timer ids are 1 to 128 of A-Z a-z 0-9 . _ : -".into()));
+        }
+        if every_ms.is_some_and(|every| every < 1000) {
+            return Err(Error::Invalid("a repeating timer fires at most every 1000 ms".into()));
+        }
+        let timer = crate::TimerInfo {
+            id: id.into(),
+            due_at: FIRST_AT_MS + after_ms,
+            every_ms,
+            conversation: conversation.map(Into::into),
+            payload: payload.into(),
+        };
+        self.timers.insert(id.into(), timer);
+        Ok(())
+    }
+
+    #[cfg(feature = "schedule")]
+    fn timer_cancel(&mut self, id: &str) -> Result<bool, Error> {
+        Ok(self.timers.remove(id).is_some())
+    }
+
+    #[cfg(feature = "schedule")]
+    fn timer_list(&mut self) -> Result<Vec<crate::TimerInfo>, Error> {
+        Ok(self.timers.values().cloned().collect())
+    }
+
+    #[cfg(feature = "outbox")]
+    fn outbox_enqueue(&mut self, request: &crate::OutboxRequest) -> Result<String, Error> {
+        let first = self
+            .outbox
+            .iter()
+            .position(|r| r.idempotency_key == request.idempotency_key);
+        let index = first.unwrap_or_else(|| {
+            self.outbox.push(request.clone());
+            self.outbox.len() - 1
+        });
+        Ok(format!("{:016x}", index + 1))
+    }
+
     fn send(&mut self, conversation: &str, text: &str) -> Result<(), Error> {
         self.push_sent(conversation, text, None)
     }

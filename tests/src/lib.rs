@@ -26,6 +26,7 @@
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
+pub mod helpdesk;
 pub mod photos;
 
 use std::collections::{BTreeMap, HashMap};

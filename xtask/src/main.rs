@@ -40,6 +40,32 @@ const LLM_SERVER_CMAKE_ARGS: &str =
     "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON";
 const LLM_SERVER_VENV: &str = "target/peers/llm-server";
 
+/// The django-helpdesk server the end-to-end tests run on loopback
+/// (`tests/peers/helpdesk`), with every dependency pinned, into its venv.
+const HELPDESK_PACKAGES: &[&str] = &[
+    "django-helpdesk==2.6.1",
+    "Django==5.2.19",
+    "djangorestframework==3.18.3",
+    "asgiref==3.13.0",
+    "sqlparse==0.6.1",
+    "django-cleanup==9.0.0",
+    "django-model-utils==5.0.0",
+    "email-reply-parser==0.5.12",
+    "Markdown==3.11.3",
+    "beautifulsoup4==4.15.0",
+    "soupsieve==4.1.3",
+    "typing_extensions==4.16.0",
+    "nh3==0.3.8",
+    "oauthlib==4.0.1",
+    "requests-oauthlib==2.0.0",
+    "requests==2.34.2",
+    "urllib3==2.8.0",
+    "idna==3.20",
+    "charset-normalizer==3.5.3",
+    "certifi==2026.10.19.post1",
+];
+const HELPDESK_VENV: &str = "target/peers/helpdesk";
+
 /// Debian packages the host needs: llama-cpp-sys-2 builds llama.cpp with
 /// cmake and generates its bindings with libclang; `tesseract-ocr` is the
 /// text-recognition engine the benchmark compares PP-OCRv5 with.
@@ -180,6 +206,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_browser()?;
     ensure_build_packages()?;
     ensure_models(root)?;
+    ensure_helpdesk(root)?;
     // The server's C++ build runs beside the host's.
     let server = start_llm_server_install(root)?;
     build_for_tests()?;
@@ -215,6 +242,7 @@ fn bench(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     ensure_build_packages()?;
     ensure_models(root)?;
+    ensure_helpdesk(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     build_hostile_bots(root, true)?;
@@ -374,6 +402,25 @@ fn start_llm_server_install(root: &Path) -> Result<Option<std::process::Child>> 
         .context("cannot start pip for the OpenAI-compatible test server")?;
     println!("installing {LLM_SERVER_PACKAGE} into {LLM_SERVER_VENV} (log: {LLM_SERVER_VENV}/install.log)");
     Ok(Some(child))
+}
+
+/// Installs the helpdesk server into its venv under `target/peers` unless
+/// the venv already imports it.
+fn ensure_helpdesk(root: &Path) -> Result<()> {
+    let venv = root.join(HELPDESK_VENV);
+    let python = venv.join("bin/python");
+    let installed = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import helpdesk, rest_framework.authtoken"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(HELPDESK_PACKAGES))
 }
 
 fn finish_llm_server_install(root: &Path, child: Option<std::process::Child>) -> Result<()> {

@@ -198,6 +198,7 @@ impl Capabilities {
             "llm" => !self.llm_models.is_empty(),
             "attachment_bytes" => self.attachment_bytes.is_some_and(|n| n > 0),
             "vision" => self.vision,
+            "timers" => self.timers.is_some_and(|n| n > 0),
             _ => false,
         }
     }

@@ -36,6 +36,8 @@ pub fn requirement(import: &str) -> Requirement {
         "aviary:bot/llm" => Requirement::Grant("llm"),
         "aviary:bot/attachments" => Requirement::Grant("attachment_bytes"),
         "aviary:bot/vision" => Requirement::Grant("vision"),
+        "aviary:bot/schedule" => Requirement::Grant("timers"),
+        "aviary:bot/outbox" => Requirement::Grant("http"),
         "wasi:http/outgoing-handler" | "wasi:http/types" => Requirement::Grant("http"),
         _ if name.starts_with("wasi:filesystem/") => Requirement::Never("bots get no filesystem"),
         _ if name.starts_with("wasi:sockets/") => {

@@ -136,6 +136,8 @@ pub struct LoadedBot {
     pub(super) pre: BotPre<EventState>,
     /// `aviary:bot/lifecycle.migrate`, when the component exports it.
     pub(super) migrate: Option<ComponentExportIndex>,
+    /// The functions of `aviary:bot/callbacks`, when exported.
+    pub(super) callbacks: Callbacks,
     pub(super) identity: Identity,
     /// The runtime that drives waits inside host calls (timers, sockets).
     pub(super) io: tokio::runtime::Handle,
@@ -193,19 +195,31 @@ impl LoadedBot {
     pub fn handle(&self, store: &crate::store::Store, event: &PendingEvent) -> Outcome {
         let started = std::time::Instant::now();
         let wit_event = to_wit(event);
+        let conversation = (!event.conversation.starts_with('#')).then(|| event.conversation.clone());
         let context = match &event.event {
             EventRecord::Message { message } => EventContext {
                 sender: Some(message.sender.clone()),
-                conversation: Some(event.conversation.clone()),
+                conversation,
+                lane: event.conversation.clone(),
                 attachments: message.attachments.clone(),
             },
-            _ => EventContext::default(),
+            _ => EventContext {
+                conversation,
+                lane: event.conversation.clone(),
+                ..EventContext::default()
+            },
         };
         let (mut store, result) = self.run(store, context, async |store: &mut Store<_>| {
-            let bot = self.pre.instantiate_async(&mut *store).await?;
-            bot.aviary_bot_handler()
-                .call_handle(store, &wit_event)
-                .await
+            match &wit_event {
+                Call::Handle(event) => {
+                    let bot = self.pre.instantiate_async(&mut *store).await?;
+                    bot.aviary_bot_handler().call_handle(store, event).await
+                }
+                Call::Webhook(webhook) => self.call_back(store, self.callbacks.webhook, webhook).await,
+                Call::Delivery(delivery) => {
+                    self.call_back(store, self.callbacks.delivery, delivery).await
+                }
+            }
         });
         let memory_bytes = store.data().limits.memory_used();
         let refusals = store.data_mut().take_refusals();
@@ -231,6 +245,29 @@ impl LoadedBot {
             memory_bytes,
             audit,
         }
+    }
+
+    /// Calls one function of the optional `callbacks` export with `arg`.
+    async fn call_back<T: wasmtime::component::ComponentType + wasmtime::component::Lower + Sync>(
+        &self,
+        store: &mut Store<EventState>,
+        index: Option<ComponentExportIndex>,
+        arg: &T,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let Some(index) = index else {
+            return Ok(Err(format!(
+                "the bot does not export {CALLBACKS}, so it cannot take webhook or delivery \
+                 events; build it with aviary-sdk 0.1.4 or later"
+            )));
+        };
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut *store)
+            .await?;
+        let func = instance.get_typed_func::<(&T,), (Result<(), String>,)>(&mut *store, index)?;
+        let (answer,) = func.call_async(&mut *store, (arg,)).await?;
+        Ok(answer)
     }
 
     /// Whether the component exports `migrate`.
@@ -377,8 +414,27 @@ impl LoadedBot {
     }
 }
 
-fn to_wit(event: &PendingEvent) -> wit::Event {
-    match &event.event {
+/// The interface of the optional webhook and delivery export, any `0.1.x`
+/// from 0.1.4.
+pub const CALLBACKS: &str = "aviary:bot/callbacks@0.1.4";
+
+/// Where the functions of the optional `callbacks` export are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Callbacks {
+    pub webhook: Option<ComponentExportIndex>,
+    pub delivery: Option<ComponentExportIndex>,
+}
+
+/// The export an event goes to, with its WIT value.
+enum Call {
+    Handle(wit::Event),
+    Webhook(wit::Webhook),
+    Delivery(wit::Delivery),
+}
+
+fn to_wit(event: &PendingEvent) -> Call {
+    let conversation = (!event.conversation.starts_with('#')).then(|| event.conversation.clone());
+    Call::Handle(match &event.event {
         EventRecord::Message { message } => wit::Event::Message(wit::Message {
             id: message.id.clone(),
             conversation: event.conversation.clone(),
@@ -401,8 +457,30 @@ fn to_wit(event: &PendingEvent) -> wit::Event {
         }),
         EventRecord::Timer { id, payload } => wit::Event::Timer(wit::Timer {
             id: id.clone(),
-            conversation: Some(event.conversation.clone()),
+            conversation,
             payload: payload.clone(),
         }),
-    }
+        EventRecord::Webhook { webhook } => {
+            return Call::Webhook(wit::Webhook {
+                hook: webhook.hook.clone(),
+                method: webhook.method.clone(),
+                headers: webhook.headers.clone(),
+                body: webhook.body.clone(),
+                at: webhook.at,
+            })
+        }
+        EventRecord::Delivery { delivery } => {
+            return Call::Delivery(wit::Delivery {
+                job: delivery.job.clone(),
+                tag: delivery.tag.clone(),
+                idempotency_key: delivery.idempotency_key.clone(),
+                conversation: delivery.conversation.clone(),
+                status: delivery.status,
+                headers: delivery.headers.clone(),
+                body: delivery.body.clone(),
+                error: delivery.error.clone(),
+                attempts: delivery.attempts,
+            })
+        }
+    })
 }

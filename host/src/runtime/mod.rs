@@ -69,7 +69,7 @@ pub struct BotSpec {
 }
 
 /// The interface of the optional `migrate` export, any `0.1.x`.
-const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.3";
+const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.4";
 
 impl Runtime {
     /// A runtime caching compiled components under `cache_dir`, whose bots
@@ -147,6 +147,18 @@ impl Runtime {
                     .component
                     .get_export_index(Some(&lifecycle), "migrate")
             });
+        let callbacks = inspected
+            .component
+            .get_export_index(None, bot::CALLBACKS)
+            .map(|callbacks| bot::Callbacks {
+                webhook: inspected
+                    .component
+                    .get_export_index(Some(&callbacks), "on-webhook"),
+                delivery: inspected
+                    .component
+                    .get_export_index(Some(&callbacks), "on-delivery"),
+            })
+            .unwrap_or_default();
         let grant = &spec.policy.grant;
         let limits = Limits {
             memory_bytes: (grant.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) * 1024 * 1024) as usize,
@@ -181,6 +193,7 @@ impl Runtime {
             engine: self.engine.clone(),
             pre,
             migrate,
+            callbacks,
             identity,
             io: self.io.handle().clone(),
             containment: Arc::new(Containment::default()),

@@ -13,7 +13,7 @@ use super::capabilities::log::LogRing;
 use super::capabilities::vision::VisionState;
 use super::capabilities::{
     attachments::Attachments, config::Config, http::Http, kv::Kv, log::Log, messaging::Messaging,
-    Services,
+    outbox::Outbox, schedule::Schedule, Services,
 };
 use super::clock::EventClock;
 use super::limits::BotLimiter;
@@ -45,6 +45,9 @@ pub struct EventContext {
     /// Who sent the message and where, for message events.
     pub sender: Option<String>,
     pub conversation: Option<String>,
+    /// The lane the event runs in: its conversation, or a lane of the host's
+    /// own (`#timers`, `#hook:<name>`) for events of no conversation.
+    pub lane: String,
     /// The attachments of the message.
     pub attachments: Vec<crate::store::Attachment>,
 }
@@ -65,6 +68,8 @@ pub struct EventState {
     pub llm: Llm,
     pub attachments: Attachments,
     pub vision: VisionState,
+    pub schedule: Schedule,
+    pub outbox: Outbox,
 }
 
 impl EventState {
@@ -125,7 +130,24 @@ impl EventState {
             ),
             clock,
             budget: EventBudget::default(),
-            messaging: Messaging::new(policy.clone()),
+            messaging: Messaging::new(
+                policy.clone(),
+                store.clone(),
+                id.clone(),
+                event.conversation.clone(),
+            ),
+            schedule: Schedule::new(
+                store.clone(),
+                id.clone(),
+                policy.clone(),
+                event.conversation.clone(),
+            ),
+            outbox: Outbox::new(
+                store.state().clone(),
+                id.clone(),
+                policy.clone(),
+                event.lane.clone(),
+            ),
             kv: Kv::new(store.state().clone(), id, policy.clone())
                 .auditing(audited.clone(), &event),
             log: Log::new(id.clone(), version.clone(), logs.clone()),
@@ -164,11 +186,17 @@ impl EventState {
 
     /// The effects buffered during the call, to commit.
     pub fn into_effects(self) -> Effects {
+        let mut reads = self.kv.reads;
+        let mut writes = self.kv.writes;
+        self.schedule.buffer.merge_into(&mut reads, &mut writes);
+        self.outbox.buffer.merge_into(&mut reads, &mut writes);
         Effects {
             sends: self.messaging.sends,
-            kv_reads: self.kv.reads,
-            kv_writes: self.kv.writes,
+            kv_reads: reads,
+            kv_writes: writes,
             kv_delta: self.kv.delta,
+            timers: self.schedule.changed,
+            jobs: self.outbox.jobs,
         }
     }
 }

@@ -30,6 +30,12 @@ pub struct Effects {
     pub kv_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// How the writes change the bot's kv usage (for its quota).
     pub kv_delta: crate::policy::KvDelta,
+    /// Ids of the timers set or cancelled (their writes are in
+    /// `kv_writes`), for the scheduler.
+    pub timers: Vec<String>,
+    /// Outbox jobs enqueued (their writes are in `kv_writes`), for the
+    /// delivery engine.
+    pub jobs: Vec<u64>,
 }
 
 /// Why a commit did not happen.

@@ -122,3 +122,60 @@ pub fn blob_refs_in(blob: &str, bot: &str, conversation: &str) -> Vec<u8> {
 pub fn blob_ref(blob: &str, bot: &str, conversation: &str, id: &str) -> Vec<u8> {
     format!("b/{blob}/{bot}/{conversation}/{id}").into_bytes()
 }
+
+/// The reference of a conversation a bot has seen: `c/<bot>/<conversation>`.
+pub fn conversation_ref(bot: &str, conversation: &str) -> Vec<u8> {
+    format!("c/{bot}/{conversation}").into_bytes()
+}
+
+/// `s/<bot>/<conversation>/`: the senders seen in a conversation.
+pub fn senders_prefix(bot: &str, conversation: &str) -> Vec<u8> {
+    format!("s/{bot}/{conversation}/").into_bytes()
+}
+
+/// `r/<bot>/`: one bot's timers.
+pub fn timers_prefix(bot: &str) -> Vec<u8> {
+    format!("r/{bot}/").into_bytes()
+}
+
+/// Prefix of every bot's timers.
+pub const TIMERS: &[u8] = b"r/";
+
+/// Timer `id` of a bot.
+pub fn timer(bot: &str, id: &str) -> Vec<u8> {
+    format!("r/{bot}/{id}").into_bytes()
+}
+
+/// How many timers a bot holds (read by every change, so that concurrent
+/// events cannot pass the `timers` grant together): `n/<bot>`.
+pub fn timer_count(bot: &str) -> Vec<u8> {
+    format!("n/{bot}").into_bytes()
+}
+
+/// Prefix of outbox jobs: `o/<job as 16 hex>`.
+pub const OUTBOX: &[u8] = b"o/";
+
+/// An outbox job, ordered by its id (the order jobs were enqueued).
+pub fn outbox_job(job: u64) -> Vec<u8> {
+    format!("o/{job:016x}").into_bytes()
+}
+
+/// Prefix of outbox jobs that gave up: `D/<job as 16 hex>`.
+pub const OUTBOX_DEAD: &[u8] = b"D/";
+
+/// An outbox job that gave up, kept for admins.
+pub fn outbox_dead(job: u64) -> Vec<u8> {
+    format!("D/{job:016x}").into_bytes()
+}
+
+/// The lane name of a bot's outbox idempotency keys (see [`idempotency`]):
+/// `#` is never in a conversation id.
+pub const OUTBOX_LANE: &str = "#outbox";
+
+/// A webhook signature already accepted: `h/<bot>/<hook>/<sha256 of it>`.
+pub fn webhook_signature(bot: &str, hook: &str, hash: &str) -> Vec<u8> {
+    format!("h/{bot}/{hook}/{hash}").into_bytes()
+}
+
+/// Prefix of accepted webhook signatures.
+pub const WEBHOOK_SIGNATURE: &[u8] = b"h/";

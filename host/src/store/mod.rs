@@ -11,10 +11,14 @@ mod attachments;
 mod audit;
 pub mod blobs;
 mod codec;
+mod hooks;
 mod commit;
 pub mod keys;
 mod lifecycle;
+pub mod outbox;
 mod records;
+mod refs;
+pub mod timers;
 pub mod state;
 mod tokens;
 mod watch;
@@ -29,7 +33,14 @@ pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use blobs::is_blob_id;
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
 pub use lifecycle::VersionEntry;
-pub use records::{Attachment, DeadLetter, Direction, EventRecord, MessageRecord, PendingEvent};
+pub use records::{
+    Attachment, DeadLetter, DeliveryRecord, Direction, EventRecord, MessageRecord, PendingEvent,
+    WebhookRecord,
+};
+pub use outbox::{Answer, OutboxJob};
+pub use hooks::{hook_lane, HookAccepted};
+pub use refs::ConversationRef;
+pub use timers::{TimerRecord, TIMER_LANE};
 pub use state::{State, StoreConfig, Unavailable};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
@@ -202,6 +213,7 @@ impl Store {
             message.encode()?,
         ));
         ops.extend(attachments::refs(bot, conversation, &message));
+        ops.push(refs::seen(bot, conversation, message.at)?);
         for event in &events {
             ops.push(Op::New(keys::pending(event.seq), event.encode()?));
         }

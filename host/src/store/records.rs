@@ -51,6 +51,63 @@ pub enum EventRecord {
     Message { message: MessageRecord },
     ContactAdded { contact: String },
     Timer { id: String, payload: String },
+    /// A request to one of the bot's inbound webhooks, checked.
+    Webhook { webhook: WebhookRecord },
+    /// The outcome of one of the bot's outbox jobs.
+    Delivery { delivery: DeliveryRecord },
+}
+
+/// An accepted inbound webhook request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub hook: String,
+    pub method: String,
+    /// Names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "body_text")]
+    pub body: Vec<u8>,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// What became of an outbox job, for the bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub job: String,
+    pub tag: String,
+    pub idempotency_key: String,
+    pub conversation: Option<String>,
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "body_text")]
+    pub body: Vec<u8>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+/// Bodies shown as text (lossy) in the admin's JSON.
+mod body_text {
+    pub fn serialize<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(body))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        Ok(text.into_bytes())
+    }
+}
+
+fn write_pairs(writer: &mut Writer, pairs: &[(String, String)]) {
+    writer.u32(pairs.len() as u32);
+    for (name, value) in pairs {
+        writer.str(name).str(value);
+    }
+}
+
+fn read_pairs(reader: &mut Reader) -> Result<Vec<(String, String)>> {
+    let count = reader.u32()?;
+    (0..count)
+        .map(|_| Ok((reader.str()?, reader.str()?)))
+        .collect()
 }
 
 /// An event accepted for a bot and not yet handled.
@@ -159,6 +216,28 @@ impl PendingEvent {
             EventRecord::Timer { id, payload } => {
                 writer.u8(2).str(id).str(payload);
             }
+            EventRecord::Webhook { webhook } => {
+                writer
+                    .u8(3)
+                    .str(&webhook.hook)
+                    .str(&webhook.method)
+                    .u64(webhook.at);
+                write_pairs(writer, &webhook.headers);
+                writer.bytes(&webhook.body);
+            }
+            EventRecord::Delivery { delivery } => {
+                writer
+                    .u8(4)
+                    .str(&delivery.job)
+                    .str(&delivery.tag)
+                    .str(&delivery.idempotency_key)
+                    .opt_str(delivery.conversation.as_deref())
+                    .u32(delivery.status.map_or(0, u32::from))
+                    .opt_str(delivery.error.as_deref())
+                    .u32(delivery.attempts);
+                write_pairs(writer, &delivery.headers);
+                writer.bytes(&delivery.body);
+            }
         }
         Ok(())
     }
@@ -178,6 +257,31 @@ impl PendingEvent {
                 2 => EventRecord::Timer {
                     id: reader.str()?,
                     payload: reader.str()?,
+                },
+                3 => EventRecord::Webhook {
+                    webhook: WebhookRecord {
+                        hook: reader.str()?,
+                        method: reader.str()?,
+                        at: reader.u64()?,
+                        headers: read_pairs(reader)?,
+                        body: reader.bytes()?.to_vec(),
+                    },
+                },
+                4 => EventRecord::Delivery {
+                    delivery: DeliveryRecord {
+                        job: reader.str()?,
+                        tag: reader.str()?,
+                        idempotency_key: reader.str()?,
+                        conversation: reader.opt_str()?,
+                        status: match reader.u32()? {
+                            0 => None,
+                            status => Some(status as u16),
+                        },
+                        error: reader.opt_str()?,
+                        attempts: reader.u32()?,
+                        headers: read_pairs(reader)?,
+                        body: reader.bytes()?.to_vec(),
+                    },
                 },
                 other => bail!("pending event record has an unknown kind {other}"),
             },
@@ -268,6 +372,28 @@ mod tests {
             EventRecord::Timer {
                 id: "t".into(),
                 payload: "p".into(),
+            },
+            EventRecord::Webhook {
+                webhook: WebhookRecord {
+                    hook: "monitor".into(),
+                    method: "POST".into(),
+                    headers: vec![("x-a".into(), "1".into())],
+                    body: b"{\"alert\":1}".to_vec(),
+                    at: 7,
+                },
+            },
+            EventRecord::Delivery {
+                delivery: DeliveryRecord {
+                    job: "00000000000000ff".into(),
+                    tag: "ticket".into(),
+                    idempotency_key: "k".into(),
+                    conversation: Some("c".into()),
+                    status: Some(201),
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: b"{}".to_vec(),
+                    error: None,
+                    attempts: 2,
+                },
             },
         ] {
             let pending = PendingEvent {

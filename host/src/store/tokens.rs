@@ -90,7 +90,7 @@ impl Store {
         }
         let now = now_ms();
         let mut expired_keys = Vec::new();
-        for prefix in [keys::TOKEN, keys::IDEMPOTENCY] {
+        for prefix in [keys::TOKEN, keys::IDEMPOTENCY, keys::WEBHOOK_SIGNATURE] {
             for item in self.inner.state.scan_prefix(prefix) {
                 let (key, value) = item?;
                 let expired = serde_json::from_slice::<Expiring>(&value)

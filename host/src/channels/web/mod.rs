@@ -40,6 +40,10 @@ pub struct WebState {
     pub web: Arc<WebConfig>,
     /// Typing and drafts, sent to open WebSockets and never stored.
     pub live: Arc<crate::live::LiveHub>,
+    /// The inbound webhooks of each bot, by bot and hook name.
+    pub hooks: Arc<crate::config::Hooks>,
+    /// The outbox's delivery engine, for the admin's commands.
+    pub outbox: crate::outbox::Outbox,
 }
 
 /// The channel's routes.
@@ -70,6 +74,10 @@ pub fn routes(state: WebState) -> HttpRouter {
         .route(
             "/api/v1/bots/{bot}/conversations/{conversation}/ws",
             get(ws::upgrade),
+        )
+        .route(
+            "/api/v1/hooks/{bot}/{hook}",
+            post(crate::channels::webhooks::receive),
         )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/bots")

@@ -1,4 +1,7 @@
-//! `aviary:bot/messaging`: sends buffered until the event commits.
+//! `aviary:bot/messaging`: sends buffered until the event commits. A bot
+//! sends into the conversation of the event, or proactively into any other
+//! conversation of its own that it has seen (the store keeps their
+//! references); never into one it has not seen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +26,46 @@ pub struct Messaging {
     pub refill_wait: Option<Option<Duration>>,
     /// Set where no send is allowed (in `migrate`): why.
     pub closed: Option<&'static str>,
+    /// Where the bot's conversation references are, and whose they are.
+    store: crate::store::Store,
+    bot: Arc<str>,
+    /// Conversations this event may send into, once checked (the event's own
+    /// conversation from the start).
+    reachable: std::collections::BTreeSet<String>,
 }
 
 impl Messaging {
-    pub fn new(policy: Arc<BotPolicy>) -> Messaging {
+    pub fn new(
+        policy: Arc<BotPolicy>,
+        store: crate::store::Store,
+        bot: Arc<str>,
+        conversation: Option<String>,
+    ) -> Messaging {
         Messaging {
             sends: Vec::new(),
             policy,
             refill_wait: None,
             closed: None,
+            store,
+            bot,
+            reachable: conversation.into_iter().collect(),
         }
+    }
+
+    /// Whether the bot has seen `conversation` (so may send there).
+    fn reaches(&mut self, conversation: &str) -> Result<bool, BotError> {
+        if self.reachable.contains(conversation) {
+            return Ok(true);
+        }
+        let seen = self
+            .store
+            .conversation_ref(&self.bot, conversation)
+            .map_err(|e| BotError::Unavailable(format!("store error: {e}")))?
+            .is_some();
+        if seen {
+            self.reachable.insert(conversation.to_owned());
+        }
+        Ok(seen)
     }
 }
 
@@ -71,6 +104,12 @@ impl Ctx<'_, Messaging> {
             return Err(BotError::Invalid(
                 "reply-to must be a message id (16 hex digits)".into(),
             ));
+        }
+        if !self.cap.reaches(&conversation)? {
+            let error = BotError::Denied(format!(
+                "conversation `{conversation}` is not one this bot has seen; a bot sends only into its own conversations"
+            ));
+            return self.deny(&conversation, error);
         }
         if text.len() > MAX_TEXT_BYTES {
             let error = BotError::Invalid(format!(

@@ -8,12 +8,15 @@
 //! recorded in.
 
 pub mod attachments;
+mod buffer;
 pub mod config;
 pub mod http;
 pub mod kv;
 pub mod llm;
 pub mod log;
 pub mod messaging;
+pub mod outbox;
+pub mod schedule;
 pub mod vision;
 
 use std::marker::PhantomData;
@@ -67,6 +70,14 @@ pub fn link_all(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
     bot::vision::add_to_linker::<EventState, VisionData>(linker, |s| vision::VisionCtx {
         cap: &mut s.vision,
         files: &mut s.attachments,
+        budget: &mut s.budget,
+    })?;
+    bot::schedule::add_to_linker::<EventState, WithBudget<schedule::Schedule>>(linker, |s| Ctx {
+        cap: &mut s.schedule,
+        budget: &mut s.budget,
+    })?;
+    bot::outbox::add_to_linker::<EventState, WithBudget<outbox::Outbox>>(linker, |s| Ctx {
+        cap: &mut s.outbox,
         budget: &mut s.budget,
     })?;
     http::link(linker)?;
