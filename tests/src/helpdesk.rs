@@ -108,6 +108,14 @@ impl Helpdesk {
         helpdesk
     }
 
+    /// Posts the webhooks to these URLs from the next start on
+    /// ([`Helpdesk::start_again`]): for a receiver whose port is known only
+    /// once the helpdesk's is.
+    pub fn set_webhooks(&mut self, new_ticket: &[String], followup: &[String]) {
+        self.new_ticket_webhooks = new_ticket.to_vec();
+        self.followup_webhooks = followup.to_vec();
+    }
+
     /// Kills the server, keeping its database.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

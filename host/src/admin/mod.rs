@@ -6,6 +6,7 @@
 
 mod bots;
 mod client;
+mod outbox;
 
 use std::path::Path;
 
@@ -54,7 +55,6 @@ pub fn load_or_create_token(configured: Option<&str>, data_dir: &Path) -> Result
 /// Admin routes, each behind the bearer token.
 pub fn routes(state: WebState, token: String) -> HttpRouter {
     HttpRouter::new()
-        .route("/api/v1/admin/dead-letters", get(dead_letters))
         .route("/api/v1/admin/reload", post(reload))
         .route("/api/v1/admin/policy/audit", get(policy_audit))
         .route("/api/v1/admin/policy/approve", post(approve))
@@ -62,6 +62,7 @@ pub fn routes(state: WebState, token: String) -> HttpRouter {
         .route("/api/v1/admin/audit", get(audit_tail))
         .route("/api/v1/admin/audit/verify", get(audit_verify))
         .merge(bots::routes())
+        .merge(outbox::routes())
         .route_layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(state)
 }
@@ -91,10 +92,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::internal(e.into()))?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))
-}
-
-async fn dead_letters(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "dead_letters": state.store.dead_letters()? })))
 }
 
 async fn reload(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod plugin;
+mod outbox;
 mod policy;
 
 use std::net::SocketAddr;
@@ -43,18 +44,22 @@ enum Command {
     /// Read and check the hash-chained audit log of a running host.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// List the events that failed on every attempt, from a running host.
-    DeadLetters(Listing),
+    /// List the events and outbox jobs that failed on every attempt, from a
+    /// running host; `retry <id>` or `drop <id>` one of them.
+    DeadLetters(outbox::DeadLettersArgs),
+    /// The outbound requests bots queued: list, retry, drop.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 /// An admin command that prints a listing.
 #[derive(clap::Args)]
-struct Listing {
+pub(super) struct Listing {
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     #[command(flatten)]
-    admin: AdminArgs,
+    pub(super) admin: AdminArgs,
 }
 
 #[derive(clap::Args)]
@@ -180,14 +185,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_bots(&body);
             }
         }
-        Command::DeadLetters(Listing { json, admin }) => {
-            let body = admin.client()?.get("/api/v1/admin/dead-letters")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&body["dead_letters"])?);
-            } else {
-                print_dead_letters(&body["dead_letters"]);
-            }
-        }
+        Command::DeadLetters(args) => return outbox::dead_letters(args),
+        Command::Outbox(command) => return outbox::run(command),
         Command::Policy(command) => return policy::run(command),
         Command::Audit(command) => return audit::run(command),
         Command::Plugin(command) => return plugin::run(command),
@@ -214,7 +213,7 @@ pub(super) fn print_bots(body: &Value) {
     }
 }
 
-fn print_dead_letters(letters: &Value) {
+pub(super) fn print_dead_letters(letters: &Value) {
     let all = letters.as_array().map(Vec::as_slice).unwrap_or_default();
     if all.is_empty() {
         println!("no dead letters");

@@ -322,6 +322,30 @@ impl Store {
             .collect()
     }
 
+    /// Moves dead letter `seq` back into the pending queue; returns its
+    /// event, for the router.
+    pub fn revive_dead_letter(&self, seq: u64) -> Result<Option<PendingEvent>> {
+        let Some(value) = self.inner.state.get(&keys::dead_letter(seq))? else {
+            return Ok(None);
+        };
+        let letter = DeadLetter::decode(&value)?;
+        self.inner.state.write(vec![
+            Op::Delete(keys::dead_letter(seq)),
+            Op::Put(keys::pending(seq), letter.event.encode()?),
+        ]);
+        Ok(Some(letter.event))
+    }
+
+    /// Deletes dead letter `seq`; returns whether it was there.
+    pub fn drop_dead_letter(&self, seq: u64) -> Result<bool> {
+        let key = keys::dead_letter(seq);
+        let found = self.inner.state.get(&key)?.is_some();
+        if found {
+            self.inner.state.write(vec![Op::Delete(key)]);
+        }
+        Ok(found)
+    }
+
     /// Whether the sender of `key` was never seen in its conversation; the
     /// caller holds the lane lock, so two first messages add one contact.
     /// A bounded in-memory set spares the lookup for known senders.

@@ -5,7 +5,8 @@
 //! - `/elsewhere <conversation>`: sends into a conversation it never saw
 //!   (another bot's, or an invented one);
 //! - `/timer-elsewhere <conversation>`: sets a timer to fire there;
-//! - `/exfil <url>`: puts a request to `url` in the outbox.
+//! - `/exfil <url>`: puts a request to `url` in the outbox;
+//! - `/fail`: fails the event (for the dead-letter commands).
 
 use aviary_sdk::{Bot, Event, Host, OutboxRequest};
 
@@ -31,6 +32,7 @@ impl Bot for Hoarder {
                     .collect();
                 results.join("; ")
             }
+            "/fail" => return Err("failed on purpose".into()),
             "/elsewhere" => match host.send(arg, "hello from the hoarder") {
                 Ok(()) => "sent".to_owned(),
                 Err(e) => format!("refused: {e}"),
