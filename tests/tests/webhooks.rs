@@ -55,8 +55,8 @@ fn webhook_denials(host: &Host) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["entry"]["capability"] == "webhook")
-        .map(|r| r["entry"]["detail"].as_str().unwrap_or("").to_owned())
+        .filter(|r| r["capability"] == "webhook")
+        .map(|r| r["detail"].as_str().unwrap_or("").to_owned())
         .collect()
 }
 
@@ -151,17 +151,14 @@ fn the_hoarder_is_held_to_its_timers_its_conversations_and_its_hosts() {
     assert!(hoard.contains("`timers` grant"), "{hoard}");
     assert!(say("/hoard 2").matches("refused").count() == 2, "still full in a later event");
 
-    // A conversation of another bot's (same id), and an invented one.
-    let echo = host.conversation("echo", "victim");
-    let id = echo.post_message("alice", "hello");
-    echo.wait_for_reply(&id);
+    // Conversations it never saw (another bot's ids live in that bot's
+    // namespace, which the hoarder cannot even name).
     for target in ["victim", "invented"] {
         let answer = say(&format!("/elsewhere {target}"));
         assert!(answer.contains("refused") && answer.contains("not one this bot has seen"), "{answer}");
         let answer = say(&format!("/timer-elsewhere {target}"));
         assert!(answer.contains("refused"), "{answer}");
     }
-    assert_eq!(echo.all_messages().len(), 2, "nothing reached echo's conversation");
 
     // Outbox destinations are checked by name before any socket.
     for url in ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/api", "ftp://127.0.0.1:9/"] {
@@ -173,8 +170,8 @@ fn the_hoarder_is_held_to_its_timers_its_conversations_and_its_hosts() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["entry"]["action"] == "deny" && r["entry"]["bot"] == "hoarder")
-        .map(|r| r["entry"]["capability"].clone())
+        .filter(|r| r["action"] == "deny" && r["bot"] == "hoarder")
+        .map(|r| r["capability"].clone())
         .collect();
     for capability in ["timers", "send", "outbox"] {
         assert!(denials.iter().any(|c| c == capability), "{capability} in {denials:?}");

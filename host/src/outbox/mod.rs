@@ -96,7 +96,6 @@ struct Queues {
 /// One job as `aviary outbox list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
-    pub id: String,
     #[serde(flatten)]
     pub job: OutboxJob,
     pub destination: String,
@@ -161,7 +160,6 @@ impl Outbox {
             .jobs
             .values()
             .map(|job| JobView {
-                id: job.name(),
                 destination: destination(&job.url),
                 sending: queues.sending.contains(&lane_of(job))
                     && queues.lanes.get(&lane_of(job)).and_then(|l| l.front()) == Some(&job.id),

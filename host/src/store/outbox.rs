@@ -16,7 +16,8 @@ const VERSION: u8 = 1;
 /// One outbound HTTP request a bot put in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxJob {
-    /// Enqueue order, host-wide; also its key.
+    /// Enqueue order, host-wide; also its key. Shown as 16 hex digits.
+    #[serde(serialize_with = "as_hex")]
     pub id: u64,
     pub bot: String,
     /// The lane of the event that enqueued it: where its delivery event runs.
@@ -132,6 +133,10 @@ impl OutboxJob {
             },
         }
     }
+}
+
+fn as_hex<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{id:016x}"))
 }
 
 /// An HTTP answer to a job.
