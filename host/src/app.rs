@@ -9,11 +9,11 @@ use crate::channels::web::{self, WebState};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Engines};
 use crate::outbox::Outbox;
-use crate::schedule::Scheduler;
 use crate::router::Router;
 use crate::runtime::capabilities::llm::models::Models;
 use crate::runtime::capabilities::vision::engine::Vision;
 use crate::runtime::{Runtime, Services};
+use crate::schedule::Scheduler;
 use crate::store::Store;
 
 /// A started host: bots loaded, workers running, pending events requeued.

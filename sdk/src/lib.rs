@@ -279,14 +279,18 @@ pub trait Host {
         payload: &str,
     ) -> Result<(), Error> {
         let _ = (after_ms, every_ms, conversation, payload);
-        Err(Error::Denied(format!("timer `{id}`: this host keeps no timers")))
+        Err(Error::Denied(format!(
+            "timer `{id}`: this host keeps no timers"
+        )))
     }
     /// Cancels timer `id`; returns whether it was set.
     ///
     /// The default, for hosts without timers, denies every call.
     #[cfg(feature = "schedule")]
     fn timer_cancel(&mut self, id: &str) -> Result<bool, Error> {
-        Err(Error::Denied(format!("timer `{id}`: this host keeps no timers")))
+        Err(Error::Denied(format!(
+            "timer `{id}`: this host keeps no timers"
+        )))
     }
     /// The bot's timers, by id.
     ///
@@ -304,7 +308,10 @@ pub trait Host {
     /// The default, for hosts without an outbox, denies every call.
     #[cfg(feature = "outbox")]
     fn outbox_enqueue(&mut self, request: &OutboxRequest) -> Result<String, Error> {
-        Err(Error::Denied(format!("{}: this host has no outbox", request.url)))
+        Err(Error::Denied(format!(
+            "{}: this host has no outbox",
+            request.url
+        )))
     }
 }
 

@@ -504,10 +504,14 @@ impl Host for TestHost {
         payload: &str,
     ) -> Result<(), Error> {
         if !crate::ids::is_valid_id(id) {
-            return Err(Error::Invalid("timer ids are 1 to 128 of A-Z a-z 0-9 . _ : -".into()));
+            return Err(Error::Invalid(
+                "timer ids are 1 to 128 of A-Z a-z 0-9 . _ : -".into(),
+            ));
         }
         if every_ms.is_some_and(|every| every < 1000) {
-            return Err(Error::Invalid("a repeating timer fires at most every 1000 ms".into()));
+            return Err(Error::Invalid(
+                "a repeating timer fires at most every 1000 ms".into(),
+            ));
         }
         let timer = crate::TimerInfo {
             id: id.into(),

@@ -1546,10 +1546,18 @@ impl Conversation {
     /// Waits until the conversation holds a message from the bot that
     /// satisfies `found` (proactive ones included) and returns it; `None`
     /// after `timeout`.
-    pub fn wait_for_out(&self, timeout: Duration, found: impl Fn(&Message) -> bool) -> Option<Message> {
+    pub fn wait_for_out(
+        &self,
+        timeout: Duration,
+        found: impl Fn(&Message) -> bool,
+    ) -> Option<Message> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(message) = self.all_messages().into_iter().find(|m| m.is_out() && found(m)) {
+            if let Some(message) = self
+                .all_messages()
+                .into_iter()
+                .find(|m| m.is_out() && found(m))
+            {
                 return Some(message);
             }
             if Instant::now() >= deadline {
@@ -1561,6 +1569,10 @@ impl Conversation {
 
     /// The texts of the bot's messages, oldest first.
     pub fn out_texts(&self) -> Vec<String> {
-        self.all_messages().into_iter().filter(|m| m.is_out()).map(|m| m.text).collect()
+        self.all_messages()
+            .into_iter()
+            .filter(|m| m.is_out())
+            .map(|m| m.text)
+            .collect()
     }
 }

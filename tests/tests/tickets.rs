@@ -37,12 +37,19 @@ fn config(helpdesk: &Helpdesk, policies: &std::path::Path) -> String {
     )
 }
 
-/// The customer's comments on ticket `id`, oldest first.
+/// The customer's follow-ups on ticket `id`, oldest first (after the
+/// helpdesk's own opening one, which holds the first message).
 fn comments(helpdesk: &Helpdesk, id: i64) -> Vec<String> {
     helpdesk
         .followups(id)
         .iter()
-        .filter_map(|f| f["comment"].as_str()?.strip_prefix("carol: ").map(str::to_owned))
+        .skip(1)
+        .filter_map(|f| {
+            f["comment"]
+                .as_str()?
+                .strip_prefix("carol: ")
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -76,13 +83,19 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
     let policies = tempfile::tempdir().unwrap();
     let mut helpdesk = Helpdesk::start(&[], &[]);
     let mut host = Host::start(&config(&helpdesk, policies.path()));
-    let hook = host.url(&format!("/api/v1/hooks/ticket-forward/helpdesk?token={HOOK_TOKEN}"));
+    let hook = host.url(&format!(
+        "/api/v1/hooks/ticket-forward/helpdesk?token={HOOK_TOKEN}"
+    ));
     helpdesk.set_webhooks(&[hook.clone()], &[hook]);
     helpdesk.start_again();
 
     let customer = host.conversation("ticket-forward", "customer-1");
     let mut sent = Vec::new();
-    for text in ["My licence key is refused", "It says error 42", "On Windows 11"] {
+    for text in [
+        "My licence key is refused",
+        "It says error 42",
+        "On Windows 11",
+    ] {
         customer.post_message("carol", text);
         sent.push(text.to_owned());
     }
@@ -92,7 +105,13 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
     let id = ticket_id(&customer);
     let ticket = helpdesk.ticket(id);
     assert_eq!(ticket["title"], "My licence key is refused");
-    assert!(ticket["description"].as_str().unwrap().contains("customer-1"), "{ticket}");
+    assert!(
+        ticket["description"]
+            .as_str()
+            .unwrap()
+            .contains("customer-1"),
+        "{ticket}"
+    );
     wait_for_comments(&helpdesk, id, &sent[1..]);
 
     // The operator's answer reaches the customer; the bot's own follow-ups
@@ -101,7 +120,10 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
     customer
         .wait_for_out(WAIT, |m| m.text == "💬 Please try the key again now.")
         .expect("the operator's answer reaches the chat");
-    assert!(customer.out_texts().iter().all(|t| !t.contains("💬 carol")), "own follow-ups ignored");
+    assert!(
+        customer.out_texts().iter().all(|t| !t.contains("💬 carol")),
+        "own follow-ups ignored"
+    );
 
     // The helpdesk goes down while the customer writes.
     helpdesk.stop();
@@ -113,7 +135,10 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
     std::thread::sleep(Duration::from_secs(3));
     let (ok, listed, err) = host.cli(&["outbox", "list"]);
     assert!(ok, "{err}");
-    assert!(listed.contains("/api/followups/") && listed.contains("attempts="), "{listed}");
+    assert!(
+        listed.contains("/api/followups/") && listed.contains("attempts="),
+        "{listed}"
+    );
     helpdesk.start_again();
     wait_for_comments(&helpdesk, id, &sent[1..]);
 
@@ -132,11 +157,15 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
 
     let asked = customer.post_message("carol", "/status");
     customer
-        .wait_for_out(WAIT, |m| m.text == "Your ticket is open." || m.reply_to.as_deref() == Some(asked.as_str()))
+        .wait_for_out(WAIT, |m| {
+            m.text == "Your ticket is open." || m.reply_to.as_deref() == Some(asked.as_str())
+        })
         .expect("/status answers");
     helpdesk.close_ticket(id);
     customer
-        .wait_for_out(WAIT, |m| m.text.contains(&format!("ticket #{id} was closed")))
+        .wait_for_out(WAIT, |m| {
+            m.text.contains(&format!("ticket #{id} was closed"))
+        })
         .expect("the closed ticket is announced");
     let tickets: Vec<Value> = helpdesk.tickets();
     assert_eq!(tickets.len(), 1, "one ticket for the conversation");

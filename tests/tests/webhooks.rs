@@ -20,7 +20,10 @@ fn config() -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// `sha256=<hex>` over `<timestamp>.<body>`, as a monitoring system signs.
@@ -47,7 +50,10 @@ fn post_hook(host: &Host, body: &str, headers: &[(&str, String)]) -> (u16, Value
 
 fn signed(body: &str, timestamp: u64) -> Vec<(&'static str, String)> {
     let ts = timestamp.to_string();
-    vec![("x-aviary-timestamp", ts.clone()), ("x-aviary-signature", sign(SECRET, &ts, body))]
+    vec![
+        ("x-aviary-timestamp", ts.clone()),
+        ("x-aviary-signature", sign(SECRET, &ts, body)),
+    ]
 }
 
 fn webhook_denials(host: &Host) -> Vec<String> {
@@ -74,15 +80,36 @@ fn a_signed_alert_is_broadcast_repeated_across_a_restart_and_stopped_by_ack() {
 
     // Forged, stale, unsigned and wrongly keyed requests reach nobody.
     let ts = now_secs().to_string();
-    let forged = vec![("x-aviary-timestamp", ts.clone()), ("x-aviary-signature", sign("not-the-secret-at-all", &ts, body))];
+    let forged = vec![
+        ("x-aviary-timestamp", ts.clone()),
+        (
+            "x-aviary-signature",
+            sign("not-the-secret-at-all", &ts, body),
+        ),
+    ];
     let stale = signed(body, now_secs() - 3600);
     let tampered = signed(r#"{"id":"a0","topic":"disk","text":"other"}"#, now_secs());
-    for (what, headers) in [("forged", forged), ("stale", stale), ("tampered", tampered), ("unsigned", vec![])] {
+    for (what, headers) in [
+        ("forged", forged),
+        ("stale", stale),
+        ("tampered", tampered),
+        ("unsigned", vec![]),
+    ] {
         let (status, answer) = post_hook(&host, body, &headers);
         assert_eq!(status, 401, "{what}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains("webhook refused"), "{what}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("webhook refused"),
+            "{what}: {answer}"
+        );
     }
-    assert_eq!(webhook_denials(&host).len(), 4, "one audit record per refused request");
+    assert_eq!(
+        webhook_denials(&host).len(),
+        4,
+        "one audit record per refused request"
+    );
 
     let good = signed(body, now_secs());
     let (status, answer) = post_hook(&host, body, &good);
@@ -97,8 +124,12 @@ fn a_signed_alert_is_broadcast_repeated_across_a_restart_and_stopped_by_ack() {
             .wait_for_out(wait, |m| m.text.contains("/var is 95% full"))
             .expect("a subscriber of `disk` gets the alert");
     }
-    a.wait_for_out(wait, |m| m.text.contains("repeat 1")).expect("the alert repeats");
-    assert!(c.out_texts().iter().all(|t| !t.contains("/var")), "not c's topic");
+    a.wait_for_out(wait, |m| m.text.contains("repeat 1"))
+        .expect("the alert repeats");
+    assert!(
+        c.out_texts().iter().all(|t| !t.contains("/var")),
+        "not c's topic"
+    );
 
     // The timer survives a restart: repeats go on afterwards.
     host.restart();
@@ -108,7 +139,8 @@ fn a_signed_alert_is_broadcast_repeated_across_a_restart_and_stopped_by_ack() {
 
     let id = b.post_message("bob", "/ack");
     assert!(b.wait_for_reply(&id).text.contains("acknowledged: a1"));
-    a.wait_for_out(wait, |m| m.text.contains("acknowledged by bob")).expect("the others hear of the ack");
+    a.wait_for_out(wait, |m| m.text.contains("acknowledged by bob"))
+        .expect("the others hear of the ack");
     let settled = a.out_texts().len();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(a.out_texts().len(), settled, "no repeat after the ack");
@@ -125,13 +157,25 @@ fn a_hook_that_is_not_configured_is_404_and_a_token_hook_needs_its_token() {
     a.wait_for_reply(&id);
     let body = r#"{"id":"t1","topic":"disk","text":"token alert"}"#;
     let post = |path: &str| {
-        host.client().post(host.url(path)).body(body).send().unwrap().status().as_u16()
+        host.client()
+            .post(host.url(path))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
     };
     assert_eq!(post("/api/v1/hooks/alerts/other"), 404);
     assert_eq!(post("/api/v1/hooks/echo/monitor"), 404);
     assert_eq!(post("/api/v1/hooks/alerts/monitor"), 401);
-    assert_eq!(post("/api/v1/hooks/alerts/monitor?token=wrong-token-0123456789"), 401);
-    assert_eq!(post(&format!("/api/v1/hooks/alerts/monitor?token={token}")), 202);
+    assert_eq!(
+        post("/api/v1/hooks/alerts/monitor?token=wrong-token-0123456789"),
+        401
+    );
+    assert_eq!(
+        post(&format!("/api/v1/hooks/alerts/monitor?token={token}")),
+        202
+    );
     a.wait_for_out(Duration::from_secs(20), |m| m.text.contains("token alert"))
         .expect("the alert arrives");
 }
@@ -149,19 +193,29 @@ fn the_hoarder_is_held_to_its_timers_its_conversations_and_its_hosts() {
     assert_eq!(hoard.matches("ok").count(), 3, "{hoard}");
     assert_eq!(hoard.matches("refused").count(), 2, "{hoard}");
     assert!(hoard.contains("`timers` grant"), "{hoard}");
-    assert!(say("/hoard 2").matches("refused").count() == 2, "still full in a later event");
+    assert!(
+        say("/hoard 2").matches("refused").count() == 2,
+        "still full in a later event"
+    );
 
     // Conversations it never saw (another bot's ids live in that bot's
     // namespace, which the hoarder cannot even name).
     for target in ["victim", "invented"] {
         let answer = say(&format!("/elsewhere {target}"));
-        assert!(answer.contains("refused") && answer.contains("not one this bot has seen"), "{answer}");
+        assert!(
+            answer.contains("refused") && answer.contains("not one this bot has seen"),
+            "{answer}"
+        );
         let answer = say(&format!("/timer-elsewhere {target}"));
         assert!(answer.contains("refused"), "{answer}");
     }
 
     // Outbox destinations are checked by name before any socket.
-    for url in ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/api", "ftp://127.0.0.1:9/"] {
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/api",
+        "ftp://127.0.0.1:9/",
+    ] {
         let answer = say(&format!("/exfil {url}"));
         assert!(answer.starts_with("refused"), "{url}: {answer}");
     }
@@ -174,7 +228,10 @@ fn the_hoarder_is_held_to_its_timers_its_conversations_and_its_hosts() {
         .map(|r| r["capability"].clone())
         .collect();
     for capability in ["timers", "send", "outbox"] {
-        assert!(denials.iter().any(|c| c == capability), "{capability} in {denials:?}");
+        assert!(
+            denials.iter().any(|c| c == capability),
+            "{capability} in {denials:?}"
+        );
     }
 }
 
@@ -184,7 +241,11 @@ fn admins_retry_and_drop_outbox_jobs_and_dead_letters() {
     let host = Host::start_with_plugins(config, &hostile_dir());
     let mine = host.conversation("hoarder", "mine");
     let id = mine.post_message("mallory", "/exfil http://127.0.0.1:9/nobody-listens");
-    let job = mine.wait_for_reply(&id).text.trim_start_matches("enqueued ").to_owned();
+    let job = mine
+        .wait_for_reply(&id)
+        .text
+        .trim_start_matches("enqueued ")
+        .to_owned();
     assert_eq!(job.len(), 16, "{job}");
     // Port 9 on loopback refuses: the job is retried, never lost.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -196,7 +257,10 @@ fn admins_retry_and_drop_outbox_jobs_and_dead_letters() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(listed.contains(&job) && listed.contains("127.0.0.1:9/nobody-listens"), "{listed}");
+    assert!(
+        listed.contains(&job) && listed.contains("127.0.0.1:9/nobody-listens"),
+        "{listed}"
+    );
     let (ok, _, err) = host.cli(&["outbox", "retry", &job]);
     assert!(ok, "{err}");
     let (ok, _, err) = host.cli(&["outbox", "drop", &job]);
@@ -211,7 +275,10 @@ fn admins_retry_and_drop_outbox_jobs_and_dead_letters() {
     // An event that keeps failing is a dead letter an admin can retry or drop.
     mine.post_message("mallory", "/fail");
     let letters = |host: &Host| -> Vec<Value> {
-        host.admin_get("/api/v1/admin/dead-letters")["dead_letters"].as_array().unwrap().clone()
+        host.admin_get("/api/v1/admin/dead-letters")["dead_letters"]
+            .as_array()
+            .unwrap()
+            .clone()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while letters(&host).is_empty() && std::time::Instant::now() < deadline {
@@ -219,7 +286,10 @@ fn admins_retry_and_drop_outbox_jobs_and_dead_letters() {
     }
     let seq = letters(&host)[0]["event"]["seq"].to_string();
     let (ok, out, _) = host.cli(&["dead-letters"]);
-    assert!(ok && out.contains(&format!("#{seq}")) && out.contains("failed on purpose"), "{out}");
+    assert!(
+        ok && out.contains(&format!("#{seq}")) && out.contains("failed on purpose"),
+        "{out}"
+    );
     let (ok, _, err) = host.cli(&["dead-letters", "retry", &seq]);
     assert!(ok, "{err}");
     std::thread::sleep(Duration::from_millis(500));

@@ -26,7 +26,9 @@ pub fn routes() -> HttpRouter<WebState> {
 
 fn job_id(text: &str) -> Result<u64, ApiError> {
     parse_job_id(text).ok_or_else(|| {
-        ApiError::bad_request(format!("`{text}` is not a job id (16 hex digits, as `aviary outbox list` shows)"))
+        ApiError::bad_request(format!(
+            "`{text}` is not a job id (16 hex digits, as `aviary outbox list` shows)"
+        ))
     })
 }
 
@@ -40,7 +42,10 @@ async fn list(State(state): State<WebState>) -> Json<Value> {
     Json(json!({ "jobs": state.outbox.list(), "circuits": circuits }))
 }
 
-async fn retry(State(state): State<WebState>, Path(job): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry(
+    State(state): State<WebState>,
+    Path(job): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state
         .outbox
         .retry(job_id(&job)?)
@@ -48,7 +53,10 @@ async fn retry(State(state): State<WebState>, Path(job): Path<String>) -> Result
     Ok(Json(json!({ "retried": job })))
 }
 
-async fn drop_job(State(state): State<WebState>, Path(job): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn drop_job(
+    State(state): State<WebState>,
+    Path(job): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state
         .outbox
         .drop_job(job_id(&job)?)
@@ -63,7 +71,9 @@ async fn dead_letters(State(state): State<WebState>) -> Result<Json<Value>, ApiE
         .into_iter()
         .map(|job| json!({ "id": format!("{JOB_PREFIX}{}", job.name()), "job": job }))
         .collect();
-    Ok(Json(json!({ "dead_letters": state.store.dead_letters()?, "outbox": jobs })))
+    Ok(Json(
+        json!({ "dead_letters": state.store.dead_letters()?, "outbox": jobs }),
+    ))
 }
 
 /// What a dead letter's id names: an event (its number) or an outbox job.
@@ -84,10 +94,16 @@ fn letter(id: &str) -> Result<Letter, ApiError> {
 }
 
 fn missing(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no dead letter `{id}`; `aviary dead-letters` lists them"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no dead letter `{id}`; `aviary dead-letters` lists them"),
+    )
 }
 
-async fn retry_dead(State(state): State<WebState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry_dead(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let found = match letter(&id)? {
         Letter::Job(job) => state.outbox.revive(job)?,
         Letter::Event(seq) => match state.store.revive_dead_letter(seq)? {
@@ -104,7 +120,10 @@ async fn retry_dead(State(state): State<WebState>, Path(id): Path<String>) -> Re
     Ok(Json(json!({ "retried": id })))
 }
 
-async fn drop_dead(State(state): State<WebState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn drop_dead(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let found = match letter(&id)? {
         Letter::Job(job) => state.store.drop_dead_job(job)?,
         Letter::Event(seq) => state.store.drop_dead_letter(seq)?,

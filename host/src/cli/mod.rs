@@ -1,8 +1,8 @@
 //! The `aviary` command line: a parser plus calls into the library.
 
 mod audit;
-mod plugin;
 mod outbox;
+mod plugin;
 mod policy;
 
 use std::net::SocketAddr;

@@ -81,20 +81,27 @@ pub(super) fn dead_letters(args: DeadLettersArgs) -> Result<ExitCode> {
 }
 
 fn act(job: &JobArgs, what: &str, verb: &str, done: &str) -> Result<()> {
-    job.admin
-        .client()?
-        .post(&format!("/api/v1/admin/{what}/{}/{verb}", job.id), &json!({}))?;
+    job.admin.client()?.post(
+        &format!("/api/v1/admin/{what}/{}/{verb}", job.id),
+        &json!({}),
+    )?;
     println!("{} {done}", job.id);
     Ok(())
 }
 
 fn print_outbox(body: &Value) {
-    let jobs = body["jobs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let jobs = body["jobs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if jobs.is_empty() {
         println!("the outbox is empty");
     }
     for job in jobs {
-        let next = job["next_at"].as_u64().filter(|&t| t > 0).map(crate::localtime::iso_local);
+        let next = job["next_at"]
+            .as_u64()
+            .filter(|&t| t > 0)
+            .map(crate::localtime::iso_local);
         println!(
             "{} bot={} {} {} attempts={}{}{}{}",
             job["id"].as_str().unwrap_or(""),
@@ -102,19 +109,29 @@ fn print_outbox(body: &Value) {
             job["method"].as_str().unwrap_or(""),
             job["url"].as_str().unwrap_or(""),
             job["attempts"],
-            if job["sending"] == true { " sending" } else { "" },
+            if job["sending"] == true {
+                " sending"
+            } else {
+                ""
+            },
             next.map(|t| format!(" next={t}")).unwrap_or_default(),
-            job["last_error"].as_str().map(|e| format!(": {e}")).unwrap_or_default(),
+            job["last_error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
         );
     }
     for circuit in body["circuits"].as_array().into_iter().flatten() {
         let state = &circuit["circuit"];
-        let open = state["open_until"].as_u64().map(crate::localtime::iso_local);
+        let open = state["open_until"]
+            .as_u64()
+            .map(crate::localtime::iso_local);
         println!(
             "circuit {}: {} failures in a row{}",
             circuit["destination"].as_str().unwrap_or(""),
             state["failures"],
-            open.map(|t| format!(", open until {t}")).unwrap_or_default()
+            open.map(|t| format!(", open until {t}"))
+                .unwrap_or_default()
         );
     }
 }

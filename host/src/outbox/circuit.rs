@@ -109,7 +109,11 @@ mod tests {
         }
         assert_eq!(circuits.admit(D, 10), Err(Some(FIRST_COOL_DOWN_MS)), "open");
         assert!(circuits.admit(D, FIRST_COOL_DOWN_MS).is_ok(), "the probe");
-        assert_eq!(circuits.admit(D, FIRST_COOL_DOWN_MS), Err(None), "one probe at a time");
+        assert_eq!(
+            circuits.admit(D, FIRST_COOL_DOWN_MS),
+            Err(None),
+            "one probe at a time"
+        );
         circuits.failure(D, 2_000, 60_000);
         assert_eq!(
             circuits.admit(D, 2_001),

@@ -54,13 +54,22 @@ impl Default for OutboxConfig {
 impl OutboxConfig {
     /// Checks the values an admin set.
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!((1..=1024).contains(&self.parallel), "`outbox.parallel` must be 1 to 1024");
-        anyhow::ensure!(self.retry_first_ms >= 10, "`outbox.retry_first_ms` must be at least 10");
+        anyhow::ensure!(
+            (1..=1024).contains(&self.parallel),
+            "`outbox.parallel` must be 1 to 1024"
+        );
+        anyhow::ensure!(
+            self.retry_first_ms >= 10,
+            "`outbox.retry_first_ms` must be at least 10"
+        );
         anyhow::ensure!(
             self.retry_max_ms >= self.retry_first_ms,
             "`outbox.retry_max_ms` must be at least `outbox.retry_first_ms`"
         );
-        anyhow::ensure!(self.timeout_ms >= 100, "`outbox.timeout_ms` must be at least 100");
+        anyhow::ensure!(
+            self.timeout_ms >= 100,
+            "`outbox.timeout_ms` must be at least 100"
+        );
         Ok(())
     }
 }
@@ -179,7 +188,9 @@ impl Outbox {
     pub fn retry(&self, id: u64) -> Result<(), String> {
         let mut queues = self.inner.queues.lock();
         let Some(job) = queues.jobs.get_mut(&id) else {
-            return Err(format!("no job {id:016x} waits in the outbox (`aviary outbox list` lists them)"));
+            return Err(format!(
+                "no job {id:016x} waits in the outbox (`aviary outbox list` lists them)"
+            ));
         };
         job.next_at = 0;
         let dest = destination(&job.url);
@@ -194,16 +205,25 @@ impl Outbox {
     pub fn drop_job(&self, id: u64) -> Result<(), String> {
         let mut queues = self.inner.queues.lock();
         let Some(job) = queues.jobs.get(&id).cloned() else {
-            return Err(format!("no job {id:016x} waits in the outbox (`aviary outbox list` lists them)"));
+            return Err(format!(
+                "no job {id:016x} waits in the outbox (`aviary outbox list` lists them)"
+            ));
         };
         let lane = lane_of(&job);
-        if queues.sending.contains(&lane) && queues.lanes.get(&lane).and_then(|l| l.front()) == Some(&id) {
-            return Err(format!("job {id:016x} is being sent right now; try again in a moment"));
+        if queues.sending.contains(&lane)
+            && queues.lanes.get(&lane).and_then(|l| l.front()) == Some(&id)
+        {
+            return Err(format!(
+                "job {id:016x} is being sent right now; try again in a moment"
+            ));
         }
         queues.remove(&job);
         drop(queues);
-        self.inner
-            .settle(&job, job.delivery(None, Some("dropped by an admin".into())), false);
+        self.inner.settle(
+            &job,
+            job.delivery(None, Some("dropped by an admin".into())),
+            false,
+        );
         Ok(())
     }
 
@@ -291,7 +311,11 @@ impl Inner {
             let room = in_flight.available_permits();
             let (ready, next) = self.queues.lock().ready(now_ms(), room);
             for job in ready {
-                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let inner = self.clone();
                 tokio::spawn(async move {
                     inner.attempt(job).await;
@@ -308,12 +332,18 @@ impl Inner {
 
     /// Sends `job` once and settles, retries or dead-letters it.
     async fn attempt(&self, mut job: OutboxJob) {
-        let grants = self.bots.get(&job.bot).map(|bot| bot.policy.grant.http.clone());
+        let grants = self
+            .bots
+            .get(&job.bot)
+            .map(|bot| bot.policy.grant.http.clone());
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let dest = destination(&job.url);
         let result = match &grants {
             Some(grants) => self.clients.send(grants, &job, timeout).await,
-            None => Err(SendError::Failed(format!("bot `{}` is not loaded", job.bot))),
+            None => Err(SendError::Failed(format!(
+                "bot `{}` is not loaded",
+                job.bot
+            ))),
         };
         job.attempts += 1;
         let now = now_ms();
@@ -334,7 +364,11 @@ impl Inner {
                     .iter()
                     .find(|(name, _)| name == "retry-after")
                     .and_then(|(_, v)| retry::retry_after(v, std::time::SystemTime::now()));
-                (format!("the server answered {}", answer.status), wait, false)
+                (
+                    format!("the server answered {}", answer.status),
+                    wait,
+                    false,
+                )
             }
             Err(SendError::Denied(reason)) => (reason, None, true),
             Err(SendError::Failed(reason)) => (reason, None, false),
@@ -342,7 +376,9 @@ impl Inner {
         let (reason, retry_after, denied) = failure;
         job.last_error = Some(reason.clone());
         if !denied {
-            queues.circuits.failure(&dest, now, self.config.retry_max_ms);
+            queues
+                .circuits
+                .failure(&dest, now, self.config.retry_max_ms);
         }
         queues.sending.remove(&lane_of(&job));
         if denied || now >= job.give_up_at {
@@ -351,7 +387,10 @@ impl Inner {
             let error = if denied {
                 format!("refused by the bot's http grant: {reason}")
             } else {
-                format!("gave up after {} attempts; the last: {reason}", job.attempts)
+                format!(
+                    "gave up after {} attempts; the last: {reason}",
+                    job.attempts
+                )
             };
             tracing::warn!(bot = %job.bot, job = %job.name(), "outbox job dead-lettered: {error}");
             job.last_error = Some(error.clone());
@@ -360,8 +399,8 @@ impl Inner {
         }
         let first = Duration::from_millis(self.config.retry_first_ms);
         let max = Duration::from_millis(self.config.retry_max_ms);
-        let wait = retry::backoff(job.attempts, first, max, random())
-            .max(retry_after.unwrap_or_default());
+        let wait =
+            retry::backoff(job.attempts, first, max, random()).max(retry_after.unwrap_or_default());
         job.next_at = now + wait.as_millis() as u64;
         tracing::debug!(bot = %job.bot, job = %job.name(), attempt = job.attempts, "outbox job failed ({reason}); next in {wait:?}");
         self.store.update_job(&job);
@@ -376,7 +415,9 @@ impl Inner {
                     router.requeue(vec![event]);
                 }
             }
-            Err(error) => tracing::error!(job = %job.name(), "cannot settle an outbox job: {error:#}"),
+            Err(error) => {
+                tracing::error!(job = %job.name(), "cannot settle an outbox job: {error:#}")
+            }
         }
     }
 }

@@ -52,7 +52,11 @@ mod tests {
             let wait = backoff(1, first, max, random);
             assert!(wait >= first / 2 && wait <= first, "{wait:?}");
         }
-        assert_ne!(backoff(2, first, max, 3), backoff(2, first, max, 300), "jittered");
+        assert_ne!(
+            backoff(2, first, max, 3),
+            backoff(2, first, max, 300),
+            "jittered"
+        );
     }
 
     #[test]

@@ -37,9 +37,15 @@ pub struct Clients {
 
 impl Clients {
     /// Sends `job` under `grants` within `timeout`.
-    pub async fn send(&self, grants: &[String], job: &OutboxJob, timeout: Duration) -> Result<Answer, SendError> {
-        let target = Target::parse(&job.url)
-            .ok_or_else(|| SendError::Denied(format!("`{}` is not an absolute http(s) URL", job.url)))?;
+    pub async fn send(
+        &self,
+        grants: &[String],
+        job: &OutboxJob,
+        timeout: Duration,
+    ) -> Result<Answer, SendError> {
+        let target = Target::parse(&job.url).ok_or_else(|| {
+            SendError::Denied(format!("`{}` is not an absolute http(s) URL", job.url))
+        })?;
         check_target(grants, &target).map_err(SendError::Denied)?;
         let addrs = resolve(grants, &target).await?;
         let client = self.client(&target, addrs, timeout)?;
@@ -60,13 +66,27 @@ impl Clients {
         let headers = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = read_capped(response).await?;
-        Ok(Answer { status, headers, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
-    fn client(&self, target: &Target, addrs: Vec<SocketAddr>, timeout: Duration) -> Result<reqwest::Client, SendError> {
+    fn client(
+        &self,
+        target: &Target,
+        addrs: Vec<SocketAddr>,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, SendError> {
         let key = (target.to_string(), addrs);
         let mut clients = self.clients.lock();
         if let Some(client) = clients.get(&key) {

@@ -195,7 +195,8 @@ impl LoadedBot {
     pub fn handle(&self, store: &crate::store::Store, event: &PendingEvent) -> Outcome {
         let started = std::time::Instant::now();
         let wit_event = to_wit(event);
-        let conversation = (!event.conversation.starts_with('#')).then(|| event.conversation.clone());
+        let conversation =
+            (!event.conversation.starts_with('#')).then(|| event.conversation.clone());
         let context = match &event.event {
             EventRecord::Message { message } => EventContext {
                 sender: Some(message.sender.clone()),
@@ -209,18 +210,24 @@ impl LoadedBot {
                 ..EventContext::default()
             },
         };
-        let (mut store, result) = self.run(store, context, async |store: &mut Store<_>| {
-            match &wit_event {
-                Call::Handle(event) => {
-                    let bot = self.pre.instantiate_async(&mut *store).await?;
-                    bot.aviary_bot_handler().call_handle(store, event).await
-                }
-                Call::Webhook(webhook) => self.call_back(store, self.callbacks.webhook, webhook).await,
-                Call::Delivery(delivery) => {
-                    self.call_back(store, self.callbacks.delivery, delivery).await
-                }
-            }
-        });
+        let (mut store, result) =
+            self.run(
+                store,
+                context,
+                async |store: &mut Store<_>| match &wit_event {
+                    Call::Handle(event) => {
+                        let bot = self.pre.instantiate_async(&mut *store).await?;
+                        bot.aviary_bot_handler().call_handle(store, event).await
+                    }
+                    Call::Webhook(webhook) => {
+                        self.call_back(store, self.callbacks.webhook, webhook).await
+                    }
+                    Call::Delivery(delivery) => {
+                        self.call_back(store, self.callbacks.delivery, delivery)
+                            .await
+                    }
+                },
+            );
         let memory_bytes = store.data().limits.memory_used();
         let refusals = store.data_mut().take_refusals();
         let audit = store.data_mut().take_audit();
@@ -248,7 +255,9 @@ impl LoadedBot {
     }
 
     /// Calls one function of the optional `callbacks` export with `arg`.
-    async fn call_back<T: wasmtime::component::ComponentType + wasmtime::component::Lower + Sync>(
+    async fn call_back<
+        T: wasmtime::component::ComponentType + wasmtime::component::Lower + Sync,
+    >(
         &self,
         store: &mut Store<EventState>,
         index: Option<ComponentExportIndex>,

@@ -11,15 +11,15 @@ mod attachments;
 mod audit;
 pub mod blobs;
 mod codec;
-mod hooks;
 mod commit;
+mod hooks;
 pub mod keys;
 mod lifecycle;
 pub mod outbox;
 mod records;
 mod refs;
-pub mod timers;
 pub mod state;
+pub mod timers;
 mod tokens;
 mod watch;
 
@@ -32,16 +32,16 @@ use parking_lot::Mutex;
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use blobs::is_blob_id;
 pub use commit::{CommitError, Effects, KvRead, Outgoing};
+pub use hooks::{hook_lane, HookAccepted};
 pub use lifecycle::VersionEntry;
+pub use outbox::{Answer, OutboxJob};
 pub use records::{
     Attachment, DeadLetter, DeliveryRecord, Direction, EventRecord, MessageRecord, PendingEvent,
     WebhookRecord,
 };
-pub use outbox::{Answer, OutboxJob};
-pub use hooks::{hook_lane, HookAccepted};
 pub use refs::ConversationRef;
-pub use timers::{TimerRecord, TIMER_LANE};
 pub use state::{State, StoreConfig, Unavailable};
+pub use timers::{TimerRecord, TIMER_LANE};
 pub use tokens::{sha256_hex, TokenRecord, IDEMPOTENCY_MS};
 
 pub use state::Op;

@@ -76,14 +76,8 @@ impl OutboxJob {
     /// Reads the stored form.
     pub fn decode(bytes: &[u8]) -> Result<OutboxJob> {
         let mut r = Reader::new(bytes, "outbox job", VERSION)?;
-        let (id, bot, lane, ordering_key, method, url) = (
-            r.u64()?,
-            r.str()?,
-            r.str()?,
-            r.str()?,
-            r.str()?,
-            r.str()?,
-        );
+        let (id, bot, lane, ordering_key, method, url) =
+            (r.u64()?, r.str()?, r.str()?, r.str()?, r.str()?, r.str()?);
         let count = r.u32()?;
         let headers = (0..count)
             .map(|_| Ok((r.str()?, r.str()?)))
@@ -191,7 +185,12 @@ impl Store {
 
     /// Removes a settled job and queues its delivery event, in one write;
     /// a job that gave up (`dead`) is kept among the outbox's dead letters.
-    pub fn settle_job(&self, job: &OutboxJob, event: EventRecord, dead: bool) -> Result<PendingEvent> {
+    pub fn settle_job(
+        &self,
+        job: &OutboxJob,
+        event: EventRecord,
+        dead: bool,
+    ) -> Result<PendingEvent> {
         let event = self.pending(&job.bot, &job.lane, event)?;
         let mut ops = vec![
             Op::Delete(keys::outbox_job(job.id)),

@@ -48,13 +48,24 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum EventRecord {
-    Message { message: MessageRecord },
-    ContactAdded { contact: String },
-    Timer { id: String, payload: String },
+    Message {
+        message: MessageRecord,
+    },
+    ContactAdded {
+        contact: String,
+    },
+    Timer {
+        id: String,
+        payload: String,
+    },
     /// A request to one of the bot's inbound webhooks, checked.
-    Webhook { webhook: WebhookRecord },
+    Webhook {
+        webhook: WebhookRecord,
+    },
     /// The outcome of one of the bot's outbox jobs.
-    Delivery { delivery: DeliveryRecord },
+    Delivery {
+        delivery: DeliveryRecord,
+    },
 }
 
 /// An accepted inbound webhook request.

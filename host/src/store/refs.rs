@@ -34,7 +34,11 @@ impl Store {
     /// The reference of a conversation `bot` has seen, if it has. A
     /// conversation from before references were kept counts as seen
     /// through its senders.
-    pub fn conversation_ref(&self, bot: &str, conversation: &str) -> Result<Option<ConversationRef>> {
+    pub fn conversation_ref(
+        &self,
+        bot: &str,
+        conversation: &str,
+    ) -> Result<Option<ConversationRef>> {
         if let Some(value) = self
             .inner
             .state
@@ -63,7 +67,9 @@ mod tests {
     fn a_conversation_is_seen_by_its_own_bot_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.accept_inbound("echo", "c1", "alice", "hi", &[]).unwrap();
+        store
+            .accept_inbound("echo", "c1", "alice", "hi", &[])
+            .unwrap();
         let seen = store.conversation_ref("echo", "c1").unwrap().unwrap();
         assert_eq!(seen.channel, "web");
         assert!(seen.last_seen > 0);

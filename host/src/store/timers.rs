@@ -152,12 +152,20 @@ mod tests {
             payload: "p".into(),
         };
         set(&store, "alerts", &once, 1);
-        assert!(store.fire_timer("alerts", "once", 999).unwrap().is_none(), "reset since");
+        assert!(
+            store.fire_timer("alerts", "once", 999).unwrap().is_none(),
+            "reset since"
+        );
         let event = store.fire_timer("alerts", "once", 1_000).unwrap().unwrap();
         assert_eq!(event.conversation, "c1");
-        assert!(matches!(&event.event, EventRecord::Timer { id, payload } if id == "once" && payload == "p"));
+        assert!(
+            matches!(&event.event, EventRecord::Timer { id, payload } if id == "once" && payload == "p")
+        );
         assert!(store.timer("alerts", "once").unwrap().is_none());
-        assert!(store.fire_timer("alerts", "once", 1_000).unwrap().is_none(), "fired once");
+        assert!(
+            store.fire_timer("alerts", "once", 1_000).unwrap().is_none(),
+            "fired once"
+        );
         let count = store.inner.state.get(&keys::timer_count("alerts")).unwrap();
         assert_eq!(decode_count(count.as_deref()), 0);
 
@@ -172,7 +180,11 @@ mod tests {
         let event = store.fire_timer("alerts", "every", 1_000).unwrap().unwrap();
         assert_eq!(event.conversation, TIMER_LANE);
         let moved = store.timer("alerts", "every").unwrap().unwrap();
-        assert!(moved.due_at > now_ms(), "times missed are skipped: {}", moved.due_at);
+        assert!(
+            moved.due_at > now_ms(),
+            "times missed are skipped: {}",
+            moved.due_at
+        );
         assert_eq!((moved.due_at - 1_000) % 60_000, 0, "on the timer's beat");
         assert_eq!(store.pending_events().unwrap().len(), 2);
         assert_eq!(store.all_timers().unwrap(), vec![("alerts".into(), moved)]);

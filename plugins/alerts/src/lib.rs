@@ -67,7 +67,10 @@ impl Bot for Alerts {
             }
         };
         if !valid_part(&alert.topic) || !aviary_sdk::ids::is_valid_id(&alert.id) {
-            host.log(aviary_sdk::Level::Warn, "an alert needs an id and a topic of A-Z a-z 0-9 . _ -");
+            host.log(
+                aviary_sdk::Level::Warn,
+                "an alert needs an id and a topic of A-Z a-z 0-9 . _ -",
+            );
             return Ok(());
         }
         if kv(host.kv_get(&alert_key(&alert.id)))?.is_some() {
@@ -107,7 +110,8 @@ fn on_message(host: &mut dyn Host, message: &Message) -> Result<(), String> {
         "/ack" => acknowledge(host, message, arg)?,
         _ => "commands: /subscribe <topic>, /unsubscribe <topic>, /topics, /ack [id]".into(),
     };
-    host.reply_to(message, &answer).map_err(|e| format!("reply failed: {e}"))
+    host.reply_to(message, &answer)
+        .map_err(|e| format!("reply failed: {e}"))
 }
 
 /// Acknowledges the open alerts of the conversation's topics (or alert
@@ -116,14 +120,19 @@ fn acknowledge(host: &mut dyn Host, message: &Message, only: &str) -> Result<Str
     let topics = topics_of(host, &message.conversation)?;
     let mut acked = Vec::new();
     for key in kv(host.kv_list_keys("alert/"))? {
-        let Some(alert) = read_alert(host, &key)? else { continue };
+        let Some(alert) = read_alert(host, &key)? else {
+            continue;
+        };
         if !topics.contains(&alert.topic) || (!only.is_empty() && alert.id != only) {
             continue;
         }
         kv(host.kv_delete(&key))?;
         host.timer_cancel(&timer_id(&alert.id))
             .map_err(|e| format!("cannot cancel the repeat timer: {e}"))?;
-        let note = format!("✅ alert {} [{}] acknowledged by {}", alert.id, alert.topic, message.sender);
+        let note = format!(
+            "✅ alert {} [{}] acknowledged by {}",
+            alert.id, alert.topic, message.sender
+        );
         for conversation in subscribers(host, &alert.topic)? {
             if conversation != message.conversation {
                 send(host, &conversation, &note)?;
@@ -156,9 +165,18 @@ fn on_timer(host: &mut dyn Host, timer: &Timer) -> Result<(), String> {
 fn broadcast(host: &mut dyn Host, mut alert: Alert) -> Result<Alert, String> {
     alert.sent += 1;
     let text = if alert.sent == 1 {
-        format!("🔔 [{}] {} (alert {}; /ack to acknowledge)", alert.topic, alert.text, alert.id)
+        format!(
+            "🔔 [{}] {} (alert {}; /ack to acknowledge)",
+            alert.topic, alert.text, alert.id
+        )
     } else {
-        format!("🔔 [{}] {} (alert {}, repeat {}; /ack to acknowledge)", alert.topic, alert.text, alert.id, alert.sent - 1)
+        format!(
+            "🔔 [{}] {} (alert {}, repeat {}; /ack to acknowledge)",
+            alert.topic,
+            alert.text,
+            alert.id,
+            alert.sent - 1
+        )
     };
     for conversation in subscribers(host, &alert.topic)? {
         send(host, &conversation, &text)?;
@@ -203,7 +221,9 @@ fn repeat_ms(host: &mut dyn Host) -> u64 {
 fn valid_part(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= 64
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn sub_key(topic: &str, conversation: &str) -> String {
@@ -236,7 +256,8 @@ mod tests {
     }
 
     fn alert(host: &mut TestHost, body: &str) {
-        host.deliver_webhook::<Alerts>(TestHost::webhook(HOOK, body)).unwrap();
+        host.deliver_webhook::<Alerts>(TestHost::webhook(HOOK, body))
+            .unwrap();
     }
 
     #[test]
@@ -246,27 +267,49 @@ mod tests {
         say(&mut host, "b", "/subscribe disk");
         say(&mut host, "c", "/subscribe cpu");
         host.clear_records();
-        alert(&mut host, r#"{"id":"a1","topic":"disk","text":"/var is 95% full"}"#);
-        let to: Vec<&str> = host.sent().iter().map(|s| s.conversation.as_str()).collect();
+        alert(
+            &mut host,
+            r#"{"id":"a1","topic":"disk","text":"/var is 95% full"}"#,
+        );
+        let to: Vec<&str> = host
+            .sent()
+            .iter()
+            .map(|s| s.conversation.as_str())
+            .collect();
         assert_eq!(to, ["a", "b"], "subscribers of `disk` only");
         assert!(host.sent()[0].text.contains("/var is 95% full"));
         let timer = &host.timers()["repeat.a1"];
         assert_eq!((timer.every_ms, timer.payload.as_str()), (Some(5000), "a1"));
 
-        alert(&mut host, r#"{"id":"a1","topic":"disk","text":"/var is 95% full"}"#);
+        alert(
+            &mut host,
+            r#"{"id":"a1","topic":"disk","text":"/var is 95% full"}"#,
+        );
         assert_eq!(host.sent().len(), 2, "the same alert twice is sent once");
 
-        host.deliver::<Alerts>(TestHost::timer("repeat.a1", None, "a1")).unwrap();
+        host.deliver::<Alerts>(TestHost::timer("repeat.a1", None, "a1"))
+            .unwrap();
         assert_eq!(host.sent().len(), 4);
         assert!(host.sent()[3].text.contains("repeat 1"));
 
-        assert!(say(&mut host, "c", "/ack").contains("no open alert"), "not c's topic");
+        assert!(
+            say(&mut host, "c", "/ack").contains("no open alert"),
+            "not c's topic"
+        );
         assert!(say(&mut host, "b", "/ack").contains("acknowledged: a1"));
         assert!(host.timers().is_empty(), "no more repeats");
-        assert!(host.sent().iter().any(|s| s.conversation == "a" && s.text.contains("acknowledged by alice")));
+        assert!(host
+            .sent()
+            .iter()
+            .any(|s| s.conversation == "a" && s.text.contains("acknowledged by alice")));
         let before = host.sent().len();
-        host.deliver::<Alerts>(TestHost::timer("repeat.a1", None, "a1")).unwrap();
-        assert_eq!(host.sent().len(), before, "a late repeat after the ack sends nothing");
+        host.deliver::<Alerts>(TestHost::timer("repeat.a1", None, "a1"))
+            .unwrap();
+        assert_eq!(
+            host.sent().len(),
+            before,
+            "a late repeat after the ack sends nothing"
+        );
     }
 
     #[test]
@@ -280,6 +323,9 @@ mod tests {
         assert!(host.sent().is_empty() && host.timers().is_empty());
         assert!(say(&mut host, "a", "/subscribe a/b").contains("name a topic"));
         assert!(say(&mut host, "a", "/topics").contains("disk"));
-        assert!(TestHost::new().with_setting("repeat_ms", "10").init::<Alerts>().is_err());
+        assert!(TestHost::new()
+            .with_setting("repeat_ms", "10")
+            .init::<Alerts>()
+            .is_err());
     }
 }

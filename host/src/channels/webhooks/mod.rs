@@ -62,7 +62,10 @@ impl HookConfig {
             (1..=86_400).contains(&self.window_secs),
             "{what}.window_secs must be 1 to 86400"
         );
-        anyhow::ensure!(self.max_body_bytes >= 1, "{what}.max_body_bytes must be at least 1");
+        anyhow::ensure!(
+            self.max_body_bytes >= 1,
+            "{what}.max_body_bytes must be at least 1"
+        );
         Ok(())
     }
 }
@@ -87,12 +90,18 @@ pub async fn receive(
         .and_then(|hooks| hooks.get(&hook))
         .filter(|_| state.bots.get(&bot).is_some())
         .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("bot `{bot}` has no hook `{hook}`"))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("bot `{bot}` has no hook `{hook}`"),
+            )
         })?;
     if body.len() > config.max_body_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("hook `{hook}` takes bodies of at most {} bytes", config.max_body_bytes),
+            format!(
+                "hook `{hook}` takes bodies of at most {} bytes",
+                config.max_body_bytes
+            ),
         ));
     }
     let signature = authenticate(config, &headers, query.token.as_deref(), &body)
@@ -102,7 +111,12 @@ pub async fn receive(
         method: method.to_string(),
         headers: headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
         at: now_ms(),
@@ -117,7 +131,12 @@ pub async fn receive(
     let event = match state.store.accept_webhook(&bot, record, remembered)? {
         HookAccepted::Stored(event) => event,
         HookAccepted::Replayed => {
-            return Err(refuse(&state, &bot, &hook, "this signature was accepted before: a replay"))
+            return Err(refuse(
+                &state,
+                &bot,
+                &hook,
+                "this signature was accepted before: a replay",
+            ))
         }
     };
     let id = format!("{:016x}", event.seq);
@@ -168,5 +187,8 @@ fn refuse(state: &WebState, bot: &str, hook: &str, reason: &str) -> ApiError {
     if let Err(error) = state.store.audit(entry) {
         tracing::error!("cannot append to the audit log: {error:#}");
     }
-    ApiError::new(StatusCode::UNAUTHORIZED, format!("webhook refused: {reason}"))
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        format!("webhook refused: {reason}"),
+    )
 }

@@ -63,8 +63,24 @@ mod tests {
     fn a_good_signature_passes_within_the_window() {
         let signature = sign(SECRET, "1000", b"{\"a\":1}");
         assert!(signature.starts_with("sha256=") && signature.len() == 71);
-        assert!(verify(SECRET, Some("1000"), Some(&signature), b"{\"a\":1}", 1200, 300).is_ok());
-        assert!(verify(SECRET, Some("1000"), Some(&signature), b"{\"a\":1}", 800, 300).is_ok());
+        assert!(verify(
+            SECRET,
+            Some("1000"),
+            Some(&signature),
+            b"{\"a\":1}",
+            1200,
+            300
+        )
+        .is_ok());
+        assert!(verify(
+            SECRET,
+            Some("1000"),
+            Some(&signature),
+            b"{\"a\":1}",
+            800,
+            300
+        )
+        .is_ok());
     }
 
     #[test]

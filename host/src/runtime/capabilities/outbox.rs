@@ -42,7 +42,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(state: crate::store::State, bot: Arc<str>, policy: Arc<BotPolicy>, lane: String) -> Outbox {
+    pub fn new(
+        state: crate::store::State,
+        bot: Arc<str>,
+        policy: Arc<BotPolicy>,
+        lane: String,
+    ) -> Outbox {
         Outbox {
             state,
             bot,
@@ -84,8 +89,14 @@ fn check_shape(request: &Request) -> Result<(), String> {
         {
             return Err(format!("header `{name}` is not a valid HTTP header"));
         }
-        if ["host", "content-length", "idempotency-key", "transfer-encoding", "connection"]
-            .contains(&name.to_ascii_lowercase().as_str())
+        if [
+            "host",
+            "content-length",
+            "idempotency-key",
+            "transfer-encoding",
+            "connection",
+        ]
+        .contains(&name.to_ascii_lowercase().as_str())
         {
             return Err(format!("header `{name}` is set by the host"));
         }
@@ -95,11 +106,19 @@ fn check_shape(request: &Request) -> Result<(), String> {
         return Err("the idempotency key is 1 to 255 visible ASCII characters".into());
     }
     if request.tag.len() > MAX_TAG_BYTES
-        || request.ordering_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_TAG_BYTES)
+        || request
+            .ordering_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > MAX_TAG_BYTES)
     {
-        return Err(format!("tag and ordering key are at most {MAX_TAG_BYTES} bytes (an ordering key at least 1)"));
+        return Err(format!(
+            "tag and ordering key are at most {MAX_TAG_BYTES} bytes (an ordering key at least 1)"
+        ));
     }
-    if request.give_up_after_ms.is_some_and(|ms| ms == 0 || ms > MAX_GIVE_UP_MS) {
+    if request
+        .give_up_after_ms
+        .is_some_and(|ms| ms == 0 || ms > MAX_GIVE_UP_MS)
+    {
         return Err(format!("give-up-after-ms is 1 to {MAX_GIVE_UP_MS}"));
     }
     Ok(())
@@ -112,8 +131,13 @@ impl Host for Ctx<'_, Outbox> {
         if let Err(reason) = check_shape(&request) {
             return self.refuse(&url, BotError::Invalid(reason));
         }
-        let Some(target) = Target::parse(&url).filter(|t| ["http", "https"].contains(&t.scheme.as_str())) else {
-            return self.refuse(&url, BotError::Invalid("not an absolute http(s) URL".into()));
+        let Some(target) =
+            Target::parse(&url).filter(|t| ["http", "https"].contains(&t.scheme.as_str()))
+        else {
+            return self.refuse(
+                &url,
+                BotError::Invalid("not an absolute http(s) URL".into()),
+            );
         };
         if let Err(reason) = check_target(&self.cap.policy.grant.http, &target) {
             return self.refuse(&target.to_string(), BotError::Denied(reason));
@@ -139,16 +163,21 @@ impl Host for Ctx<'_, Outbox> {
         if self.cap.jobs.len() >= MAX_JOBS_PER_EVENT {
             return self.refuse(
                 &url,
-                BotError::QuotaExceeded(format!("at most {MAX_JOBS_PER_EVENT} outbox jobs per event")),
+                BotError::QuotaExceeded(format!(
+                    "at most {MAX_JOBS_PER_EVENT} outbox jobs per event"
+                )),
             );
         }
-        self.budget.resize(0, request.body.len() + url.len() + 256)?;
+        self.budget
+            .resize(0, request.body.len() + url.len() + 256)?;
         let now = now_ms();
         let job = OutboxJob {
             id: state.generate_id(),
             bot: self.cap.bot.to_string(),
             lane: self.cap.lane.clone(),
-            ordering_key: request.ordering_key.unwrap_or_else(|| self.cap.lane.clone()),
+            ordering_key: request
+                .ordering_key
+                .unwrap_or_else(|| self.cap.lane.clone()),
             method: request.method,
             url,
             headers: request.headers,
@@ -196,14 +225,38 @@ mod tests {
     fn requests_are_bounded() {
         assert!(check_shape(&request()).is_ok());
         let bad = [
-            Request { method: "CONNECT".into(), ..request() },
-            Request { headers: vec![("Host".into(), "evil".into())], ..request() },
-            Request { headers: vec![("x\n".into(), "v".into())], ..request() },
-            Request { idempotency_key: String::new(), ..request() },
-            Request { idempotency_key: "a b".into(), ..request() },
-            Request { body: vec![0; MAX_BODY_BYTES + 1], ..request() },
-            Request { give_up_after_ms: Some(MAX_GIVE_UP_MS + 1), ..request() },
-            Request { ordering_key: Some(String::new()), ..request() },
+            Request {
+                method: "CONNECT".into(),
+                ..request()
+            },
+            Request {
+                headers: vec![("Host".into(), "evil".into())],
+                ..request()
+            },
+            Request {
+                headers: vec![("x\n".into(), "v".into())],
+                ..request()
+            },
+            Request {
+                idempotency_key: String::new(),
+                ..request()
+            },
+            Request {
+                idempotency_key: "a b".into(),
+                ..request()
+            },
+            Request {
+                body: vec![0; MAX_BODY_BYTES + 1],
+                ..request()
+            },
+            Request {
+                give_up_after_ms: Some(MAX_GIVE_UP_MS + 1),
+                ..request()
+            },
+            Request {
+                ordering_key: Some(String::new()),
+                ..request()
+            },
         ];
         for request in bad {
             assert!(check_shape(&request).is_err(), "{:?}", request.method);

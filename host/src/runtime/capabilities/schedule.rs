@@ -132,7 +132,9 @@ impl Host for Ctx<'_, Schedule> {
             )));
         }
         if after_ms > MAX_AFTER_MS {
-            return Err(BotError::Invalid("a timer is set at most a year ahead".into()));
+            return Err(BotError::Invalid(
+                "a timer is set at most a year ahead".into(),
+            ));
         }
         if let Some(conversation) = &conversation {
             if let Err(error) = self.check_conversation(conversation) {
@@ -188,7 +190,8 @@ impl Host for Ctx<'_, Schedule> {
             .into_values()
             .flatten()
             .map(|value| {
-                let t = TimerRecord::decode(&value).map_err(|e| BotError::Unavailable(e.to_string()))?;
+                let t = TimerRecord::decode(&value)
+                    .map_err(|e| BotError::Unavailable(e.to_string()))?;
                 Ok(TimerInfo {
                     id: t.id,
                     due_at: t.due_at,

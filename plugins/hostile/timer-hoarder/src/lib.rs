@@ -24,7 +24,13 @@ impl Bot for Hoarder {
                 let n: u32 = arg.parse().unwrap_or(10);
                 let results: Vec<String> = (0..n)
                     .map(|i| {
-                        match host.timer_set(&format!("{}-{i}", message.id), 3_600_000, None, None, "") {
+                        match host.timer_set(
+                            &format!("{}-{i}", message.id),
+                            3_600_000,
+                            None,
+                            None,
+                            "",
+                        ) {
                             Ok(()) => "ok".to_owned(),
                             Err(e) => format!("refused: {e}"),
                         }
