@@ -89,11 +89,6 @@ impl Scheduler {
         }
         self.inner.wake.notify_one();
     }
-
-    /// How many timers are set, host-wide.
-    pub fn len(&self) -> usize {
-        self.inner.due.lock().of.len()
-    }
 }
 
 impl Inner {

@@ -52,7 +52,7 @@ impl Circuits {
         }
     }
 
-    /// `destination` answered: its circuit closes.
+    /// `destination` answered (or an admin retries): its circuit closes.
     pub fn success(&mut self, destination: &str) {
         self.by_destination.remove(destination);
     }
@@ -75,11 +75,6 @@ impl Circuits {
             }
             circuit.open_until = Some(now + circuit.cool_down_ms);
         }
-    }
-
-    /// Closes `destination`'s circuit (an admin's retry).
-    pub fn reset(&mut self, destination: &str) {
-        self.by_destination.remove(destination);
     }
 
     /// Every destination that failed lately, by name.

@@ -194,7 +194,7 @@ impl Outbox {
         };
         job.next_at = 0;
         let dest = destination(&job.url);
-        queues.circuits.reset(&dest);
+        queues.circuits.success(&dest);
         drop(queues);
         self.inner.wake.notify_one();
         Ok(())
