@@ -17,3 +17,14 @@ wasmtime::component::bindgen!({
 });
 
 pub use aviary::bot::types::{Error as BotError, Event};
+
+/// The message of an import error, whatever its kind: what the audit log
+/// records of a refusal.
+pub fn reason(error: &BotError) -> &str {
+    match error {
+        BotError::Denied(r)
+        | BotError::QuotaExceeded(r)
+        | BotError::Invalid(r)
+        | BotError::Unavailable(r) => r,
+    }
+}

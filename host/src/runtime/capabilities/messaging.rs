@@ -71,11 +71,8 @@ impl Messaging {
 
 impl Ctx<'_, Messaging> {
     fn deny(&mut self, target: &str, error: BotError) -> Result<(), BotError> {
-        self.budget.refusals.deny("send", target, || match &error {
-            BotError::Denied(r)
-            | BotError::QuotaExceeded(r)
-            | BotError::Invalid(r)
-            | BotError::Unavailable(r) => r.clone(),
+        self.budget.refusals.deny("send", target, || {
+            crate::runtime::bindings::reason(&error).to_owned()
         });
         Err(error)
     }

@@ -61,12 +61,7 @@ impl Outbox {
 
 impl Ctx<'_, Outbox> {
     fn refuse(&mut self, target: &str, error: BotError) -> Result<String, BotError> {
-        let reason = match &error {
-            BotError::Denied(r)
-            | BotError::QuotaExceeded(r)
-            | BotError::Invalid(r)
-            | BotError::Unavailable(r) => r.clone(),
-        };
+        let reason = crate::runtime::bindings::reason(&error).to_owned();
         self.budget.refusals.deny("outbox", target, || reason);
         Err(error)
     }

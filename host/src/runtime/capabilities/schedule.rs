@@ -52,12 +52,7 @@ impl Schedule {
 
 impl Ctx<'_, Schedule> {
     fn deny(&mut self, target: &str, error: BotError) -> BotError {
-        let reason = match &error {
-            BotError::Denied(r)
-            | BotError::QuotaExceeded(r)
-            | BotError::Invalid(r)
-            | BotError::Unavailable(r) => r.clone(),
-        };
+        let reason = crate::runtime::bindings::reason(&error).to_owned();
         self.budget.refusals.deny("timers", target, || reason);
         error
     }
