@@ -117,7 +117,13 @@ impl App {
             &self.config.data_dir,
         )?;
         let routes = crate::admin::routes(state.clone(), token).merge(web::routes(state));
-        let routes = web::guard(routes, self.config.max_body_bytes, &self.config.web);
+        let max_hook_bytes = crate::channels::webhooks::max_body_bytes(&self.config.hooks());
+        let routes = web::guard(
+            routes,
+            self.config.max_body_bytes,
+            max_hook_bytes,
+            &self.config.web,
+        );
         tracing::info!("aviary is serving on http://{}", listener.local_addr()?);
         if self.config.web.conversation_secret.is_none() && !self.config.listen.ip().is_loopback() {
             tracing::warn!(

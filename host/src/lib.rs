@@ -17,6 +17,7 @@ pub mod ids;
 pub mod live;
 pub mod localtime;
 pub mod outbox;
+pub mod pinned;
 pub mod plugin_build;
 pub mod plugin_new;
 pub mod policy;

@@ -30,7 +30,7 @@ fn config(helpdesk: &Helpdesk, policies: &std::path::Path) -> String {
         "policies_dir = \"{}\"\n[outbox]\nretry_first_ms = 100\nretry_max_ms = 1000\n\
          [bots.ticket-forward.settings]\nhelpdesk_url = \"{}\"\nwelcome = \"Welcome! We answer 9-17.\"\n\
          [bots.ticket-forward.secrets]\nHELPDESK_AUTH = \"{}\"\n\
-         [bots.ticket-forward.hooks.helpdesk]\ntoken = \"{HOOK_TOKEN}\"\n",
+         [bots.ticket-forward.hooks.helpdesk]\ntoken = \"{HOOK_TOKEN}\"\nmax_body_bytes = 1048576\n",
         policies.display(),
         helpdesk.base_url(),
         helpdesk.auth_header()

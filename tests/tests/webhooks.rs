@@ -149,8 +149,9 @@ fn a_signed_alert_is_broadcast_repeated_across_a_restart_and_stopped_by_ack() {
 #[test]
 fn a_hook_that_is_not_configured_is_404_and_a_token_hook_needs_its_token() {
     let token = "url-token-0123456789abcdef";
+    // Bodies past the host's own 64 KiB bound, as a helpdesk's are.
     let host = Host::start(&format!(
-        "[bots.alerts.hooks.monitor]\ntoken = \"{token}\"\n"
+        "[bots.alerts.hooks.monitor]\ntoken = \"{token}\"\nmax_body_bytes = 200000\n"
     ));
     let a = host.conversation("alerts", "ops-a");
     let id = a.post_message("alice", "/subscribe disk");
@@ -178,6 +179,24 @@ fn a_hook_that_is_not_configured_is_404_and_a_token_hook_needs_its_token() {
     );
     a.wait_for_out(Duration::from_secs(20), |m| m.text.contains("token alert"))
         .expect("the alert arrives");
+
+    let sized = |padding: usize| {
+        let body = format!(
+            r#"{{"id":"big","topic":"none","text":"big","padding":"{}"}}"#,
+            "x".repeat(padding)
+        );
+        host.client()
+            .post(host.url(&format!("/api/v1/hooks/alerts/monitor?token={token}")))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(sized(150_000), 202, "the hook's own bound applies");
+    assert_eq!(sized(250_000), 413, "and holds");
+    let page = host.post_raw("/api/v1/bots/alerts/conversations", "x".repeat(100_000));
+    assert_eq!(page.status, 413, "other endpoints keep the host's bound");
 }
 
 #[test]

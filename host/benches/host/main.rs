@@ -14,13 +14,18 @@
 //! - reload: see [`reload`];
 //! - llm: see [`llm`];
 //! - plates: see [`plates`], once with PP-OCRv5 and once with tesseract
-//!   reading the photos.
+//!   reading the photos;
+//! - tickets, outbox and webhooks: see [`tickets`].
+//!
+//! `AVIARY_BENCH_ONLY=tickets` runs only the last group and prints its
+//! figures alone: for working on it without the hour the rest takes.
 
 mod llm;
 mod llm_direct;
 mod plates;
 mod reload;
 mod served;
+mod tickets;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +47,13 @@ use serde_json::json;
 fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scratch = tempfile::tempdir()?;
+    if std::env::var("AVIARY_BENCH_ONLY").as_deref() == Ok("tickets") {
+        println!(
+            "{}",
+            tickets_json(&tickets::figures(scratch.path(), &bots_dir())?)
+        );
+        return Ok(());
+    }
     // First, while nothing else is writing to the disk.
     let (fsync_p50, fsync_p99) = fsync_us(scratch.path())?;
     eprintln!("fsync: 4 KiB append + fdatasync, p50 {fsync_p50:.1} us, p99 {fsync_p99:.1} us");
@@ -116,15 +128,15 @@ fn main() -> Result<()> {
         );
     }
 
+    let tickets = tickets::figures(scratch.path(), &bots_dir())?;
+
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
     eprintln!("http: {http:.0} msgs/s, p99 {http_p99:.2} ms");
     let (bare, bare_p99) = http_bare_figures()?;
     eprintln!("http bare: {bare:.0} msgs/s, p99 {bare_p99:.2} ms");
 
-    println!(
-        "{}",
-        json!({
+    let mut figures = json!({
             "cores": cores,
             "plate_accuracy": (plates.accuracy * 1000.0).round() / 1000.0,
             "plate_accuracy_hard": (plates.accuracy_hard * 1000.0).round() / 1000.0,
@@ -163,9 +175,30 @@ fn main() -> Result<()> {
             "llm_overhead_pct": round1(llm.overhead_pct),
             "llm_first_token_ms": round1(llm.first_token_ms),
             "llm_concurrent_p99_first_token_ms": round1(llm.concurrent_p99_first_token_ms),
-        })
-    );
+    });
+    if let (Some(all), serde_json::Value::Object(more)) =
+        (figures.as_object_mut(), tickets_json(&tickets))
+    {
+        all.extend(more);
+    }
+    println!("{figures}");
     Ok(())
+}
+
+/// The ticket, outbox and webhook figures as JSON fields.
+fn tickets_json(tickets: &tickets::TicketFigures) -> serde_json::Value {
+    json!({
+        "ticket_roundtrip_p95_ms": round1(tickets.roundtrip_p95_ms),
+        "helpdesk_direct_followup_p95_ms": round1(tickets.direct_followup_p95_ms),
+        "ticket_backlog_drain_s": round1(tickets.backlog_drain_s),
+        "helpdesk_direct_followups_per_s": round1(tickets.direct_followups_per_s),
+        "ticket_backlog_vs_direct": round1(
+            tickets.backlog_drain_s * tickets.direct_followups_per_s / tickets::BACKLOG as f64
+        ),
+        "outbox_jobs_per_s": tickets.outbox_jobs_per_s.round(),
+        "webhook_p50_ms": round1(tickets.webhook_p50_ms),
+        "webhook_p99_ms": round1(tickets.webhook_p99_ms),
+    })
 }
 
 fn round1(x: f64) -> f64 {

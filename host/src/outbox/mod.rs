@@ -20,10 +20,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::bots::Bots;
+use crate::pinned::EgressError;
 use crate::policy::egress::Target;
 use crate::router::Router;
 use crate::store::{now_ms, OutboxJob, Store};
-use send::{Clients, SendError};
 
 /// `[outbox]`: how the host delivers outbox jobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,7 +90,6 @@ struct Inner {
     config: OutboxConfig,
     queues: Mutex<Queues>,
     wake: tokio::sync::Notify,
-    clients: Clients,
 }
 
 #[derive(Default)]
@@ -127,7 +126,6 @@ impl Outbox {
                 config,
                 queues: Mutex::new(queues),
                 wake: tokio::sync::Notify::new(),
-                clients: Clients::default(),
             }),
         })
     }
@@ -339,8 +337,8 @@ impl Inner {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let dest = destination(&job.url);
         let result = match &grants {
-            Some(grants) => self.clients.send(grants, &job, timeout).await,
-            None => Err(SendError::Failed(format!(
+            Some(grants) => send::send(grants, &job, timeout).await,
+            None => Err(EgressError::Failed(format!(
                 "bot `{}` is not loaded",
                 job.bot
             ))),
@@ -370,8 +368,8 @@ impl Inner {
                     false,
                 )
             }
-            Err(SendError::Denied(reason)) => (reason, None, true),
-            Err(SendError::Failed(reason)) => (reason, None, false),
+            Err(EgressError::Denied(reason)) => (reason, None, true),
+            Err(EgressError::Failed(reason)) => (reason, None, false),
         };
         let (reason, retry_after, denied) = failure;
         job.last_error = Some(reason.clone());

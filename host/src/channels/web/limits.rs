@@ -14,6 +14,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::ApiError;
 
+/// Where the webhooks channel takes its requests.
+const HOOKS_PATH: &str = "/api/v1/hooks/";
+
 /// How big and how slow a request body may be.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -21,12 +24,18 @@ pub struct BodyLimits {
     /// The bound of a `multipart/form-data` body (a message with files)
     /// and of a `text/csv` one (a bot's data table, on the admin API).
     pub max_upload_bytes: usize,
+    /// The bound of a webhook's body: the largest `max_body_bytes` of any
+    /// configured hook (each hook then checks its own).
+    pub max_hook_bytes: usize,
     pub timeout: Duration,
 }
 
 impl BodyLimits {
     /// The bound of `request`'s body.
     fn max_for(&self, request: &Request) -> usize {
+        if request.uri().path().starts_with(HOOKS_PATH) {
+            return self.max_hook_bytes;
+        }
         let is_upload = request
             .headers()
             .get(header::CONTENT_TYPE)

@@ -87,10 +87,16 @@ pub fn routes(state: WebState) -> HttpRouter {
 
 /// Wraps all routes (the channel's and the admin's) in the rules every
 /// request follows: bounded bodies read within a deadline, JSON errors.
-pub fn guard(routes: HttpRouter, max_body_bytes: usize, web: &WebConfig) -> HttpRouter {
+pub fn guard(
+    routes: HttpRouter,
+    max_body_bytes: usize,
+    max_hook_bytes: usize,
+    web: &WebConfig,
+) -> HttpRouter {
     let limits = BodyLimits {
         max_bytes: max_body_bytes,
         max_upload_bytes: web.max_upload_bytes,
+        max_hook_bytes,
         timeout: Duration::from_millis(web.body_timeout_ms),
     };
     routes

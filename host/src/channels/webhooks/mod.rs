@@ -33,7 +33,8 @@ pub struct HookConfig {
     /// seconds (default 300).
     #[serde(default = "default_window")]
     pub window_secs: u64,
-    /// Largest body, in bytes (default 65536; `max_body_bytes` bounds it too).
+    /// Largest body, in bytes (default 65536). A helpdesk's webhook carries
+    /// the whole ticket with its follow-ups: give it a megabyte or more.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
 }
@@ -68,6 +69,17 @@ impl HookConfig {
         );
         Ok(())
     }
+}
+
+/// The largest body any of `hooks` takes (the web server's bound for the
+/// hooks' path; each hook then checks its own).
+pub fn max_body_bytes(hooks: &crate::config::Hooks) -> usize {
+    hooks
+        .values()
+        .flat_map(|hooks| hooks.values())
+        .map(|hook| hook.max_body_bytes)
+        .max()
+        .unwrap_or_else(default_max_body)
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,9 @@
 //!
 //! Every request is checked by name against the grant, then every address
 //! its host resolves to is checked again (loopback, private, link-local and
-//! metadata addresses only when a grant names that address). Plain-HTTP
-//! requests then connect to the very address that was checked. Redirects are
+//! metadata addresses only when a grant names that address). Requests then
+//! connect to the very addresses that were checked, HTTPS ones too (see
+//! [`crate::pinned`]). Redirects are
 //! not followed by the host: a redirected bot makes a new request, checked
 //! the same way. Connect, first-byte and between-bytes timeouts are capped
 //! by the host and by the event's wall deadline: a bot can shorten them,
@@ -19,7 +20,8 @@ use wasmtime_wasi_http::{
     WasiHttpView,
 };
 
-use crate::policy::egress::{check_address, check_target, Target};
+use crate::pinned::{clients, describe, resolve, EgressError};
+use crate::policy::egress::{check_target, Target};
 use crate::policy::BotPolicy;
 use crate::runtime::budget::Refusals;
 use crate::runtime::state::EventState;
@@ -111,7 +113,7 @@ type ResponseFuture = Box<
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
@@ -136,44 +138,82 @@ impl WasiHttpHooks for EgressHooks {
             let error = denied(&self.denials, target.to_string(), reason);
             return Box::new(async move { Err(error) });
         }
-        let options = Some(self.capped(options));
+        let options = self.capped(options);
         let grants = self.policy.grant.http.clone();
         let denials = self.denials.clone();
         Box::new(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((target.host.as_str(), target.port))
-                    .await
-                    .map_err(|e| HttpError::DnsError {
-                        rcode: Some(e.to_string()),
-                        info_code: None,
-                    })?
-                    .collect();
-            if addrs.is_empty() {
-                return Err(HttpError::DestinationNotFound);
-            }
-            for addr in &addrs {
-                if let Err(reason) = check_address(&grants, &target, addr.ip()) {
-                    return Err(denied(&denials, target.to_string(), reason));
+            let addrs = match resolve(&grants, &target).await {
+                Ok(addrs) => addrs,
+                Err(EgressError::Denied(reason)) => {
+                    return Err(denied(&denials, target.to_string(), reason))
                 }
-            }
-            if target.scheme == "http" {
-                // Connect to the address just checked, not to a fresh lookup.
-                let path = request
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
-                *request.uri_mut() = format!("http://{}{path}", addrs[0])
-                    .parse()
-                    .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            use http_body_util::BodyExt;
+                Err(EgressError::Failed(reason)) => {
+                    return Err(HttpError::DnsError {
+                        rcode: Some(reason),
+                        info_code: None,
+                    })
+                }
+            };
+            let client = clients()
+                .client(&target, addrs)
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+            let response = send_pinned(&client, request, options).await?;
             Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+/// Sends `request` with `client` (pinned to the checked addresses), its
+/// body streamed both ways, within `options`' timeouts.
+async fn send_pinned(
+    client: &reqwest::Client,
+    request: http::Request<WasiBody>,
+    options: RequestOptions,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let url = parts.uri.to_string();
+    let request = client
+        .request(parts.method, url)
+        .headers(parts.headers)
+        .body(reqwest::Body::wrap_stream(
+            http_body_util::BodyDataStream::new(body),
+        ));
+    let first_byte = options.connect_timeout.unwrap_or(MAX_CONNECT_TIMEOUT)
+        + options.first_byte_timeout.unwrap_or(MAX_FIRST_BYTE_TIMEOUT);
+    let response = tokio::time::timeout(first_byte, request.send())
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(|e| error_of(&e))?;
+    let between = options
+        .between_bytes_timeout
+        .unwrap_or(MAX_BETWEEN_BYTES_TIMEOUT);
+    let response: http::Response<reqwest::Body> = response.into();
+    Ok(response.map(|body| {
+        let frames = futures::stream::unfold(Some(body), move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(between, body.frame()).await {
+                Ok(Some(Ok(frame))) => Some((Ok(frame), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(error_of(&e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(HttpError::ConnectionReadTimeout), None)),
+            }
+        });
+        http_body_util::StreamBody::new(frames).boxed_unsync()
+    }))
+}
+
+/// The `wasi:http` error code closest to `error`.
+fn error_of(error: &reqwest::Error) -> HttpError {
+    if error.is_timeout() {
+        HttpError::ConnectionReadTimeout
+    } else if error.is_connect() {
+        HttpError::ConnectionRefused
+    } else {
+        HttpError::InternalError(Some(describe(error)))
     }
 }
 
