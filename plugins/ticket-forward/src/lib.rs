@@ -220,10 +220,19 @@ fn on_message(host: &mut dyn Host, message: &Message) -> Result<(), String> {
     }
 }
 
+/// `text` with Django's template tags broken by a zero-width space:
+/// django-helpdesk renders follow-ups and titles as templates, so a
+/// customer typing `{{ ticket.submitter_email }}` would see it expanded.
+fn inert(text: &str) -> String {
+    text.replace("{{", "{\u{200b}{")
+        .replace("{%", "{\u{200b}%")
+        .replace("{#", "{\u{200b}#")
+}
+
 /// The message's text, with its attachments as links.
 fn comment_of(host: &mut dyn Host, message: &Message) -> String {
     let base = host.config("public_url").unwrap_or_default();
-    let mut comment = format!("{}: {}", message.sender, message.text);
+    let mut comment = inert(&format!("{}: {}", message.sender, message.text));
     for file in &message.attachments {
         comment.push_str(&format!(
             "\nAttachment {} ({}, {} bytes): {base}/api/v1/bots/ticket-forward/conversations/{}/attachments/{}",
@@ -245,7 +254,7 @@ fn open_ticket(host: &mut dyn Host, message: &Message, comment: &str) -> Result<
     let domain = host
         .config("submitter_domain")
         .unwrap_or_else(|| "chat.invalid".into());
-    let title: String = message.text.trim().chars().take(100).collect();
+    let title: String = inert(message.text.trim()).chars().take(100).collect();
     let body = json!({
         "queue": queue,
         "title": if title.is_empty() { "Chat".to_owned() } else { title },
@@ -489,6 +498,33 @@ mod tests {
         assert_eq!(
             (last["ticket"].as_i64(), last["comment"].as_str()),
             (Some(17), Some("alice: Thanks"))
+        );
+    }
+
+    #[test]
+    fn template_tags_typed_by_a_customer_reach_the_helpdesk_inert() {
+        let mut host = host();
+        say(&mut host, "{{ ticket.submitter_email }} {% now 'Y' %}");
+        answer(&mut host, 0, 201, r#"{"id": 17}"#);
+        say(&mut host, "{# a comment #} {{x}}");
+        let title = serde_json::from_slice::<Value>(&host.outbox()[0].body).unwrap()["title"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let comment = serde_json::from_slice::<Value>(&host.outbox()[1].body).unwrap()["comment"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for text in [&title, &comment] {
+            assert!(
+                !text.contains("{{") && !text.contains("{%") && !text.contains("{#"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            comment.replace('\u{200b}', ""),
+            "alice: {# a comment #} {{x}}",
+            "only a zero-width space is added"
         );
     }
 
