@@ -22,12 +22,16 @@
 //!   (tokens are durable, so they outlive restarts). [`Host::start_open`]
 //!   starts a host without a secret, where only raw requests work.
 //!
+//! Peers on loopback: [`helpdesk`] (django-helpdesk) and [`synapse`] (a
+//! Matrix homeserver).
+//!
 //! Where things are, overridable through the environment:
 //! `AVIARY_BIN` (default `<workspace>/target/debug/aviary`) and
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
 pub mod helpdesk;
 pub mod photos;
+pub mod synapse;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};

@@ -72,6 +72,71 @@ const HELPDESK_PACKAGES: &[&str] = &[
 ];
 const HELPDESK_VENV: &str = "target/peers/helpdesk";
 
+/// The Matrix homeserver the end-to-end tests run on loopback
+/// (`tests/peers/synapse`), from PyPI wheels, with every dependency pinned,
+/// into its venv.
+const SYNAPSE_PACKAGES: &[&str] = &[
+    "matrix-synapse==1.163.2",
+    "annotated-types==0.8.0",
+    "attrs==26.1.0",
+    "Automat==25.4.16",
+    "bcrypt==5.0.0",
+    "bleach==6.4.0",
+    "canonicaljson==2.0.0",
+    "certifi==2026.10.19.post1",
+    "cffi==2.1.1",
+    "charset-normalizer==3.5.3",
+    "constantly==23.10.4",
+    "cryptography==50.0.2",
+    "hyperlink==21.0.0",
+    "idna==3.20",
+    "ijson==3.6.0",
+    "immutabledict==4.3.1",
+    "Incremental==24.11.0",
+    "Jinja2==3.1.6",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "MarkupSafe==3.0.4",
+    "matrix-common==1.3.0",
+    "msgpack==1.2.4",
+    "multipart==2.0.1",
+    "netaddr==1.3.0",
+    "packaging==26.4",
+    "phonenumbers==9.0.43",
+    "pillow==13.0.0",
+    "prometheus_client==0.26.0",
+    "pyasn1==0.6.5",
+    "pyasn1_modules==0.4.2",
+    "pycparser==3.12",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "pymacaroons==0.13.0",
+    "PyNaCl==1.6.2",
+    "pyOpenSSL==26.4.0",
+    "pyparsing==3.3.3",
+    "pyrsistent==0.20.0",
+    "python-multipart==0.0.34",
+    "PyYAML==6.0.4",
+    "referencing==0.37.0",
+    "requests==2.34.2",
+    "rpds-py==2026.9.1",
+    "semantic-version==2.10.0",
+    "service-identity==26.1.0",
+    "setuptools-rust==1.13.0",
+    "signedjson==1.1.4",
+    "six==1.17.0",
+    "sortedcontainers==2.4.0",
+    "treq==26.7.0",
+    "Twisted==26.10.0",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+    "unpaddedbase64==2.1.0",
+    "urllib3==2.8.0",
+    "webencodings==0.6.1",
+    "zope.interface==8.7",
+];
+const SYNAPSE_VENV: &str = "target/peers/synapse";
+
 /// Debian packages the host needs: llama-cpp-sys-2 builds llama.cpp with
 /// cmake and generates its bindings with libclang; `tesseract-ocr` is the
 /// text-recognition engine the benchmark compares PP-OCRv5 with.
@@ -214,6 +279,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_build_packages()?;
     ensure_models(root)?;
     ensure_helpdesk(root)?;
+    ensure_synapse(root)?;
     // The server's C++ build runs beside the host's.
     let server = start_llm_server_install(root)?;
     build_for_tests()?;
@@ -254,6 +320,7 @@ fn bench(root: &Path) -> Result<()> {
     ensure_build_packages()?;
     ensure_models(root)?;
     ensure_helpdesk(root)?;
+    ensure_synapse(root)?;
     build_host(root, true)?;
     build_shipped_bots(root, true)?;
     build_hostile_bots(root, true)?;
@@ -432,6 +499,28 @@ fn ensure_helpdesk(root: &Path) -> Result<()> {
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "-q", "--disable-pip-version-check"])
         .args(HELPDESK_PACKAGES))
+}
+
+/// Installs Synapse into its venv under `target/peers` unless the venv
+/// already imports it.
+fn ensure_synapse(root: &Path) -> Result<()> {
+    let venv = root.join(SYNAPSE_VENV);
+    let python = venv.join("bin/python");
+    let installed = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import synapse"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    // Wheels only: Synapse's sdist would need a Rust toolchain for its
+    // extension module, and a failure here is clearer than a build's.
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .arg("--only-binary=:all:")
+        .args(SYNAPSE_PACKAGES))
 }
 
 fn finish_llm_server_install(root: &Path, child: Option<std::process::Child>) -> Result<()> {
