@@ -19,8 +19,7 @@
 //! connection makes that request fail with a 500 although the ticket or
 //! follow-up is saved.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
+use crate::peer::{read_from, read_json, tail};
 use crate::{free_port, workspace_dir};
 
 /// The staff user an integration talks to the API as.
@@ -421,32 +421,4 @@ impl Drop for Helpdesk {
             eprintln!("(kept {})", dir.keep().display());
         }
     }
-}
-
-/// The JSON of a 2xx answer; panics with the body otherwise.
-fn read_json(response: reqwest::blocking::Response, method: &str, url: &str) -> Value {
-    let status = response.status();
-    let body = response.text().unwrap_or_default();
-    assert!(status.is_success(), "{method} {url}: {status}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {url}: {e}: {body}"))
-}
-
-/// The file from byte `start` on.
-fn read_from(path: &Path, start: u64) -> String {
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let _ = file.seek(SeekFrom::Start(start));
-    let mut buffer = Vec::new();
-    let _ = file.read_to_end(&mut buffer);
-    String::from_utf8_lossy(&buffer).into_owned()
-}
-
-/// The last `bytes` bytes of `text` (at a character boundary).
-fn tail(text: &str, bytes: usize) -> &str {
-    let mut start = text.len().saturating_sub(bytes);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
 }

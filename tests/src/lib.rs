@@ -30,6 +30,7 @@
 //! `AVIARY_BOTS_DIR` (default `<workspace>/target/bots`).
 
 pub mod helpdesk;
+mod peer;
 pub mod photos;
 pub mod synapse;
 

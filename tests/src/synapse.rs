@@ -21,8 +21,7 @@
 //! endpoints (`/_matrix/client/v1/media/...`, [`Account::download`]); the
 //! old `/_matrix/media/v3/download` answers 404 for it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +34,7 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 use sha1::Sha1;
 
+use crate::peer::{read_from, read_json, tail};
 use crate::{free_port, workspace_dir, Answer};
 
 /// The homeserver's name: the part after the `:` of its user and room ids.
@@ -655,30 +655,7 @@ fn send_json(request: RequestBuilder, method: &str, url: &str) -> Value {
     let response = request
         .send()
         .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status();
-    let body = response.text().unwrap_or_default();
-    assert!(status.is_success(), "{method} {url}: {status}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {url}: {e}: {body}"))
-}
-
-/// The file from byte `start` on.
-fn read_from(path: &Path, start: u64) -> String {
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let _ = file.seek(SeekFrom::Start(start));
-    let mut buffer = Vec::new();
-    let _ = file.read_to_end(&mut buffer);
-    String::from_utf8_lossy(&buffer).into_owned()
-}
-
-/// The last `bytes` bytes of `text` (at a character boundary).
-fn tail(text: &str, bytes: usize) -> &str {
-    let mut start = text.len().saturating_sub(bytes);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
+    read_json(response, method, url)
 }
 
 #[cfg(test)]

@@ -485,42 +485,53 @@ fn start_llm_server_install(root: &Path) -> Result<Option<std::process::Child>> 
 /// Installs the helpdesk server into its venv under `target/peers` unless
 /// the venv already imports it.
 fn ensure_helpdesk(root: &Path) -> Result<()> {
-    let venv = root.join(HELPDESK_VENV);
-    let python = venv.join("bin/python");
-    let installed = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import helpdesk, rest_framework.authtoken"])
-            .output()
-            .is_ok_and(|out| out.status.success());
-    if installed {
-        return Ok(());
-    }
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "--disable-pip-version-check"])
-        .args(HELPDESK_PACKAGES))
+    ensure_venv(
+        root,
+        HELPDESK_VENV,
+        "import helpdesk, rest_framework.authtoken",
+        &[],
+        HELPDESK_PACKAGES,
+    )
 }
 
 /// Installs Synapse into its venv under `target/peers` unless the venv
-/// already imports it.
+/// already imports it. Wheels only: Synapse's sdist would need a Rust
+/// toolchain for its extension module, and a failure here is clearer than
+/// a build's.
 fn ensure_synapse(root: &Path) -> Result<()> {
-    let venv = root.join(SYNAPSE_VENV);
+    ensure_venv(
+        root,
+        SYNAPSE_VENV,
+        "import synapse",
+        &["--only-binary=:all:"],
+        SYNAPSE_PACKAGES,
+    )
+}
+
+/// Makes the venv `venv` and pip-installs `packages` into it (with
+/// `pip_args`) unless its python already runs `check`.
+fn ensure_venv(
+    root: &Path,
+    venv: &str,
+    check: &str,
+    pip_args: &[&str],
+    packages: &[&str],
+) -> Result<()> {
+    let venv = root.join(venv);
     let python = venv.join("bin/python");
     let installed = python.exists()
         && Command::new(&python)
-            .args(["-c", "import synapse"])
+            .args(["-c", check])
             .output()
             .is_ok_and(|out| out.status.success());
     if installed {
         return Ok(());
     }
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    // Wheels only: Synapse's sdist would need a Rust toolchain for its
-    // extension module, and a failure here is clearer than a build's.
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "-q", "--disable-pip-version-check"])
-        .arg("--only-binary=:all:")
-        .args(SYNAPSE_PACKAGES))
+        .args(pip_args)
+        .args(packages))
 }
 
 fn finish_llm_server_install(root: &Path, child: Option<std::process::Child>) -> Result<()> {
