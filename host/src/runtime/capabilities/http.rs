@@ -186,7 +186,7 @@ async fn send_pinned(
         + options.first_byte_timeout.unwrap_or(MAX_FIRST_BYTE_TIMEOUT);
     let response = tokio::time::timeout(first_byte, request.send())
         .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(|_| HttpError::HttpResponseTimeout)?
         .map_err(|e| error_of(&e))?;
     let between = options
         .between_bytes_timeout
