@@ -112,6 +112,16 @@ impl App {
             hooks: Arc::new(self.config.hooks()),
             outbox: self.outbox.clone(),
         };
+        if !self.config.matrix.accounts.is_empty() {
+            let matrix = crate::channels::matrix::Matrix::start(
+                &self.config.matrix,
+                self.store.clone(),
+                self.router.clone(),
+                self.config.web.max_upload_bytes,
+            )
+            .await?;
+            state.live.tap(matrix);
+        }
         let token = crate::admin::load_or_create_token(
             self.config.admin_token.as_deref(),
             &self.config.data_dir,

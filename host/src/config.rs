@@ -46,6 +46,8 @@ pub struct Config {
     pub vision: VisionConfig,
     /// `[outbox]`: how bots' outbox jobs are delivered.
     pub outbox: crate::outbox::OutboxConfig,
+    /// `[matrix]`: the homeserver and the bots' accounts on it.
+    pub matrix: crate::channels::matrix::MatrixConfig,
     /// Per-bot settings and limits, keyed by bot id.
     pub bots: BTreeMap<String, BotConfig>,
 }
@@ -191,6 +193,7 @@ impl Default for Config {
             llm: Default::default(),
             vision: VisionConfig::default(),
             outbox: Default::default(),
+            matrix: Default::default(),
             bots: BTreeMap::new(),
         }
     }
@@ -290,6 +293,7 @@ impl Config {
             "`vision.parallel` must be 1 to 64"
         );
         self.outbox.validate()?;
+        self.matrix.validate()?;
         for (id, bot) in &self.bots {
             validate_grant(&format!("bots.{id}.grant"), &bot.grant)?;
             for (name, hook) in &bot.hooks {

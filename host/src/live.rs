@@ -32,6 +32,8 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct LiveHub {
     listeners: Mutex<HashMap<Key, broadcast::Sender<Arc<Signal>>>>,
+    /// Channels that show signals themselves (Matrix), told of every one.
+    channels: parking_lot::RwLock<Vec<Arc<dyn crate::channels::Channel>>>,
 }
 
 /// A listener of one conversation; stops listening when dropped.
@@ -44,11 +46,20 @@ pub struct Listener {
 impl LiveHub {
     /// Shows `signal` to whoever listens to `bot`'s `conversation` now.
     pub fn publish(&self, bot: &str, conversation: &str, signal: Signal) {
+        for channel in self.channels.read().iter() {
+            channel.signal(bot, conversation, &signal);
+        }
         let key = (bot.to_owned(), conversation.to_owned());
         if let Some(sender) = self.listeners.lock().get(&key) {
             // No receiver left is not an error: nobody is watching.
             let _ = sender.send(Arc::new(signal));
         }
+    }
+
+    /// Tells `channel` of every signal from now on; it shows those of its
+    /// own conversations.
+    pub fn tap(&self, channel: Arc<dyn crate::channels::Channel>) {
+        self.channels.write().push(channel);
     }
 
     /// Starts listening to `bot`'s `conversation`.

@@ -179,3 +179,9 @@ pub fn webhook_signature(bot: &str, hook: &str, hash: &str) -> Vec<u8> {
 
 /// Prefix of accepted webhook signatures.
 pub const WEBHOOK_SIGNATURE: &[u8] = b"h/";
+
+/// `g/<channel>/<rest>`: the state a channel keeps for itself (Matrix: its
+/// sync tokens, logins, rooms and delivery cursors).
+pub fn channel(channel: &str, rest: &str) -> Vec<u8> {
+    format!("g/{channel}/{rest}").into_bytes()
+}

@@ -136,15 +136,26 @@ impl Store {
     ) -> Result<Accepted> {
         self.inner.state.admit()?;
         let _lane = self.lane_lock(bot, conversation);
-        self.store_inbound(bot, conversation, sender, text, attachments, None)
+        self.store_inbound(
+            crate::channels::WEB,
+            bot,
+            conversation,
+            sender,
+            text,
+            attachments,
+            None,
+        )
     }
 
-    /// Like [`Store::accept_inbound`], once per `idempotency_key` and
+    /// Like [`Store::accept_inbound`], from `channel`, once per
+    /// `idempotency_key` and
     /// conversation: a key seen there within [`IDEMPOTENCY_MS`] answers
     /// with the first message's id and stores nothing. The key is kept in
     /// the same write as the message, so a crash keeps both or neither.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept_inbound_once(
         &self,
+        channel: &str,
         bot: &str,
         conversation: &str,
         sender: &str,
@@ -162,15 +173,25 @@ impl Store {
         if let Some(id) = self.remembered(&key)? {
             return Ok(Inbound::Repeated { id });
         }
-        self.store_inbound(bot, conversation, sender, text, attachments, Some(key))
-            .map(Inbound::Accepted)
+        self.store_inbound(
+            channel,
+            bot,
+            conversation,
+            sender,
+            text,
+            attachments,
+            Some(key),
+        )
+        .map(Inbound::Accepted)
     }
 
     /// Writes a message, its events, its sender if new and its idempotency
     /// key (if any) in one write; the caller holds the conversation's lane
     /// lock.
+    #[allow(clippy::too_many_arguments)]
     fn store_inbound(
         &self,
+        channel: &str,
         bot: &str,
         conversation: &str,
         sender: &str,
@@ -213,7 +234,7 @@ impl Store {
             message.encode()?,
         ));
         ops.extend(attachments::refs(bot, conversation, &message));
-        ops.push(refs::seen(bot, conversation, message.at)?);
+        ops.push(refs::seen(bot, conversation, channel, message.at)?);
         for event in &events {
             ops.push(Op::New(keys::pending(event.seq), event.encode()?));
         }

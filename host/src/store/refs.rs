@@ -7,9 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{keys, Op, Store};
 
-/// The channel of every conversation until there are others.
-pub const WEB_CHANNEL: &str = "web";
-
 /// Where and when a bot last saw a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationRef {
@@ -18,10 +15,11 @@ pub struct ConversationRef {
     pub last_seen: u64,
 }
 
-/// The write that records an inbound message of `conversation` at `at`.
-pub(super) fn seen(bot: &str, conversation: &str, at: u64) -> Result<Op> {
+/// The write that records an inbound message of `conversation`, through
+/// `channel`, at `at`.
+pub(super) fn seen(bot: &str, conversation: &str, channel: &str, at: u64) -> Result<Op> {
     let reference = ConversationRef {
-        channel: WEB_CHANNEL.into(),
+        channel: channel.into(),
         last_seen: at,
     };
     Ok(Op::Put(
@@ -53,7 +51,7 @@ impl Store {
             .state
             .scan_prefix(&keys::senders_prefix(bot, conversation));
         Ok(senders.next().transpose()?.map(|_| ConversationRef {
-            channel: WEB_CHANNEL.into(),
+            channel: crate::channels::WEB.into(),
             last_seen: 0,
         }))
     }

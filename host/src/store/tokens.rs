@@ -152,13 +152,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let first = store
-            .accept_inbound_once("echo", "c1", "alice", "hi", &[], "k-1")
+            .accept_inbound_once("web", "echo", "c1", "alice", "hi", &[], "k-1")
             .unwrap();
         let Inbound::Accepted(first) = first else {
             panic!("the first post is a repeat");
         };
         let again = store
-            .accept_inbound_once("echo", "c1", "alice", "hi", &[], "k-1")
+            .accept_inbound_once("web", "echo", "c1", "alice", "hi", &[], "k-1")
             .unwrap();
         assert!(
             matches!(&again, Inbound::Repeated { id } if *id == first.message.id),
@@ -171,7 +171,7 @@ mod tests {
         );
         // The same key in another conversation is another message.
         let other = store
-            .accept_inbound_once("echo", "c2", "alice", "hi", &[], "k-1")
+            .accept_inbound_once("web", "echo", "c2", "alice", "hi", &[], "k-1")
             .unwrap();
         assert!(matches!(other, Inbound::Accepted(_)));
         assert_eq!(

@@ -91,6 +91,7 @@ pub async fn post_message(
         }
         Some(key) => {
             match store.accept_inbound_once(
+                crate::channels::WEB,
                 &bot,
                 &conversation,
                 sender,

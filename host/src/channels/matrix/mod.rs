@@ -1,0 +1,154 @@
+//! The Matrix channel: the bots as Matrix users, on a homeserver's
+//! client-server API. Each account in `[matrix.accounts]` is bound to one
+//! bot; it joins the rooms allowed users invite it to, receives through a
+//! `/sync` loop ([`sync`]) and delivers the bot's messages through a
+//! per-room queue over the store ([`deliver`]). Direct and group rooms are
+//! both conversations; in a group, a message's sender is the member who
+//! wrote it.
+
+mod client;
+mod config;
+mod deliver;
+mod format;
+mod rooms;
+mod sync;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+
+pub use config::{AccountConfig, MatrixConfig};
+
+use crate::live::Signal;
+use crate::router::Router;
+use crate::store::Store;
+use client::Client;
+use rooms::{Login, Rooms};
+
+/// What Matrix shows: typing, files both ways, group rooms. Drafts (shown
+/// as edits) are not done yet.
+pub const FEATURES: super::Features = super::Features {
+    typing: true,
+    drafts: false,
+    attachments: true,
+    edits: false,
+    groups: true,
+};
+
+/// One bot's Matrix account, logged in.
+pub struct Account {
+    bot: String,
+    user: String,
+    client: Client,
+    rooms: Rooms,
+    store: Store,
+    router: Router,
+    config: Arc<MatrixConfig>,
+    /// Largest file taken from a room, in bytes.
+    max_file_bytes: usize,
+    /// Conversations whose delivery task runs.
+    delivering: Mutex<HashSet<String>>,
+    /// Where signals from the bots' worker threads are sent from.
+    runtime: tokio::runtime::Handle,
+    me: Weak<Account>,
+}
+
+/// The running channel: every account.
+pub struct Matrix {
+    accounts: Vec<Arc<Account>>,
+}
+
+impl Matrix {
+    /// Logs every account in (reusing a stored login) and starts its sync
+    /// loop and its rooms' deliveries. Call from within the tokio runtime.
+    pub async fn start(
+        config: &MatrixConfig,
+        store: Store,
+        router: Router,
+        max_file_bytes: usize,
+    ) -> Result<Arc<Matrix>> {
+        let shared = Arc::new(config.clone());
+        let mut accounts = Vec::new();
+        for account in &config.accounts {
+            let started = Account::start(account, &shared, &store, &router, max_file_bytes)
+                .await
+                .with_context(|| format!("Matrix account {}", account.user))?;
+            accounts.push(started);
+        }
+        Ok(Arc::new(Matrix { accounts }))
+    }
+}
+
+impl Account {
+    async fn start(
+        account: &AccountConfig,
+        config: &Arc<MatrixConfig>,
+        store: &Store,
+        router: &Router,
+        max_file_bytes: usize,
+    ) -> Result<Arc<Account>> {
+        let homeserver = config.homeserver.as_deref().unwrap_or_default();
+        let rooms = Rooms::new(store.clone(), &account.bot);
+        let token = match (&account.access_token, &account.password) {
+            (Some(token), _) => token.clone(),
+            (None, Some(password)) => match rooms.login()? {
+                Some(login) => login.access_token,
+                None => {
+                    let (access_token, device_id) =
+                        Client::login(homeserver, &account.user, password, None)
+                            .await
+                            .context("cannot log in (check `password`)")?;
+                    rooms.set_login(&Login {
+                        access_token: access_token.clone(),
+                        device_id,
+                    })?;
+                    store.wait_durable().await?;
+                    access_token
+                }
+            },
+            (None, None) => anyhow::bail!("no `password` or `access_token`"),
+        };
+        let account = Arc::new_cyclic(|me| Account {
+            bot: account.bot.clone(),
+            user: account.user.clone(),
+            client: Client::new(homeserver, token).expect("validated homeserver URL"),
+            rooms,
+            store: store.clone(),
+            router: router.clone(),
+            config: config.clone(),
+            max_file_bytes,
+            delivering: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
+        });
+        for (conversation, room) in account.rooms.all()? {
+            account.deliver_to(&conversation, &room);
+        }
+        tokio::spawn(account.clone().sync_forever());
+        tracing::info!(bot = %account.bot, user = %account.user, "Matrix account is syncing");
+        Ok(account)
+    }
+}
+
+impl super::Channel for Matrix {
+    fn name(&self) -> &'static str {
+        super::MATRIX
+    }
+
+    fn signal(&self, bot: &str, conversation: &str, signal: &Signal) {
+        let Some(account) = self.accounts.iter().find(|a| a.bot == bot) else {
+            return;
+        };
+        let Ok(Some(room)) = account.rooms.room(conversation) else {
+            return;
+        };
+        if let Signal::Typing = signal {
+            let (client, user) = (account.client.clone(), account.user.clone());
+            account
+                .runtime
+                .spawn(async move { client.typing(&room, &user, true).await });
+        }
+    }
+}
