@@ -1,0 +1,203 @@
+//! The Matrix channel end to end, against a real Synapse on loopback
+//! (installed by `cargo xtask test` into target/peers/synapse), with a
+//! plain HTTP client as the human: invite a bot and get its echo, two bot
+//! identities in one host answering each in its own rooms, a plate photo
+//! answered, an invite from a user not allowed declined, a burst of 300
+//! messages while the host is stopped (the next sync comes back `limited`)
+//! answered once each, and Synapse then the host restarted mid-conversation
+//! with nothing lost and nothing twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aviary_e2e::photos;
+use aviary_e2e::synapse::{Account, Synapse};
+use aviary_e2e::Host;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The `[matrix]` section for `accounts` (bot, localpart, password).
+fn matrix_config(synapse: &Synapse, accounts: &[(&str, &str, &str)]) -> String {
+    let mut out = format!(
+        "[matrix]\nhomeserver = \"{}\"\nallow_inviters = [\"{}\"]\nsync_timeout_ms = 5000\n",
+        synapse.base_url(),
+        synapse.user_id("alice"),
+    );
+    for (bot, localpart, password) in accounts {
+        out.push_str(&format!(
+            "[[matrix.accounts]]\nbot = \"{bot}\"\nuser = \"{}\"\npassword = \"{password}\"\n",
+            synapse.user_id(localpart)
+        ));
+    }
+    out
+}
+
+/// A direct room from `human` to `bot`, joined by the bot.
+fn room_with(human: &Account, bot_user: &str) -> String {
+    let room = human.create_direct_room(bot_user);
+    wait_until("the bot joins", || {
+        human
+            .messages(&room)
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == bot_user && e["content"]["membership"] == "join")
+    });
+    room
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The bodies of the `m.room.message`s `sender` sent in `room`, oldest first.
+fn said_by(human: &Account, room: &str, sender: &str) -> Vec<Value> {
+    human
+        .messages(room)
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
+        .collect()
+}
+
+fn bodies(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until `sender` said `count` messages in `room`; returns them.
+fn wait_for_said(human: &Account, room: &str, sender: &str, count: usize) -> Vec<Value> {
+    let mut said = Vec::new();
+    wait_until(&format!("{sender} says {count} messages"), || {
+        said = said_by(human, room, sender);
+        said.len() >= count
+    });
+    said
+}
+
+#[test]
+fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
+    let synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    let mallory = synapse.register("mallory", "mallory-password", false);
+    synapse.register("echo-bot", "echo-password", false);
+    synapse.register("plate-bot", "plate-password", false);
+    let echo = synapse.user_id("echo-bot");
+    let plates = synapse.user_id("plate-bot");
+    let host = Host::start(&matrix_config(
+        &synapse,
+        &[
+            ("echo", "echo-bot", "echo-password"),
+            ("plate-lookup", "plate-bot", "plate-password"),
+        ],
+    ));
+    let out = host.import_data(
+        "plate-lookup",
+        "register",
+        "plate,status,make,colour,notes\nAB-123-CD,stolen,Renault Clio,grey,Reported stolen\n",
+    );
+    assert!(out.contains("imported 1 rows"), "{out}");
+
+    // Invite, write, get the echo as a reply to the message.
+    let echo_room = room_with(&alice, &echo);
+    let asked = alice.send_text(&echo_room, "hello **Matrix**");
+    let said = wait_for_said(&alice, &echo_room, &echo, 1);
+    assert_eq!(bodies(&said), ["echo: hello **Matrix**"]);
+    let content = &said[0]["content"];
+    assert_eq!(content["m.relates_to"]["m.in_reply_to"]["event_id"], asked.as_str());
+    assert_eq!(content["format"], "org.matrix.custom.html");
+    assert!(
+        content["formatted_body"].as_str().unwrap().contains("<strong>Matrix</strong>"),
+        "{content}"
+    );
+
+    // The second identity answers in its own room, and only there.
+    let plate_room = room_with(&alice, &plates);
+    let photo = photos::car("AB-123-CD", 70, 90);
+    let mxc = alice.upload(&photo, "image/jpeg");
+    alice.send_image(&plate_room, &mxc, "car.jpg", "image/jpeg", photo.len());
+    let said = wait_for_said(&alice, &plate_room, &plates, 1);
+    let answer = &bodies(&said)[0];
+    assert!(
+        answer.contains("AB-123-CD") && answer.contains("status: stolen"),
+        "{answer}"
+    );
+    assert!(said_by(&alice, &plate_room, &echo).is_empty(), "echo spoke in the plate room");
+    assert_eq!(said_by(&alice, &echo_room, &plates).len(), 0);
+
+    // A group room: the bot hears who wrote, and answers each.
+    let group = alice.create_room(&json!({ "preset": "public_chat", "name": "group" }));
+    mallory.join(&group);
+    alice.invite(&group, &echo);
+    wait_until("echo joins the group", || {
+        alice.messages(&group).iter().any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "join")
+    });
+    alice.send_text(&group, "from alice");
+    mallory.send_text(&group, "from mallory");
+    let said = wait_for_said(&alice, &group, &echo, 2);
+    assert_eq!(bodies(&said), ["echo: from alice", "echo: from mallory"]);
+
+    // An invite from a user not on the allowlist is declined.
+    let refused = mallory.create_direct_room(&echo);
+    wait_until("echo declines mallory's invite", || {
+        mallory.messages(&refused).iter().any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "leave")
+    });
+    assert!(host.log().contains("declining an invite"), "{}", host.log());
+}
+
+#[test]
+fn a_burst_while_the_host_is_down_and_restarts_of_both_lose_nothing_and_double_nothing() {
+    let mut synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    synapse.register("echo-bot", "echo-password", false);
+    let echo = synapse.user_id("echo-bot");
+    let mut host = Host::start(&matrix_config(
+        &synapse,
+        &[("echo", "echo-bot", "echo-password")],
+    ));
+    let room = room_with(&alice, &echo);
+    alice.send_text(&room, "first");
+    wait_for_said(&alice, &room, &echo, 1);
+
+    // 300 messages while the host is down: more than one sync timeline holds.
+    host.kill();
+    let sent: Vec<String> = (0..300).map(|n| format!("burst {n}")).collect();
+    for text in &sent {
+        alice.send_text(&room, text);
+    }
+    host.restart();
+    wait_for_said(&alice, &room, &echo, 301);
+    assert!(host.log().contains("filled a cut Matrix timeline"), "no limited sync was seen");
+    let mut expected = vec!["echo: first".to_owned()];
+    expected.extend(sent.iter().map(|t| format!("echo: {t}")));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bodies(&said_by(&alice, &room, &echo)), expected, "each answered once, in order");
+
+    // Synapse restarts mid-conversation, then the host.
+    for n in 0..5 {
+        alice.send_text(&room, &format!("before {n}"));
+    }
+    synapse.stop();
+    synapse.start_again();
+    host.restart();
+    for n in 0..5 {
+        alice.send_text(&room, &format!("after {n}"));
+    }
+    let said = wait_for_said(&alice, &room, &echo, 311);
+    std::thread::sleep(Duration::from_secs(3));
+    let said_now = said_by(&alice, &room, &echo);
+    assert_eq!(said_now.len(), said.len(), "an answer came twice");
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for body in bodies(&said_now) {
+        *counts.entry(body).or_default() += 1;
+    }
+    for n in 0..5 {
+        assert_eq!(counts.get(&format!("echo: before {n}")), Some(&1), "{counts:?}");
+        assert_eq!(counts.get(&format!("echo: after {n}")), Some(&1), "{counts:?}");
+    }
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+}
