@@ -103,7 +103,7 @@ pub mod bindings {
 
 pub use bindings::aviary::bot::log::Level;
 pub use bindings::aviary::bot::types::{
-    Attachment, Contact, ContactAdded, Delivery, Error, Event, Message, Timer, Webhook,
+    Attachment, ChannelInfo, Contact, ContactAdded, Delivery, Error, Event, Message, Timer, Webhook,
 };
 
 /// Timer types (feature `schedule`): what [`Host::timer_list`] returns.
@@ -131,6 +131,9 @@ pub trait Host {
     }
     /// Show a typing indicator in `conversation` where the channel has one.
     fn typing(&mut self, conversation: &str) -> Result<(), Error>;
+    /// The channel `conversation` is on (`web`, `matrix`) and what it can
+    /// show, for a bot that adapts (a group room names who wrote).
+    fn channel(&mut self, conversation: &str) -> Result<ChannelInfo, Error>;
     /// The value stored at `key` in the bot's own kv store, if any.
     fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error>;
     /// Store `value` at `key`.
@@ -332,6 +335,9 @@ impl Host for WasmHost {
     }
     fn typing(&mut self, conversation: &str) -> Result<(), Error> {
         bindings::aviary::bot::messaging::typing(conversation)
+    }
+    fn channel(&mut self, conversation: &str) -> Result<ChannelInfo, Error> {
+        bindings::aviary::bot::messaging::channel(conversation)
     }
     fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         bindings::aviary::bot::kv::get(key)

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 #[cfg(feature = "llm")]
 use crate::llm::{ChatRequest, Completion, FinishReason, Usage};
 use crate::{
-    Attachment, Bot, Contact, ContactAdded, Error, Event, Host, Level, Message, Settings, Timer,
+    Attachment, Bot, ChannelInfo, Contact, ContactAdded, Error, Event, Host, Level, Message,
+    Settings, Timer,
 };
 
 /// A message the bot sent through [`Host::send`] or [`Host::reply`].
@@ -63,6 +64,9 @@ pub struct TestHost {
     kv: BTreeMap<String, Vec<u8>>,
     sent: Vec<Sent>,
     typing: Vec<String>,
+    /// The channel of each conversation set with [`TestHost::with_channel`];
+    /// the others are on the web channel.
+    channels: BTreeMap<String, ChannelInfo>,
     logs: Vec<(Level, String)>,
     next_id: u64,
     /// Inside [`TestHost::migrate`], where sends are refused.
@@ -103,6 +107,25 @@ impl TestHost {
     pub fn with_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.insert(key, value);
         self
+    }
+
+    /// Builder: put `conversation` on `channel` (returned by
+    /// [`Host::channel`]; other conversations are on the web channel).
+    pub fn with_channel(mut self, conversation: impl Into<String>, channel: ChannelInfo) -> Self {
+        self.channels.insert(conversation.into(), channel);
+        self
+    }
+
+    /// The web channel as the host describes it.
+    pub fn web_channel() -> ChannelInfo {
+        ChannelInfo {
+            name: "web".into(),
+            typing: true,
+            drafts: true,
+            attachments: true,
+            edits: false,
+            groups: false,
+        }
     }
 
     /// Builder: add secret `name` (returned by [`Host::secret`]; others are denied).
@@ -558,6 +581,14 @@ impl Host for TestHost {
     fn typing(&mut self, conversation: &str) -> Result<(), Error> {
         self.typing.push(conversation.into());
         Ok(())
+    }
+
+    fn channel(&mut self, conversation: &str) -> Result<ChannelInfo, Error> {
+        Ok(self
+            .channels
+            .get(conversation)
+            .cloned()
+            .unwrap_or_else(TestHost::web_channel))
     }
 
     fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {

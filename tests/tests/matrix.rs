@@ -37,10 +37,11 @@ fn matrix_config(synapse: &Synapse, accounts: &[(&str, &str, &str)]) -> String {
 fn room_with(human: &Account, bot_user: &str) -> String {
     let room = human.create_direct_room(bot_user);
     wait_until("the bot joins", || {
-        human
-            .messages(&room)
-            .iter()
-            .any(|e| e["type"] == "m.room.member" && e["state_key"] == bot_user && e["content"]["membership"] == "join")
+        human.messages(&room).iter().any(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == bot_user
+                && e["content"]["membership"] == "join"
+        })
     });
     room
 }
@@ -108,10 +109,16 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     let said = wait_for_said(&alice, &echo_room, &echo, 1);
     assert_eq!(bodies(&said), ["echo: hello **Matrix**"]);
     let content = &said[0]["content"];
-    assert_eq!(content["m.relates_to"]["m.in_reply_to"]["event_id"], asked.as_str());
+    assert_eq!(
+        content["m.relates_to"]["m.in_reply_to"]["event_id"],
+        asked.as_str()
+    );
     assert_eq!(content["format"], "org.matrix.custom.html");
     assert!(
-        content["formatted_body"].as_str().unwrap().contains("<strong>Matrix</strong>"),
+        content["formatted_body"]
+            .as_str()
+            .unwrap()
+            .contains("<strong>Matrix</strong>"),
         "{content}"
     );
 
@@ -126,7 +133,10 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
         answer.contains("AB-123-CD") && answer.contains("status: stolen"),
         "{answer}"
     );
-    assert!(said_by(&alice, &plate_room, &echo).is_empty(), "echo spoke in the plate room");
+    assert!(
+        said_by(&alice, &plate_room, &echo).is_empty(),
+        "echo spoke in the plate room"
+    );
     assert_eq!(said_by(&alice, &echo_room, &plates).len(), 0);
 
     // A group room: the bot hears who wrote, and answers each.
@@ -134,7 +144,10 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     mallory.join(&group);
     alice.invite(&group, &echo);
     wait_until("echo joins the group", || {
-        alice.messages(&group).iter().any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "join")
+        alice
+            .messages(&group)
+            .iter()
+            .any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "join")
     });
     alice.send_text(&group, "from alice");
     mallory.send_text(&group, "from mallory");
@@ -144,7 +157,10 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     // An invite from a user not on the allowlist is declined.
     let refused = mallory.create_direct_room(&echo);
     wait_until("echo declines mallory's invite", || {
-        mallory.messages(&refused).iter().any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "leave")
+        mallory
+            .messages(&refused)
+            .iter()
+            .any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "leave")
     });
     assert!(host.log().contains("declining an invite"), "{}", host.log());
 }
@@ -171,11 +187,18 @@ fn a_burst_while_the_host_is_down_and_restarts_of_both_lose_nothing_and_double_n
     }
     host.restart();
     wait_for_said(&alice, &room, &echo, 301);
-    assert!(host.log().contains("filled a cut Matrix timeline"), "no limited sync was seen");
+    assert!(
+        host.log().contains("filled a cut Matrix timeline"),
+        "no limited sync was seen"
+    );
     let mut expected = vec!["echo: first".to_owned()];
     expected.extend(sent.iter().map(|t| format!("echo: {t}")));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(bodies(&said_by(&alice, &room, &echo)), expected, "each answered once, in order");
+    assert_eq!(
+        bodies(&said_by(&alice, &room, &echo)),
+        expected,
+        "each answered once, in order"
+    );
 
     // Synapse restarts mid-conversation, then the host.
     for n in 0..5 {
@@ -196,8 +219,16 @@ fn a_burst_while_the_host_is_down_and_restarts_of_both_lose_nothing_and_double_n
         *counts.entry(body).or_default() += 1;
     }
     for n in 0..5 {
-        assert_eq!(counts.get(&format!("echo: before {n}")), Some(&1), "{counts:?}");
-        assert_eq!(counts.get(&format!("echo: after {n}")), Some(&1), "{counts:?}");
+        assert_eq!(
+            counts.get(&format!("echo: before {n}")),
+            Some(&1),
+            "{counts:?}"
+        );
+        assert_eq!(
+            counts.get(&format!("echo: after {n}")),
+            Some(&1),
+            "{counts:?}"
+        );
     }
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
 }

@@ -88,7 +88,7 @@ fn policy_audit_shows_hash_imports_asks_grant_and_gaps() {
         .map(|i| i.as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"aviary:bot/messaging@0.1.4") && imports.contains(&"aviary:bot/kv@0.1.4"),
+        imports.contains(&"aviary:bot/messaging@0.1.5") && imports.contains(&"aviary:bot/kv@0.1.5"),
         "{imports:?}"
     );
     assert!(
@@ -255,7 +255,7 @@ fn policy_diff_names_added_imports_and_asks() {
         .iter()
         .map(|i| i.as_str().unwrap())
         .collect();
-    assert!(removed.contains(&"aviary:bot/kv@0.1.4"), "{removed:?}");
+    assert!(removed.contains(&"aviary:bot/kv@0.1.5"), "{removed:?}");
     assert_eq!(diff["added_asks"][0]["capability"], "http");
     let text = Command::new(aviary_bin())
         .args(["policy", "diff"])

@@ -126,7 +126,7 @@ fn a_conversation_becomes_a_ticket_and_nothing_is_lost_or_doubled() {
         ticket["description"]
             .as_str()
             .unwrap()
-            .contains("customer-1"),
+            .contains("customer-1 on web"),
         "{ticket}"
     );
     wait_for_comments(&helpdesk, id, &sent[1..]);

@@ -425,7 +425,7 @@ impl LoadedBot {
 
 /// The interface of the optional webhook and delivery export, any `0.1.x`
 /// from 0.1.4.
-pub const CALLBACKS: &str = "aviary:bot/callbacks@0.1.4";
+pub const CALLBACKS: &str = "aviary:bot/callbacks@0.1.5";
 
 /// Where the functions of the optional `callbacks` export are.
 #[derive(Debug, Clone, Copy, Default)]

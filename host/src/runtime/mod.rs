@@ -69,7 +69,7 @@ pub struct BotSpec {
 }
 
 /// The interface of the optional `migrate` export, any `0.1.x`.
-const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.4";
+const LIFECYCLE: &str = "aviary:bot/lifecycle@0.1.5";
 
 impl Runtime {
     /// A runtime caching compiled components under `cache_dir`, whose bots

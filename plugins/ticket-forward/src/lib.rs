@@ -255,10 +255,17 @@ fn open_ticket(host: &mut dyn Host, message: &Message, comment: &str) -> Result<
         .config("submitter_domain")
         .unwrap_or_else(|| "chat.invalid".into());
     let title: String = inert(message.text.trim()).chars().take(100).collect();
+    // Operators see where the customer writes from (web chat, Matrix).
+    let channel = host
+        .channel(&message.conversation)
+        .map_or_else(|_| "web".to_owned(), |c| c.name);
     let body = json!({
         "queue": queue,
         "title": if title.is_empty() { "Chat".to_owned() } else { title },
-        "description": format!("{comment}\n\n(chat conversation {})", message.conversation),
+        "description": format!(
+            "{comment}\n\n(chat conversation {} on {channel})",
+            message.conversation
+        ),
         "submitter_email": format!("{}@{domain}", email_part(&message.sender)),
         "priority": 3,
     });
@@ -478,6 +485,8 @@ mod tests {
         let body: Value = serde_json::from_slice(&open.body).unwrap();
         assert_eq!(body["title"], "My licence key is refused");
         assert_eq!(body["submitter_email"], "alice@chat.invalid");
+        let description = body["description"].as_str().unwrap();
+        assert!(description.ends_with(" on web)"), "{description}");
         assert!(open
             .headers
             .contains(&("authorization".into(), "Basic eA==".into())));

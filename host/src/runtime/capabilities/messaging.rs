@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::Ctx;
 use crate::policy::BotPolicy;
 use crate::runtime::bindings::aviary::bot::messaging::Host;
+use crate::runtime::bindings::aviary::bot::types::ChannelInfo;
 use crate::runtime::bindings::BotError;
 use crate::store::{Attachment, Outgoing};
 
@@ -182,6 +183,32 @@ impl Host for Ctx<'_, Messaging> {
         text: String,
     ) -> Result<(), BotError> {
         self.push(conversation, text, Some(reply_to), Vec::new())
+    }
+
+    fn channel(&mut self, conversation: String) -> Result<ChannelInfo, BotError> {
+        let refused = || {
+            BotError::Denied(format!(
+                "conversation `{conversation}` is not one this bot has seen"
+            ))
+        };
+        if !crate::ids::is_valid_id(&conversation) || !self.cap.reaches(&conversation)? {
+            return Err(refused());
+        }
+        let name = self
+            .cap
+            .store
+            .conversation_ref(&self.cap.bot, &conversation)
+            .map_err(|e| BotError::Unavailable(format!("store error: {e}")))?
+            .map_or_else(|| crate::channels::WEB.to_owned(), |r| r.channel);
+        let features = crate::channels::features(&name).unwrap_or(crate::channels::web::FEATURES);
+        Ok(ChannelInfo {
+            name,
+            typing: features.typing,
+            drafts: features.drafts,
+            attachments: features.attachments,
+            edits: features.edits,
+            groups: features.groups,
+        })
     }
 
     fn typing(&mut self, conversation: String) -> Result<(), BotError> {
