@@ -232,3 +232,37 @@ fn a_burst_while_the_host_is_down_and_restarts_of_both_lose_nothing_and_double_n
     }
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
 }
+
+/// The `alerts` bot over Matrix: a subscription made in a room, then an
+/// alert from its webhook broadcast into that room (a proactive message,
+/// sent from an event of no conversation), and `/ack` answered there.
+#[test]
+fn alerts_subscribed_in_a_matrix_room_arrive_there_from_the_webhook() {
+    let token = "matrix-alerts-token-0123456789";
+    let synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    synapse.register("alerts-bot", "alerts-password", false);
+    let bot = synapse.user_id("alerts-bot");
+    let host = Host::start(&format!(
+        "{}[bots.alerts.settings]\nrepeat_ms = \"60000\"\n[bots.alerts.hooks.monitor]\ntoken = \"{token}\"\n",
+        matrix_config(&synapse, &[("alerts", "alerts-bot", "alerts-password")])
+    ));
+    let room = room_with(&alice, &bot);
+    alice.send_text(&room, "/subscribe disk");
+    wait_for_said(&alice, &room, &bot, 1);
+    let status = host
+        .client()
+        .post(host.url(&format!("/api/v1/hooks/alerts/monitor?token={token}")))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"m1","topic":"disk","text":"/var is 95% full"}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 202);
+    let said = wait_for_said(&alice, &room, &bot, 2);
+    assert!(
+        bodies(&said)[1].contains("/var is 95% full"),
+        "{:?}",
+        bodies(&said)
+    );
+}
