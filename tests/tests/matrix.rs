@@ -266,3 +266,62 @@ fn alerts_subscribed_in_a_matrix_room_arrive_there_from_the_webhook() {
         bodies(&said)
     );
 }
+
+/// `ticket-forward` over Matrix, in front of the real django-helpdesk: the
+/// room's first message opens a ticket that says it came from Matrix, and
+/// the operator's answer comes back into the room.
+#[test]
+fn a_matrix_room_becomes_a_helpdesk_ticket_and_the_operator_answers_there() {
+    use aviary_e2e::helpdesk::Helpdesk;
+    let hook_token = "matrix-helpdesk-hook-token-0123456789";
+    let policies = tempfile::tempdir().unwrap();
+    let mut helpdesk = Helpdesk::start(&[], &[]);
+    std::fs::write(
+        policies.path().join("ticket-forward.toml"),
+        format!(
+            "http = [\"{}\"]\nsecrets = [\"HELPDESK_AUTH\"]\nmemory_mb = 16\ntimeout_ms = 2000\n\
+             [send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n\
+             [kv]\nmax_bytes = 4194304\nmax_keys = 100000\n",
+            helpdesk.base_url()
+        ),
+    )
+    .unwrap();
+    let synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    synapse.register("support", "support-password", false);
+    let bot = synapse.user_id("support");
+    let host = Host::start(&format!(
+        "policies_dir = \"{}\"\n[bots.ticket-forward.settings]\nhelpdesk_url = \"{}\"\n\
+         [bots.ticket-forward.secrets]\nHELPDESK_AUTH = \"{}\"\n\
+         [bots.ticket-forward.hooks.helpdesk]\ntoken = \"{hook_token}\"\nmax_body_bytes = 1048576\n{}",
+        policies.path().display(),
+        helpdesk.base_url(),
+        helpdesk.auth_header(),
+        matrix_config(&synapse, &[("ticket-forward", "support", "support-password")])
+    ));
+    let hook = host.url(&format!(
+        "/api/v1/hooks/ticket-forward/helpdesk?token={hook_token}"
+    ));
+    helpdesk.set_webhooks(&[hook.clone()], &[hook]);
+    helpdesk.start_again();
+
+    let room = room_with(&alice, &bot);
+    alice.send_text(&room, "The printer is on fire");
+    let mut opened = Vec::new();
+    wait_until("the bot says the ticket is open", || {
+        opened = bodies(&said_by(&alice, &room, &bot));
+        opened.iter().any(|b| b.starts_with("🎫 Ticket #"))
+    });
+    let tickets = helpdesk.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0]["title"], "The printer is on fire");
+    let description = tickets[0]["description"].as_str().unwrap();
+    assert!(description.contains(" on matrix)"), "{description}");
+    let id = tickets[0]["id"].as_i64().unwrap();
+    helpdesk.post_followup_as_operator(id, "Please step away from it.");
+    wait_until("the operator's answer reaches the room", || {
+        bodies(&said_by(&alice, &room, &bot))
+            .iter()
+            .any(|b| b.contains("Please step away from it."))
+    });
+}
