@@ -145,6 +145,22 @@ impl Helpdesk {
         format!("Token {API_TOKEN}")
     }
 
+    /// Writes `ticket-forward`'s grant for this helpdesk into `policies`:
+    /// its base URL, its credentials' secret, and room to send and keep a
+    /// ticket per customer.
+    pub fn write_grant(&self, policies: &Path) {
+        std::fs::write(
+            policies.join("ticket-forward.toml"),
+            format!(
+                "http = [\"{}\"]\nsecrets = [\"HELPDESK_AUTH\"]\nmemory_mb = 16\ntimeout_ms = 2000\n\
+                 [send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n\
+                 [kv]\nmax_bytes = 4194304\nmax_keys = 100000\n",
+                self.base_url()
+            ),
+        )
+        .expect("write the ticket-forward grant");
+    }
+
     /// `Authorization` header value for [`OPERATOR`].
     pub fn operator_auth_header(&self) -> String {
         format!("Token {OPERATOR_TOKEN}")

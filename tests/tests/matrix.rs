@@ -276,16 +276,7 @@ fn a_matrix_room_becomes_a_helpdesk_ticket_and_the_operator_answers_there() {
     let hook_token = "matrix-helpdesk-hook-token-0123456789";
     let policies = tempfile::tempdir().unwrap();
     let mut helpdesk = Helpdesk::start(&[], &[]);
-    std::fs::write(
-        policies.path().join("ticket-forward.toml"),
-        format!(
-            "http = [\"{}\"]\nsecrets = [\"HELPDESK_AUTH\"]\nmemory_mb = 16\ntimeout_ms = 2000\n\
-             [send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n\
-             [kv]\nmax_bytes = 4194304\nmax_keys = 100000\n",
-            helpdesk.base_url()
-        ),
-    )
-    .unwrap();
+    helpdesk.write_grant(policies.path());
     let synapse = Synapse::start();
     let alice = synapse.register("alice", "alice-password", false);
     synapse.register("support", "support-password", false);

@@ -16,16 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The host's config and the bot's grant for a helpdesk on `helpdesk`.
 fn config(helpdesk: &Helpdesk, policies: &std::path::Path) -> String {
-    std::fs::write(
-        policies.join("ticket-forward.toml"),
-        format!(
-            "http = [\"{}\"]\nsecrets = [\"HELPDESK_AUTH\"]\nmemory_mb = 16\ntimeout_ms = 2000\n\
-             [send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n\
-             [kv]\nmax_bytes = 4194304\nmax_keys = 100000\n",
-            helpdesk.base_url()
-        ),
-    )
-    .unwrap();
+    helpdesk.write_grant(policies);
     format!(
         "policies_dir = \"{}\"\n[outbox]\nretry_first_ms = 100\nretry_max_ms = 1000\n\
          [bots.ticket-forward.settings]\nhelpdesk_url = \"{}\"\nwelcome = \"Welcome! We answer 9-17.\"\n\
