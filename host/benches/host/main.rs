@@ -401,55 +401,13 @@ fn http_load(port: u16) -> Result<(f64, f64)> {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let client = client.clone();
-            let base = base.clone();
-            tasks.push(tokio::spawn(async move {
-                // Each client starts its own conversation, as the chat page does.
-                let created: serde_json::Value = client
-                    .post(format!("{base}/api/v1/bots/echo/conversations"))
-                    .json(&json!({"user": {"id": format!("bench-{c}")}}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                let conversation = created["conversation"]
-                    .as_str()
-                    .context("no conversation")?;
-                let token = created["token"].as_str().context("no token")?.to_owned();
-                let url = format!("{base}/api/v1/bots/echo/conversations/{conversation}/messages");
-                let mut latencies = Vec::new();
-                let mut cursor: Option<String> = None;
-                while started.elapsed() < run_for {
-                    let sent = Instant::now();
-                    let posted: serde_json::Value = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&json!({"text": "hi"}))
-                        .send()
-                        .await?
-                        .error_for_status()?
-                        .json()
-                        .await?;
-                    let id = posted["id"].as_str().context("no id")?.to_owned();
-                    'reply: loop {
-                        let mut get = client.get(&url).bearer_auth(&token).query(&[("wait", "5")]);
-                        if let Some(after) = &cursor {
-                            get = get.query(&[("after", after)]);
-                        }
-                        let page: serde_json::Value =
-                            get.send().await?.error_for_status()?.json().await?;
-                        for message in page["messages"].as_array().context("no messages")? {
-                            cursor = message["id"].as_str().map(str::to_owned);
-                            if message["reply_to"].as_str() == Some(id.as_str()) {
-                                break 'reply;
-                            }
-                        }
-                    }
-                    latencies.push(sent.elapsed());
-                }
-                anyhow::Ok(latencies)
-            }));
+            let more = move |_| started.elapsed() < run_for;
+            tasks.push(tokio::spawn(echo_client(
+                client.clone(),
+                base.clone(),
+                format!("bench-{c}"),
+                more,
+            )));
         }
         let mut all = Vec::new();
         for task in tasks {
@@ -462,6 +420,61 @@ fn http_load(port: u16) -> Result<(f64, f64)> {
             percentile(&all, 0.99).as_secs_f64() * 1e3,
         ))
     })
+}
+
+/// A web chat client of the echo bot at `base`: starts its own
+/// conversation as user `user`, as the chat page does, then, while `more`
+/// says so of the number of messages sent, posts a message and long-polls
+/// until the reply to it is readable. Each message's post-to-reply time.
+async fn echo_client(
+    client: reqwest::Client,
+    base: String,
+    user: String,
+    more: impl Fn(usize) -> bool,
+) -> Result<Vec<Duration>> {
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/bots/echo/conversations"))
+        .json(&json!({"user": {"id": user}}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let conversation = created["conversation"]
+        .as_str()
+        .context("no conversation")?;
+    let token = created["token"].as_str().context("no token")?;
+    let url = format!("{base}/api/v1/bots/echo/conversations/{conversation}/messages");
+    let mut latencies = Vec::new();
+    let mut cursor: Option<String> = None;
+    while more(latencies.len()) {
+        let sent = Instant::now();
+        let posted: serde_json::Value = client
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({"text": "hi"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = posted["id"].as_str().context("no id")?.to_owned();
+        'reply: loop {
+            let mut get = client.get(&url).bearer_auth(token).query(&[("wait", "5")]);
+            if let Some(after) = &cursor {
+                get = get.query(&[("after", after)]);
+            }
+            let page: serde_json::Value = get.send().await?.error_for_status()?.json().await?;
+            for message in page["messages"].as_array().context("no messages")? {
+                cursor = message["id"].as_str().map(str::to_owned);
+                if message["reply_to"].as_str() == Some(id.as_str()) {
+                    break 'reply;
+                }
+            }
+        }
+        latencies.push(sent.elapsed());
+    }
+    Ok(latencies)
 }
 
 /// A bare axum server with the web API's shape for one echo bot, answering
