@@ -15,13 +15,16 @@
 //! - llm: see [`llm`];
 //! - plates: see [`plates`], once with PP-OCRv5 and once with tesseract
 //!   reading the photos;
-//! - tickets, outbox and webhooks: see [`tickets`].
+//! - tickets, outbox and webhooks: see [`tickets`];
+//! - matrix, and the web channel beside it: see [`matrix`].
 //!
-//! `AVIARY_BENCH_ONLY=tickets` runs only the last group and prints its
-//! figures alone: for working on it without the hour the rest takes.
+//! `AVIARY_BENCH_ONLY=tickets` (or `matrix`) runs only that group and
+//! prints its figures alone: for working on it without the hour the rest
+//! takes.
 
 mod llm;
 mod llm_direct;
+mod matrix;
 mod plates;
 mod reload;
 mod served;
@@ -47,12 +50,18 @@ use serde_json::json;
 fn main() -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scratch = tempfile::tempdir()?;
-    if std::env::var("AVIARY_BENCH_ONLY").as_deref() == Ok("tickets") {
-        println!(
-            "{}",
-            tickets_json(&tickets::figures(scratch.path(), &bots_dir())?)
-        );
-        return Ok(());
+    match std::env::var("AVIARY_BENCH_ONLY").as_deref() {
+        Ok("tickets") => {
+            let tickets = tickets::figures(scratch.path(), &bots_dir())?;
+            println!("{}", tickets_json(&tickets));
+            return Ok(());
+        }
+        Ok("matrix") => {
+            let matrix = matrix::figures(scratch.path(), &bots_dir(), &policies_dir())?;
+            println!("{}", matrix_json(&matrix));
+            return Ok(());
+        }
+        _ => {}
     }
     // First, while nothing else is writing to the disk.
     let (fsync_p50, fsync_p99) = fsync_us(scratch.path())?;
@@ -129,6 +138,7 @@ fn main() -> Result<()> {
     }
 
     let tickets = tickets::figures(scratch.path(), &bots_dir())?;
+    let matrix = matrix::figures(scratch.path(), &bots_dir(), &policies_dir())?;
 
     config.data_dir = scratch.path().join("http");
     let (http, http_p99) = http_figures(config)?;
@@ -176,10 +186,10 @@ fn main() -> Result<()> {
             "llm_first_token_ms": round1(llm.first_token_ms),
             "llm_concurrent_p99_first_token_ms": round1(llm.concurrent_p99_first_token_ms),
     });
-    if let (Some(all), serde_json::Value::Object(more)) =
-        (figures.as_object_mut(), tickets_json(&tickets))
-    {
-        all.extend(more);
+    for group in [tickets_json(&tickets), matrix_json(&matrix)] {
+        if let (Some(all), serde_json::Value::Object(more)) = (figures.as_object_mut(), group) {
+            all.extend(more);
+        }
     }
     println!("{figures}");
     Ok(())
@@ -198,6 +208,20 @@ fn tickets_json(tickets: &tickets::TicketFigures) -> serde_json::Value {
         "outbox_jobs_per_s": tickets.outbox_jobs_per_s.round(),
         "webhook_p50_ms": round1(tickets.webhook_p50_ms),
         "webhook_p99_ms": round1(tickets.webhook_p99_ms),
+    })
+}
+
+/// The Matrix channel's figures, and the web channel's beside them, as
+/// JSON fields.
+fn matrix_json(matrix: &matrix::MatrixFigures) -> serde_json::Value {
+    json!({
+        "matrix_msgs_per_s": round1(matrix.msgs_per_s),
+        "matrix_p50_ms": round1(matrix.p50_ms),
+        "matrix_p99_ms": round1(matrix.p99_ms),
+        "matrix_host_cpu_ms_per_msg": (matrix.host_cpu_ms_per_msg * 100.0).round() / 100.0,
+        "web_echo_p50_ms": round1(matrix.web_p50_ms),
+        "web_echo_p99_ms": round1(matrix.web_p99_ms),
+        "matrix_vs_web_p50": round1(matrix.p50_ms / matrix.web_p50_ms),
     })
 }
 
