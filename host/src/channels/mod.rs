@@ -49,8 +49,6 @@ pub fn features(name: &str) -> Option<Features> {
 
 /// A channel the host runs beside the web API.
 pub trait Channel: Send + Sync {
-    /// Its name, as conversation references carry it.
-    fn name(&self) -> &'static str;
     /// Shows `signal` in `bot`'s `conversation` if it is one of this
     /// channel's; signals are never stored, so one that cannot be shown is
     /// dropped.

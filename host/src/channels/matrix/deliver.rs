@@ -2,7 +2,7 @@
 //! order, once they are durable. The store's messages are the outbox:
 //! each is sent with the transaction id `aviary-<message id>`, so a retry
 //! (after a 429, a 5xx, a lost answer or a restart) never posts twice, and
-//! the room's cursor moves past a message only once the homeserver took it.
+//! the room's cursor moves past a batch only once the homeserver took it.
 
 use std::time::Duration;
 
@@ -37,11 +37,14 @@ impl Account {
             let messages =
                 self.store
                     .messages_after(&self.bot, conversation, after.as_deref(), BATCH)?;
-            for message in &messages {
-                if message.direction == Direction::Out {
-                    self.post(conversation, room, message).await?;
-                }
-                self.rooms.set_delivered(conversation, &message.id);
+            for message in messages.iter().filter(|m| m.direction == Direction::Out) {
+                self.post(conversation, room, message).await?;
+            }
+            // One cursor write per batch: a crash before it posts the batch
+            // again under the same transaction ids, which the homeserver
+            // answers without posting twice.
+            if let Some(last) = messages.last() {
+                self.rooms.set_delivered(conversation, &last.id);
             }
             if messages.len() < BATCH {
                 changes.changed().await?;

@@ -133,10 +133,6 @@ impl Account {
 }
 
 impl super::Channel for Matrix {
-    fn name(&self) -> &'static str {
-        super::MATRIX
-    }
-
     fn signal(&self, bot: &str, conversation: &str, signal: &Signal) {
         let Some(account) = self.accounts.iter().find(|a| a.bot == bot) else {
             return;

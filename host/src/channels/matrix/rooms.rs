@@ -80,13 +80,15 @@ impl Rooms {
         self.get(&format!("room/{conversation}"))
     }
 
-    /// Records `room`, returning its conversation id.
-    pub fn add_room(&self, user: &str, room: &str) -> Result<String> {
+    /// Records `room`, returning its conversation id and whether it was
+    /// known before.
+    pub fn add_room(&self, user: &str, room: &str) -> Result<(String, bool)> {
         let conversation = conversation_of(user, room);
-        if self.room(&conversation)?.is_none() {
+        let known = self.room(&conversation)?.is_some();
+        if !known {
             self.put(&format!("room/{conversation}"), room);
         }
-        Ok(conversation)
+        Ok((conversation, known))
     }
 
     /// Every room of the account, as (conversation, room).
@@ -131,9 +133,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rooms = Rooms::new(store.clone(), "echo");
-        let c = rooms.add_room("@echo:hs", "!abc:hs").unwrap();
+        let (c, known) = rooms.add_room("@echo:hs", "!abc:hs").unwrap();
         assert!(crate::ids::is_valid_id(&c), "{c}");
-        assert_eq!(rooms.add_room("@echo:hs", "!abc:hs").unwrap(), c);
+        assert!(!known);
+        assert_eq!(
+            rooms.add_room("@echo:hs", "!abc:hs").unwrap(),
+            (c.clone(), true)
+        );
         assert_ne!(conversation_of("@other:hs", "!abc:hs"), c);
         rooms.set_since("s1");
         store.flush().unwrap();

@@ -84,14 +84,11 @@ impl Account {
 
     /// Stores the new messages of one joined room, in order.
     async fn receive_room(&self, room: &str, joined: &Value, since: Option<&str>) -> Result<()> {
-        let known = self
-            .rooms
-            .room(&super::rooms::conversation_of(&self.user, room))?;
-        let conversation = self.rooms.add_room(&self.user, room)?;
+        let (conversation, known) = self.rooms.add_room(&self.user, room)?;
         self.deliver_to(&conversation, room);
         let timeline = &joined["timeline"];
         let mut events: Vec<Value> = Vec::new();
-        if timeline["limited"] == true && known.is_some() {
+        if timeline["limited"] == true && known {
             if let (Some(from), Some(to)) = (timeline["prev_batch"].as_str(), since) {
                 events = self.gap(room, from, to).await?;
             }

@@ -191,15 +191,18 @@ impl Host for Ctx<'_, Messaging> {
                 "conversation `{conversation}` is not one this bot has seen"
             ))
         };
-        if !crate::ids::is_valid_id(&conversation) || !self.cap.reaches(&conversation)? {
+        if !crate::ids::is_valid_id(&conversation) {
             return Err(refused());
         }
+        // The reference is both the proof the bot has seen the conversation
+        // and where its channel is written: one read answers both.
         let name = self
             .cap
             .store
             .conversation_ref(&self.cap.bot, &conversation)
             .map_err(|e| BotError::Unavailable(format!("store error: {e}")))?
-            .map_or_else(|| crate::channels::WEB.to_owned(), |r| r.channel);
+            .ok_or_else(refused)?
+            .channel;
         let features = crate::channels::features(&name).unwrap_or(crate::channels::web::FEATURES);
         Ok(ChannelInfo {
             name,
