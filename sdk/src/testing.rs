@@ -118,14 +118,12 @@ impl TestHost {
 
     /// The web channel as the host describes it.
     pub fn web_channel() -> ChannelInfo {
-        ChannelInfo {
-            name: "web".into(),
-            typing: true,
-            drafts: true,
-            attachments: true,
-            edits: false,
-            groups: false,
-        }
+        channel_info(aviary_rules::channels::WEB)
+    }
+
+    /// A Matrix room as the host describes it.
+    pub fn matrix_channel() -> ChannelInfo {
+        channel_info(aviary_rules::channels::MATRIX)
     }
 
     /// Builder: add secret `name` (returned by [`Host::secret`]; others are denied).
@@ -1160,5 +1158,18 @@ mod llm_tests {
         let host = TestHost::new().with_model("small", reverser);
         let debug = format!("{host:?}");
         assert!(debug.contains("small"), "{debug}");
+    }
+}
+
+/// Channel `name` as the host's `messaging.channel` describes it.
+fn channel_info(name: &str) -> ChannelInfo {
+    let features = aviary_rules::channels::features(name).expect("a channel the host has");
+    ChannelInfo {
+        name: name.into(),
+        typing: features.typing,
+        drafts: features.drafts,
+        attachments: features.attachments,
+        edits: features.edits,
+        groups: features.groups,
     }
 }

@@ -5,7 +5,8 @@
 //! answered, an invite from a user not allowed declined, a burst of 300
 //! messages while the host is stopped (the next sync comes back `limited`)
 //! answered once each, and Synapse then the host restarted mid-conversation
-//! with nothing lost and nothing twice.
+//! with nothing lost and nothing twice; llm-chat drafting its answer as
+//! one message edited as it grows, typing meanwhile.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -315,4 +316,102 @@ fn a_matrix_room_becomes_a_helpdesk_ticket_and_the_operator_answers_there() {
             .iter()
             .any(|b| b.contains("Please step away from it."))
     });
+}
+
+/// The conversation id the host gives `room` for the account of `user`
+/// (as `channels::matrix::rooms::conversation_of` derives it).
+fn conversation_of(user: &str, room: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(format!("{user}\n{room}")));
+    format!("mx-{}", &digest[..24])
+}
+
+/// Whether `event` edits another (`m.replace`).
+fn is_edit(event: &Value) -> bool {
+    event["content"]["m.relates_to"]["rel_type"] == "m.replace"
+}
+
+/// llm-chat over Matrix: the bot shows as typing while the model starts,
+/// its drafts are one message edited as the answer grows, the answer is the
+/// last edit of that message (not a second one), and typing stops then.
+#[test]
+fn llm_chat_drafts_its_answer_as_one_edited_message_and_types_meanwhile() {
+    let synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    synapse.register("llm-bot", "llm-password", false);
+    let bot = synapse.user_id("llm-bot");
+    let settings = "[bots.llm-chat.settings]\nmax_tokens = \"48\"\ntemperature = \"0\"\n";
+    let host = Host::start(&format!(
+        "{}{settings}",
+        matrix_config(&synapse, &[("llm-chat", "llm-bot", "llm-password")])
+    ));
+    let room = room_with(&alice, &bot);
+    let chat = host.conversation("llm-chat", &conversation_of(&bot, &room));
+    let mut since = alice.sync(None, 0)["next_batch"].as_str().map(str::to_owned);
+
+    alice.send_text(&room, "Hello! Tell me about the sea.");
+    // Follow the room as a client would, noting who is typing, until the
+    // host has the bot's answer and the room shows it.
+    let mut typing = Typing::default();
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no answer from llm-chat");
+        typing.follow(&alice, &room, &bot, &mut since);
+        let out = chat.all_messages().into_iter().find(|m| m.is_out());
+        if let Some(out) = out {
+            break out.text;
+        }
+    };
+    assert!(!answer.is_empty());
+    wait_until("the answer is the draft's last edit", || {
+        said_by(&alice, &room, &bot)
+            .iter()
+            .filter(|e| is_edit(e))
+            .any(|e| e["content"]["m.new_content"]["body"] == answer.as_str())
+    });
+    let said = said_by(&alice, &room, &bot);
+    let (edits, drafts): (Vec<Value>, Vec<Value>) = said.into_iter().partition(is_edit);
+    assert_eq!(drafts.len(), 1, "one message, edited: {drafts:#?}");
+    let draft = &drafts[0];
+    assert!(!draft["content"]["body"].as_str().unwrap().is_empty());
+    assert!(
+        edits
+            .iter()
+            .all(|e| e["content"]["m.relates_to"]["event_id"] == draft["event_id"]),
+        "every edit replaces the draft: {edits:#?}"
+    );
+    let last = &edits.last().unwrap()["content"];
+    assert_eq!(last["m.new_content"]["body"], answer.as_str());
+    assert_eq!(last["body"], format!("* {answer}").as_str(), "the fallback");
+
+    assert!(typing.seen, "the bot never showed as typing");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while typing.now.iter().any(|u| u == bot.as_str()) {
+        assert!(Instant::now() < deadline, "the bot still types: {:?}", typing.now);
+        typing.follow(&alice, &room, &bot, &mut since);
+    }
+}
+
+/// Who types in a room, as a client following it sees.
+#[derive(Default)]
+struct Typing {
+    /// `bot` was seen typing.
+    seen: bool,
+    /// Who types now.
+    now: Vec<Value>,
+}
+
+impl Typing {
+    /// One `/sync` of `human` (up to a second) from `since`, which moves on.
+    fn follow(&mut self, human: &Account, room: &str, bot: &str, since: &mut Option<String>) {
+        let sync = human.sync(since.as_deref(), 1000);
+        *since = sync["next_batch"].as_str().map(str::to_owned);
+        let ephemeral = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array();
+        for event in ephemeral.into_iter().flatten() {
+            if event["type"] == "m.typing" {
+                self.now = event["content"]["user_ids"].as_array().cloned().unwrap();
+                self.seen |= self.now.iter().any(|u| u == bot);
+            }
+        }
+    }
 }

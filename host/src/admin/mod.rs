@@ -36,10 +36,7 @@ pub fn load_or_create_token(configured: Option<&str>, data_dir: &Path) -> Result
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
-    let token = hex::encode(bytes);
+    let token = crate::ids::random_hex(24).context("cannot make the admin token")?;
     std::fs::create_dir_all(data_dir)?;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

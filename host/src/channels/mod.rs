@@ -1,7 +1,7 @@
 //! Channels: where messages come from and where the bots' answers go.
 //!
-//! A channel is one folder here implementing [`Channel`], plus one line in
-//! [`features`] and, if it runs on its own (as Matrix's sync loops do), one
+//! A channel is one folder here implementing [`Channel`], plus its name and
+//! [`Features`] in `aviary_rules::channels` (shared with the SDK) and, if it runs on its own (as Matrix's sync loops do), one
 //! in [`crate::app`] where channels are started. Every channel works the
 //! same way against the rest of the host:
 //! - it *receives* by storing inbound messages (and the events they cause)
@@ -17,35 +17,7 @@ pub mod matrix;
 pub mod web;
 pub mod webhooks;
 
-/// The channel of conversations started through the web API.
-pub const WEB: &str = "web";
-/// The channel of Matrix rooms.
-pub const MATRIX: &str = "matrix";
-
-/// What a channel can show people, so that a bot can adapt (bots read it
-/// through `aviary:bot/messaging.channel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Features {
-    /// A typing indicator.
-    pub typing: bool,
-    /// Drafts: the growing text of an answer before it is sent.
-    pub drafts: bool,
-    /// Files sent with messages, both ways.
-    pub attachments: bool,
-    /// Messages changed after they were sent (Matrix shows drafts as edits).
-    pub edits: bool,
-    /// Conversations with more than one person in them.
-    pub groups: bool,
-}
-
-/// The features of the channel named `name`, if there is one.
-pub fn features(name: &str) -> Option<Features> {
-    match name {
-        WEB => Some(web::FEATURES),
-        MATRIX => Some(matrix::FEATURES),
-        _ => None,
-    }
-}
+pub use aviary_rules::channels::{features, Features, MATRIX, WEB};
 
 /// A channel the host runs beside the web API.
 pub trait Channel: Send + Sync {

@@ -133,6 +133,7 @@ impl EventState {
             messaging: Messaging::new(
                 policy.clone(),
                 store.clone(),
+                services.live.clone(),
                 id.clone(),
                 event.conversation.clone(),
             ),

@@ -96,6 +96,9 @@ fn from_photo(
     message: &Message,
     photo: &Attachment,
 ) -> Result<String, String> {
+    // Reading and looking up take a second or two: show that it is coming.
+    // Where the channel has no typing indicator, nothing is lost.
+    let _ = host.typing(&message.conversation);
     let reading = match host.vision_read_text(&photo.id) {
         Ok(reading) => reading,
         Err(error) => return Ok(cannot_read(&error)),

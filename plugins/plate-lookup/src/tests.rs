@@ -70,6 +70,7 @@ fn a_registered_plate_in_a_photo_gets_its_entry_and_the_reading() {
     );
     assert!(answer.contains("notes: reported"), "{answer}");
     assert_eq!(host.regions_read().len(), 1, "the plate was read again");
+    assert_eq!(host.typing_in(), ["c"], "typing shows while the photo is read");
     assert!(host
         .logs()
         .iter()

@@ -76,17 +76,28 @@ impl Account {
                 contents.push((format!("aviary-{}-{n}", message.id), content));
             }
         }
+        let mut shown_as = None;
         if !message.text.is_empty() || contents.is_empty() {
-            let content = self.text_content(conversation, message)?;
+            let mut content = self.text_content(conversation, message)?;
+            // The answer a draft showed replaces it: one message, edited.
+            if let Some(draft) = self.finish_draft(conversation).await {
+                content = super::drafts::edit(&draft, content);
+                shown_as = Some(draft);
+            }
             contents.insert(0, (format!("aviary-{}", message.id), content));
         }
         for (txn, content) in contents {
             let sent = self
                 .retrying(|| self.client.send(room, &txn, content.clone()))
                 .await;
-            if let Some(event) = sent {
+            // An edit's own event is not the message people see and answer.
+            if let Some(event) = shown_as.take().or(sent) {
                 self.rooms.set_event(conversation, &message.id, &event);
             }
+        }
+        // The answer is there: the bot no longer shows as typing.
+        if self.typed.lock().remove(conversation).is_some() {
+            let _ = self.client.typing(room, &self.user, false).await;
         }
         Ok(())
     }

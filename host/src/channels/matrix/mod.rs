@@ -9,12 +9,14 @@
 mod client;
 mod config;
 mod deliver;
+mod drafts;
 mod format;
 mod rooms;
 mod sync;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
@@ -27,15 +29,9 @@ use crate::store::Store;
 use client::Client;
 use rooms::{Login, Rooms};
 
-/// What Matrix shows: typing, files both ways, group rooms. Drafts (shown
-/// as edits) are not done yet.
-pub const FEATURES: super::Features = super::Features {
-    typing: true,
-    drafts: false,
-    attachments: true,
-    edits: false,
-    groups: true,
-};
+/// Least time between two typing notices in a room: one lasts longer (the
+/// homeserver shows it for 10 s), so repeating it sooner only adds load.
+const TYPING_EVERY: Duration = Duration::from_secs(2);
 
 /// One bot's Matrix account, logged in.
 pub struct Account {
@@ -50,6 +46,10 @@ pub struct Account {
     max_file_bytes: usize,
     /// Conversations whose delivery task runs.
     delivering: Mutex<HashSet<String>>,
+    /// The draft shown in each conversation that has one.
+    drafts: Mutex<HashMap<String, Arc<drafts::Draft>>>,
+    /// When typing was last shown in each conversation.
+    typed: Mutex<HashMap<String, Instant>>,
     /// Where signals from the bots' worker threads are sent from.
     runtime: tokio::runtime::Handle,
     me: Weak<Account>,
@@ -120,6 +120,8 @@ impl Account {
             config: config.clone(),
             max_file_bytes,
             delivering: Mutex::default(),
+            drafts: Mutex::default(),
+            typed: Mutex::default(),
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
         });
@@ -140,11 +142,27 @@ impl super::Channel for Matrix {
         let Ok(Some(room)) = account.rooms.room(conversation) else {
             return;
         };
-        if let Signal::Typing = signal {
-            let (client, user) = (account.client.clone(), account.user.clone());
-            account
-                .runtime
-                .spawn(async move { client.typing(&room, &user, true).await });
+        match signal {
+            Signal::Typing => account.typing(conversation, room),
+            Signal::Draft { text, .. } => account.draft(conversation, &room, text),
         }
+    }
+}
+
+impl Account {
+    /// Shows the bot typing in `room`, unless it just did.
+    fn typing(&self, conversation: &str, room: String) {
+        let now = Instant::now();
+        let mut typed = self.typed.lock();
+        if typed
+            .get(conversation)
+            .is_some_and(|last| now.duration_since(*last) < TYPING_EVERY)
+        {
+            return;
+        }
+        typed.insert(conversation.to_owned(), now);
+        let (client, user) = (self.client.clone(), self.user.clone());
+        self.runtime
+            .spawn(async move { client.typing(&room, &user, true).await });
     }
 }

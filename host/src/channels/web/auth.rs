@@ -32,13 +32,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// A fresh random token and its hash.
 pub fn mint() -> Result<(String, String), ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        ApiError::internal(anyhow::anyhow!(
-            "no randomness for a conversation token: {e}"
-        ))
-    })?;
-    let token = hex::encode(bytes);
+    let token = crate::ids::random_hex(32).map_err(ApiError::internal)?;
     let hash = sha256_hex(token.as_bytes());
     Ok((token, hash))
 }

@@ -137,10 +137,8 @@ fn answer(record: &TokenRecord, token: &str) -> Value {
 
 /// `prefix` and 128 random bits in hex: a conversation or user id.
 fn random_id(prefix: &str) -> Result<String, ApiError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("no randomness for an id: {e}")))?;
-    let id = format!("{prefix}{}", hex::encode(bytes));
+    let random = crate::ids::random_hex(16).map_err(ApiError::internal)?;
+    let id = format!("{prefix}{random}");
     debug_assert!(is_valid_id(&id));
     Ok(id)
 }

@@ -30,16 +30,6 @@ use crate::store::Store;
 pub use error::ApiError;
 use limits::BodyLimits;
 
-/// What the web channel shows: typing and drafts over the conversation's
-/// WebSocket, files both ways; one person per conversation, no edits.
-pub const FEATURES: super::Features = super::Features {
-    typing: true,
-    drafts: true,
-    attachments: true,
-    edits: false,
-    groups: false,
-};
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct WebState {

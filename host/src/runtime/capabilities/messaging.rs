@@ -33,12 +33,17 @@ pub struct Messaging {
     /// Conversations this event may send into, once checked (the event's own
     /// conversation from the start).
     reachable: std::collections::BTreeSet<String>,
+    /// Where "typing" is shown, at once rather than at commit.
+    live: Arc<crate::live::LiveHub>,
+    /// Conversations this event showed typing in: once each is enough.
+    typed: std::collections::BTreeSet<String>,
 }
 
 impl Messaging {
     pub fn new(
         policy: Arc<BotPolicy>,
         store: crate::store::Store,
+        live: Arc<crate::live::LiveHub>,
         bot: Arc<str>,
         conversation: Option<String>,
     ) -> Messaging {
@@ -50,6 +55,8 @@ impl Messaging {
             store,
             bot,
             reachable: conversation.into_iter().collect(),
+            live,
+            typed: std::collections::BTreeSet::new(),
         }
     }
 
@@ -203,7 +210,8 @@ impl Host for Ctx<'_, Messaging> {
             .map_err(|e| BotError::Unavailable(format!("store error: {e}")))?
             .ok_or_else(refused)?
             .channel;
-        let features = crate::channels::features(&name).unwrap_or(crate::channels::web::FEATURES);
+        let features = crate::channels::features(&name)
+            .unwrap_or(aviary_rules::channels::WEB_FEATURES);
         Ok(ChannelInfo {
             name,
             typing: features.typing,
@@ -214,13 +222,39 @@ impl Host for Ctx<'_, Messaging> {
         })
     }
 
+    /// Shows the bot typing in `conversation` now (a signal, never stored),
+    /// under the same rules as a send: a conversation the bot has seen, a
+    /// `[send]` grant, not in `migrate`. Once per conversation per event.
     fn typing(&mut self, conversation: String) -> Result<(), BotError> {
-        if crate::ids::is_valid_id(&conversation) {
-            Ok(())
-        } else {
-            Err(BotError::Invalid(
-                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
-            ))
+        self.budget.check()?;
+        if let Some(reason) = self.cap.closed {
+            return self.deny(&conversation, BotError::Denied(reason.into()));
         }
+        if !crate::ids::is_valid_id(&conversation) {
+            return Err(BotError::Invalid(
+                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
+            ));
+        }
+        if self.cap.policy.grant.send.is_none() {
+            let error = BotError::Denied("the bot's policy grants no `[send]`".into());
+            return self.deny(&conversation, error);
+        }
+        if !self.cap.reaches(&conversation)? {
+            let error = BotError::Denied(format!(
+                "conversation `{conversation}` is not one this bot has seen"
+            ));
+            return self.deny(&conversation, error);
+        }
+        if self.cap.typed.len() >= MAX_SENDS_PER_EVENT {
+            let error = BotError::QuotaExceeded(format!(
+                "typing in at most {MAX_SENDS_PER_EVENT} conversations per event"
+            ));
+            return self.deny(&conversation, error);
+        }
+        if self.cap.typed.insert(conversation.clone()) {
+            let live = self.cap.live.clone();
+            live.publish(&self.cap.bot, &conversation, crate::live::Signal::Typing);
+        }
+        Ok(())
     }
 }
