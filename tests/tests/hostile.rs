@@ -294,6 +294,23 @@ fn an_oversized_outgoing_message_is_refused() {
 }
 
 #[test]
+fn typing_shows_only_where_the_bot_may_send() {
+    let bots = Bots::new().deploy("ghost", "mischief");
+    let host = start(&bots, &mischief("ghost", "typing-elsewhere"));
+    let conversation = host.conversation("ghost", "c");
+    let id = conversation.post_message("m", "type");
+    let reply = conversation.wait_for_reply(&id).text;
+    assert!(reply.starts_with("own Ok(())"), "{reply}");
+    assert!(
+        reply.contains("elsewhere Err(Denied(") && reply.contains("not one this bot has seen"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("1000 of 1000 refused"), "{reply}");
+    let record = wait_for_audit(&host, "deny", "ghost", Some("send"));
+    assert_eq!(record["target"], "never-seen", "{record}");
+}
+
+#[test]
 fn a_flood_of_log_output_is_capped() {
     let bots = Bots::new().deploy("chatterbox", "mischief");
     let host = start(&bots, &mischief("chatterbox", "log-flood"));

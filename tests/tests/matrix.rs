@@ -2,7 +2,9 @@
 //! (installed by `cargo xtask test` into target/peers/synapse), with a
 //! plain HTTP client as the human: invite a bot and get its echo, two bot
 //! identities in one host answering each in its own rooms, a plate photo
-//! answered, an invite from a user not allowed declined, a burst of 300
+//! answered, two bots in a group room answering people but never each
+//! other, a text over the bound cut, an invite from a user not allowed
+//! declined, a photo a bot sends uploaded into the room, a burst of 300
 //! messages while the host is stopped (the next sync comes back `limited`)
 //! answered once each, and Synapse then the host restarted mid-conversation
 //! with nothing lost and nothing twice; llm-chat drafting its answer as
@@ -140,20 +142,51 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     );
     assert_eq!(said_by(&alice, &echo_room, &plates).len(), 0);
 
-    // A group room: the bot hears who wrote, and answers each.
+    // A group room: the bot hears who wrote, and answers each. Both bots
+    // are in it and answer every message, but never each other: what they
+    // say is a notice, which bots leave unanswered (else they would answer
+    // each other forever).
     let group = alice.create_room(&json!({ "preset": "public_chat", "name": "group" }));
     mallory.join(&group);
-    alice.invite(&group, &echo);
-    wait_until("echo joins the group", || {
-        alice
-            .messages(&group)
-            .iter()
-            .any(|e| e["state_key"] == echo.as_str() && e["content"]["membership"] == "join")
-    });
+    for bot in [&echo, &plates] {
+        alice.invite(&group, bot);
+        wait_until("the bot joins the group", || {
+            alice.messages(&group).iter().any(|e| {
+                e["state_key"] == bot.as_str() && e["content"]["membership"] == "join"
+            })
+        });
+    }
     alice.send_text(&group, "from alice");
     mallory.send_text(&group, "from mallory");
     let said = wait_for_said(&alice, &group, &echo, 2);
     assert_eq!(bodies(&said), ["echo: from alice", "echo: from mallory"]);
+    assert!(said.iter().all(|e| e["content"]["msgtype"] == "m.notice"));
+    wait_for_said(&alice, &group, &plates, 2);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(said_by(&alice, &group, &echo).len(), 2, "echo answered a bot");
+    assert_eq!(said_by(&alice, &group, &plates).len(), 2, "plates answered a bot");
+    let senders: Vec<String> = host
+        .conversation("echo", &conversation_of(&echo, &group))
+        .all_messages()
+        .into_iter()
+        .filter(|m| !m.is_out())
+        .map(|m| m.sender)
+        .collect();
+    assert_eq!(senders, [alice.user_id(), mallory.user_id()]);
+
+    // A text over the channel's bound (a homeserver takes 64 KiB) reaches
+    // the bot cut, with a marker, rather than whole.
+    alice.send_text(&echo_room, &"long ".repeat(8000));
+    wait_for_said(&alice, &echo_room, &echo, 2);
+    let heard = host
+        .conversation("echo", &conversation_of(&echo, &echo_room))
+        .all_messages()
+        .into_iter()
+        .filter(|m| !m.is_out())
+        .last()
+        .unwrap()
+        .text;
+    assert!(heard.len() <= 16 * 1024 && heard.ends_with('…'), "{}", heard.len());
 
     // An invite from a user not on the allowlist is declined.
     let refused = mallory.create_direct_room(&echo);
@@ -414,4 +447,39 @@ impl Typing {
             }
         }
     }
+}
+
+/// A file a bot sends goes out as an upload: the room shows an `m.image`
+/// whose `mxc://` URI, fetched through the authenticated media API, gives
+/// the bot's bytes. (No shipped bot sends files; `file-snoop` makes one.)
+#[test]
+fn a_photo_the_bot_sends_is_uploaded_into_the_room() {
+    let synapse = Synapse::start();
+    let alice = synapse.register("alice", "alice-password", false);
+    synapse.register("snoop-bot", "snoop-password", false);
+    let bot = synapse.user_id("snoop-bot");
+    let plugins = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    for file in ["file-snoop.wasm", "file-snoop.toml"] {
+        let from = aviary_e2e::hostile_dir().join(file);
+        std::fs::copy(from, plugins.path().join(file)).unwrap();
+    }
+    let grant = "memory_mb = 64\ntimeout_ms = 500\nattachment_bytes = 1024\nvision = true\n[send]\nper_conversation_per_minute = 60\nper_bot_per_minute = 600\n";
+    std::fs::write(policies.path().join("file-snoop.toml"), grant).unwrap();
+    let config = format!(
+        "policies_dir = \"{}\"\n{}",
+        policies.path().display(),
+        matrix_config(&synapse, &[("file-snoop", "snoop-bot", "snoop-password")])
+    );
+    let _host = Host::start_with_plugins(&config, plugins.path());
+    let room = room_with(&alice, &bot);
+    alice.send_text(&room, "send-made");
+    let said = wait_for_said(&alice, &room, &bot, 3);
+    assert_eq!(bodies(&said), ["a dot", "dot.png", "ok"]);
+    let image = &said[1]["content"];
+    assert_eq!(image["msgtype"], "m.image", "{image}");
+    assert_eq!(image["info"]["mimetype"], "image/png", "{image}");
+    let bytes = alice.download(image["url"].as_str().unwrap());
+    assert_eq!(bytes.len() as u64, image["info"]["size"].as_u64().unwrap());
+    assert!(bytes.starts_with(b"\x89PNG"), "{bytes:?}");
 }

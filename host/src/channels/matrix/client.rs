@@ -198,10 +198,7 @@ impl Client {
             errcode: "M_INVALID_PARAM".into(),
             message: message.into(),
         };
-        let (server, id) = mxc
-            .strip_prefix("mxc://")
-            .and_then(|rest| rest.split_once('/'))
-            .ok_or_else(|| refused("not an mxc:// URI"))?;
+        let (server, id) = parse_mxc(mxc).ok_or_else(|| refused("not an mxc:// URI"))?;
         let path = ["_matrix", "client", "v1", "media", "download", server, id];
         let request = self.http.get(self.url(&path, &[])).bearer_auth(&self.token);
         let response = request.send().await.map_err(unavailable)?;
@@ -259,6 +256,23 @@ impl Client {
     }
 }
 
+/// The server name and media id of `mxc://<server>/<id>`, if both are
+/// what the spec allows (a server name: letters, digits, `.-:[]`; a media
+/// id: letters, digits, `_-`). The URI comes from whoever wrote the
+/// message, and both parts become path segments of a request the host
+/// makes with the bot's token: nothing else may get through.
+pub fn parse_mxc(mxc: &str) -> Option<(&str, &str)> {
+    let (server, id) = mxc.strip_prefix("mxc://")?.split_once('/')?;
+    let server_ok = server
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    let id_ok = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+    let named = |part: &str| !part.is_empty() && part.chars().any(|c| c.is_ascii_alphanumeric());
+    (server_ok && id_ok && named(server) && named(id)).then_some((server, id))
+}
+
 fn unavailable(error: reqwest::Error) -> CallError {
     CallError::Unavailable(error.to_string())
 }
@@ -296,5 +310,50 @@ async fn error_of(response: reqwest::Response) -> CallError {
         status: status.as_u16(),
         errcode: body["errcode"].as_str().unwrap_or("?").to_owned(),
         message: body["error"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mxc_uri_gives_a_server_and_id_and_nothing_else() {
+        assert_eq!(
+            parse_mxc("mxc://hs.example:8448/AbC_12-x"),
+            Some(("hs.example:8448", "AbC_12-x"))
+        );
+        assert_eq!(parse_mxc("mxc://[::1]:8008/id"), Some(("[::1]:8008", "id")));
+        for hostile in [
+            "https://evil.example/id",
+            "mxc://hs/../../../v3/admin",
+            "mxc://../id",
+            "mxc://hs/..",
+            "mxc://hs/a/b",
+            "mxc://hs/id?access_token=x",
+            "mxc://hs/id#x",
+            "mxc://hs%2F..%2F/id",
+            "mxc://hs/",
+            "mxc:///id",
+            "mxc://hs",
+            "mxc://hs/ïd",
+        ] {
+            assert_eq!(parse_mxc(hostile), None, "{hostile}");
+        }
+    }
+
+    #[test]
+    fn every_accepted_uri_stays_under_the_media_download_path() {
+        let client = Client::new("http://127.0.0.1:8008/base/", String::new()).unwrap();
+        let (server, id) = parse_mxc("mxc://[::1]:8008/A-b_c").unwrap();
+        let url = client.url(
+            &["_matrix", "client", "v1", "media", "download", server, id],
+            &[],
+        );
+        let segments: Vec<&str> = url.path_segments().unwrap().collect();
+        assert_eq!(segments.len(), 8, "{url}");
+        assert_eq!(segments[..6], ["base", "_matrix", "client", "v1", "media", "download"]);
+        assert_eq!(segments[7], "A-b_c");
+        assert_eq!((url.host_str(), url.query()), (Some("127.0.0.1"), None));
     }
 }

@@ -102,10 +102,11 @@ impl Account {
         Ok(())
     }
 
-    /// An `m.text`, with HTML from its Markdown and, for a reply, the
-    /// relation to the message it answers.
+    /// An `m.notice` (what bots send, so that no bot answers another in a
+    /// loop), with HTML from its Markdown and, for a reply, the relation to
+    /// the message it answers.
     fn text_content(&self, conversation: &str, message: &MessageRecord) -> Result<Value> {
-        let mut content = json!({ "msgtype": "m.text", "body": message.text });
+        let mut content = json!({ "msgtype": super::NOTICE, "body": message.text });
         let html = super::format::markdown_html(&message.text);
         if let Some(html) = html {
             content["format"] = "org.matrix.custom.html".into();

@@ -75,8 +75,8 @@ impl Account {
                 }
             };
             let content = match event.as_deref() {
-                None => json!({ "msgtype": "m.text", "body": text }),
-                Some(original) => edit(original, json!({ "msgtype": "m.text", "body": text })),
+                None => json!({ "msgtype": super::NOTICE, "body": text }),
+                Some(original) => edit(original, json!({ "msgtype": super::NOTICE, "body": text })),
             };
             let txn = match crate::ids::random_hex(8) {
                 Ok(random) => format!("aviary-draft-{random}"),

@@ -29,6 +29,12 @@ use crate::store::Store;
 use client::Client;
 use rooms::{Login, Rooms};
 
+/// The message type of everything the bots say. By Matrix's convention
+/// automated clients never answer a notice, so two bots in one room (ours
+/// or another's) cannot answer each other forever; the channel ignores
+/// notices for the same reason.
+const NOTICE: &str = "m.notice";
+
 /// Least time between two typing notices in a room: one lasts longer (the
 /// homeserver shows it for 10 s), so repeating it sooner only adds load.
 const TYPING_EVERY: Duration = Duration::from_secs(2);

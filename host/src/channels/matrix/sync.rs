@@ -137,6 +137,7 @@ impl Account {
         let content = &event["content"];
         if event["type"] != "m.room.message"
             || sender == self.user
+            || content["msgtype"] == super::NOTICE
             || content["m.relates_to"]["rel_type"] == "m.replace"
         {
             return Ok(false);
@@ -171,7 +172,7 @@ impl Account {
         let body = content["body"].as_str().unwrap_or_default();
         let msgtype = content["msgtype"].as_str().unwrap_or_default();
         if !matches!(msgtype, "m.image" | "m.file") {
-            return (strip_reply_fallback(body).to_owned(), Vec::new());
+            return (inbound_text(body), Vec::new());
         }
         let url = content["url"].as_str().unwrap_or_default();
         match self.fetch(url, body).await {
@@ -200,6 +201,16 @@ impl Account {
     }
 }
 
+/// What a bot gets of a text message's `body`: the answer without a reply's
+/// quote, cut to the size every channel keeps to (a homeserver takes events
+/// of up to 64 KiB; the web channel refuses texts over
+/// [`MAX_TEXT_BYTES`](aviary_rules::text::MAX_TEXT_BYTES), but a message
+/// already in a room can only be cut, not refused).
+fn inbound_text(body: &str) -> String {
+    let text = strip_reply_fallback(body);
+    aviary_rules::text::trim(text, aviary_rules::text::MAX_TEXT_BYTES).into_owned()
+}
+
 /// A reply's body starts with the quoted original (`> ` lines and a blank
 /// line); the bot gets the answer alone.
 fn strip_reply_fallback(body: &str) -> &str {
@@ -223,5 +234,15 @@ mod tests {
             "> not a quote\nsame paragraph"
         );
         assert_eq!(strip("plain"), "plain");
+    }
+
+    #[test]
+    fn a_text_over_the_channel_bound_is_cut_with_a_marker() {
+        use aviary_rules::text::{MAX_TEXT_BYTES, TRIM_MARKER};
+        let long = "é".repeat(MAX_TEXT_BYTES);
+        let text = super::inbound_text(&long);
+        assert!(text.len() <= MAX_TEXT_BYTES, "{}", text.len());
+        assert!(text.ends_with(TRIM_MARKER));
+        assert_eq!(super::inbound_text("> <@a:hs> q\n\nshort"), "short");
     }
 }

@@ -31,6 +31,13 @@ fn square() -> Vec<Point> {
 }
 
 /// The abuse `what` with `arg`, and what the host answered.
+/// A PNG of one green pixel.
+const DOT_PNG: &[u8] = &[
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0,
+    0, 0, 144, 119, 83, 222, 0, 0, 0, 12, 73, 68, 65, 84, 120, 156, 99, 248, 207, 192, 0, 0, 3, 1,
+    1, 0, 201, 254, 146, 239, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+];
+
 fn abuse(what: &str, arg: &str, conversation: &str) -> String {
     match what {
         // An id learnt elsewhere: another bot's photo.
@@ -47,6 +54,11 @@ fn abuse(what: &str, arg: &str, conversation: &str) -> String {
         )),
         "not-an-image" => match attachments::create("note.txt", b"plain text, not a photo") {
             Ok(file) => kind(vision::read_text(&file.id)),
+            Err(e) => kind::<()>(Err(e)),
+        },
+        // Not an abuse: a file made and sent, for the channels' tests.
+        "send-made" => match attachments::create("dot.png", DOT_PNG) {
+            Ok(file) => kind(attachments::send(conversation, "a dot", &[file.id], None)),
             Err(e) => kind::<()>(Err(e)),
         },
         "nan-region" => {

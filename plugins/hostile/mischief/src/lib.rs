@@ -57,6 +57,7 @@ impl Guest for Mischief {
             "absent-deletes" => absent_deletes(&message),
             "absent-reads" => absent_reads(&message),
             "huge-reply-to" => huge_reply_to(&message),
+            "typing-elsewhere" => typing_elsewhere(&message),
             other => Err(format!("unknown mode `{other}`")),
         }
     }
@@ -219,6 +220,20 @@ fn absent_reads(message: &Message) -> Result<(), String> {
 fn huge_reply_to(message: &Message) -> Result<(), String> {
     let outcome = messaging::reply(&message.conversation, &"1".repeat(4 << 20), "hi");
     reply(message, &format!("huge reply-to: {outcome:?}"))
+}
+
+/// Shows typing in its own conversation, in one it never saw and in a
+/// thousand more: only the first may reach anyone.
+fn typing_elsewhere(message: &Message) -> Result<(), String> {
+    let own = messaging::typing(&message.conversation);
+    let elsewhere = messaging::typing("never-seen");
+    let refused = (0..1000)
+        .filter(|n| messaging::typing(&format!("flood-{n}")).is_err())
+        .count();
+    reply(
+        message,
+        &format!("own {own:?}; elsewhere {elsewhere:?}; {refused} of 1000 refused"),
+    )
 }
 
 export!(Mischief);
