@@ -483,3 +483,36 @@ fn a_photo_the_bot_sends_is_uploaded_into_the_room() {
     assert_eq!(bytes.len() as u64, image["info"]["size"].as_u64().unwrap());
     assert!(bytes.starts_with(b"\x89PNG"), "{bytes:?}");
 }
+
+/// The homeserver answers the bot's sends 429 (a tight `rc_message` for
+/// everyone but the human): the replies wait out `retry_after_ms` and all
+/// arrive, once each and in order.
+#[test]
+fn replies_past_the_rate_limit_wait_it_out_and_arrive_once_in_order() {
+    let synapse =
+        Synapse::start_with_config(&json!({ "rc_message": { "per_second": 1, "burst_count": 2 } }));
+    let alice = synapse.register("alice", "alice-password", true);
+    let exempt = alice.raw(
+        reqwest::Method::POST,
+        &format!("/_synapse/admin/v1/users/{}/override_ratelimit", alice.user_id()),
+        Some(&json!({ "messages_per_second": 0, "burst_count": 0 })),
+    );
+    assert!(exempt.status.is_success(), "{}", exempt.raw);
+    synapse.register("echo-bot", "echo-password", false);
+    let echo = synapse.user_id("echo-bot");
+    let host = Host::start(&matrix_config(&synapse, &[("echo", "echo-bot", "echo-password")]));
+    let room = room_with(&alice, &echo);
+    let sent: Vec<String> = (0..8).map(|n| format!("quick {n}")).collect();
+    for text in &sent {
+        alice.send_text(&room, text);
+    }
+    wait_for_said(&alice, &room, &echo, sent.len());
+    std::thread::sleep(Duration::from_secs(2));
+    let expected: Vec<String> = sent.iter().map(|t| format!("echo: {t}")).collect();
+    assert_eq!(bodies(&said_by(&alice, &room, &echo)), expected);
+    assert!(
+        host.log().contains("rate limited by the homeserver"),
+        "the homeserver never said 429: {}",
+        host.log()
+    );
+}
