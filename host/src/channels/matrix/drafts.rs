@@ -90,7 +90,7 @@ impl Account {
                 Err(error) => {
                     tracing::debug!(bot = %self.bot, room, "a draft was not shown: {error}");
                     match error {
-                        CallError::RateLimited { retry_after } => retry_after.max(EDIT_EVERY),
+                        CallError::RateLimited(Some(wait)) => wait.max(EDIT_EVERY),
                         _ => EDIT_EVERY,
                     }
                 }
