@@ -1,9 +1,10 @@
 //! Channels: where messages come from and where the bots' answers go.
 //!
 //! A channel is one folder here implementing [`Channel`], plus its name and
-//! [`Features`] in `aviary_rules::channels` (shared with the SDK) and, if it runs on its own (as Matrix's sync loops do), one
-//! in [`crate::app`] where channels are started. Every channel works the
-//! same way against the rest of the host:
+//! [`Features`] in `aviary_rules::channels` (shared with the SDK, so a bot's
+//! tests see what the host will tell it) and, if it runs on its own (as
+//! Matrix's sync loops do), one line in [`crate::app`] where channels are
+//! started. Every channel works the same way against the rest of the host:
 //! - it *receives* by storing inbound messages (and the events they cause)
 //!   in the [`crate::store`], which records the conversation's channel in
 //!   its reference ([`crate::store::ConversationRef`]);
