@@ -85,6 +85,17 @@ impl LiveHub {
 }
 
 impl Listener {
+    /// The next signal already buffered, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<Arc<Signal>> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(signal) => return Some(signal),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next signal; after a burst it skips to the ones still buffered.
     pub async fn next(&mut self) -> Arc<Signal> {
         loop {
@@ -141,6 +152,16 @@ mod tests {
         drop(mine);
         assert_eq!(hub.listened(), 0, "no listener keeps no entry");
         hub.publish("llm-chat", "c1", Signal::Typing);
+    }
+
+    #[test]
+    fn buffered_signals_are_taken_without_waiting_then_none() {
+        let hub = Arc::new(LiveHub::default());
+        let mut listener = hub.listen("llm-chat", "c1");
+        assert!(listener.try_next().is_none());
+        hub.publish("llm-chat", "c1", Signal::Typing);
+        assert_eq!(listener.try_next().as_deref(), Some(&Signal::Typing));
+        assert!(listener.try_next().is_none());
     }
 
     #[test]

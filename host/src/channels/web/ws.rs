@@ -18,6 +18,7 @@ use super::api::{check_cursor, check_target};
 use super::auth::{authorize, bearer};
 use super::server::ConnectionSlot;
 use super::{ApiError, WebState};
+use crate::live::Signal;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +106,13 @@ impl Stream {
                 let _ = socket.send(revoked()).await;
                 return;
             }
+            // Signals published before a message was committed go first:
+            // a draft shown after its answer would stay on the page.
+            while let Some(signal) = signals.try_next() {
+                if socket.send(signal_frame(&signal)).await.is_err() {
+                    return;
+                }
+            }
             let page = match self.state.store.messages_after(
                 &self.bot,
                 &self.conversation,
@@ -131,8 +139,7 @@ impl Stream {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 signal = signals.next() => {
-                    let text = serde_json::to_string(&*signal).expect("signals serialise");
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+                    if socket.send(signal_frame(&signal)).await.is_err() {
                         return;
                     }
                 }
@@ -164,4 +171,10 @@ fn revoked() -> Message {
         code: close_code::POLICY,
         reason: "the token expired or was replaced".into(),
     }))
+}
+
+/// The frame of an ephemeral signal (`{"kind": …}`).
+fn signal_frame(signal: &Signal) -> Message {
+    let text = serde_json::to_string(signal).expect("signals serialise");
+    Message::Text(text.into())
 }
