@@ -93,6 +93,11 @@ pub fn hostile_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_dir().join("target/hostile"))
 }
 
+/// The policy that grants the hostile `file-snoop` bot what its manifest
+/// asks (1 KiB of attachments, vision, sends), so that it loads rather
+/// than being held for approval.
+pub const FILE_SNOOP_POLICY: &str = "memory_mb = 64\ntimeout_ms = 500\nwall_ms = 30000\nattachment_bytes = 1024\nvision = true\n[send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n";
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -302,7 +302,8 @@ fn typing_shows_only_where_the_bot_may_send() {
     let reply = conversation.wait_for_reply(&id).text;
     assert!(reply.starts_with("own Ok(())"), "{reply}");
     assert!(
-        reply.contains("elsewhere Err(Denied(") && reply.contains("not one this bot has seen"),
+        reply.contains("elsewhere Err(Error::Denied(")
+            && reply.contains("not one this bot has seen"),
         "{reply}"
     );
     assert!(reply.ends_with("1000 of 1000 refused"), "{reply}");

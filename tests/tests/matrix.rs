@@ -151,9 +151,10 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     for bot in [&echo, &plates] {
         alice.invite(&group, bot);
         wait_until("the bot joins the group", || {
-            alice.messages(&group).iter().any(|e| {
-                e["state_key"] == bot.as_str() && e["content"]["membership"] == "join"
-            })
+            alice
+                .messages(&group)
+                .iter()
+                .any(|e| e["state_key"] == bot.as_str() && e["content"]["membership"] == "join")
         });
     }
     alice.send_text(&group, "from alice");
@@ -163,8 +164,16 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
     assert!(said.iter().all(|e| e["content"]["msgtype"] == "m.notice"));
     wait_for_said(&alice, &group, &plates, 2);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(said_by(&alice, &group, &echo).len(), 2, "echo answered a bot");
-    assert_eq!(said_by(&alice, &group, &plates).len(), 2, "plates answered a bot");
+    assert_eq!(
+        said_by(&alice, &group, &echo).len(),
+        2,
+        "echo answered a bot"
+    );
+    assert_eq!(
+        said_by(&alice, &group, &plates).len(),
+        2,
+        "plates answered a bot"
+    );
     let senders: Vec<String> = host
         .conversation("echo", &conversation_of(&echo, &group))
         .all_messages()
@@ -186,7 +195,11 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
         .last()
         .unwrap()
         .text;
-    assert!(heard.len() <= 16 * 1024 && heard.ends_with('…'), "{}", heard.len());
+    assert!(
+        heard.len() <= 16 * 1024 && heard.ends_with('…'),
+        "{}",
+        heard.len()
+    );
 
     // An invite from a user not on the allowlist is declined.
     let refused = mallory.create_direct_room(&echo);
@@ -380,7 +393,9 @@ fn llm_chat_drafts_its_answer_as_one_edited_message_and_types_meanwhile() {
     ));
     let room = room_with(&alice, &bot);
     let chat = host.conversation("llm-chat", &conversation_of(&bot, &room));
-    let mut since = alice.sync(None, 0)["next_batch"].as_str().map(str::to_owned);
+    let mut since = alice.sync(None, 0)["next_batch"]
+        .as_str()
+        .map(str::to_owned);
 
     alice.send_text(&room, "Hello! Tell me about the sea.");
     // Follow the room as a client would, noting who is typing, until the
@@ -420,7 +435,11 @@ fn llm_chat_drafts_its_answer_as_one_edited_message_and_types_meanwhile() {
     assert!(typing.seen, "the bot never showed as typing");
     let deadline = Instant::now() + Duration::from_secs(20);
     while typing.now.iter().any(|u| u == bot.as_str()) {
-        assert!(Instant::now() < deadline, "the bot still types: {:?}", typing.now);
+        assert!(
+            Instant::now() < deadline,
+            "the bot still types: {:?}",
+            typing.now
+        );
         typing.follow(&alice, &room, &bot, &mut since);
     }
 }
@@ -464,8 +483,11 @@ fn a_photo_the_bot_sends_is_uploaded_into_the_room() {
         let from = aviary_e2e::hostile_dir().join(file);
         std::fs::copy(from, plugins.path().join(file)).unwrap();
     }
-    let grant = "memory_mb = 64\ntimeout_ms = 500\nattachment_bytes = 1024\nvision = true\n[send]\nper_conversation_per_minute = 60\nper_bot_per_minute = 600\n";
-    std::fs::write(policies.path().join("file-snoop.toml"), grant).unwrap();
+    std::fs::write(
+        policies.path().join("file-snoop.toml"),
+        aviary_e2e::FILE_SNOOP_POLICY,
+    )
+    .unwrap();
     let config = format!(
         "policies_dir = \"{}\"\n{}",
         policies.path().display(),
@@ -494,13 +516,19 @@ fn replies_past_the_rate_limit_wait_it_out_and_arrive_once_in_order() {
     let alice = synapse.register("alice", "alice-password", true);
     let exempt = alice.raw(
         reqwest::Method::POST,
-        &format!("/_synapse/admin/v1/users/{}/override_ratelimit", alice.user_id()),
+        &format!(
+            "/_synapse/admin/v1/users/{}/override_ratelimit",
+            alice.user_id()
+        ),
         Some(&json!({ "messages_per_second": 0, "burst_count": 0 })),
     );
     assert!(exempt.status.is_success(), "{}", exempt.raw);
     synapse.register("echo-bot", "echo-password", false);
     let echo = synapse.user_id("echo-bot");
-    let host = Host::start(&matrix_config(&synapse, &[("echo", "echo-bot", "echo-password")]));
+    let host = Host::start(&matrix_config(
+        &synapse,
+        &[("echo", "echo-bot", "echo-password")],
+    ));
     let room = room_with(&alice, &echo);
     let sent: Vec<String> = (0..8).map(|n| format!("quick {n}")).collect();
     for text in &sent {

@@ -319,7 +319,7 @@ fn a_hostile_bot_gets_every_abuse_of_attachments_and_vision_refused() {
     .unwrap();
     std::fs::write(
         policies.path().join("file-snoop.toml"),
-        "memory_mb = 64\ntimeout_ms = 500\nwall_ms = 30000\nattachment_bytes = 1024\nvision = true\n[send]\nper_conversation_per_minute = 600\nper_bot_per_minute = 6000\n",
+        aviary_e2e::FILE_SNOOP_POLICY,
     )
     .unwrap();
     let host = Host::start_with_plugins(

@@ -352,7 +352,10 @@ mod tests {
         );
         let segments: Vec<&str> = url.path_segments().unwrap().collect();
         assert_eq!(segments.len(), 8, "{url}");
-        assert_eq!(segments[..6], ["base", "_matrix", "client", "v1", "media", "download"]);
+        assert_eq!(
+            segments[..6],
+            ["base", "_matrix", "client", "v1", "media", "download"]
+        );
         assert_eq!(segments[7], "A-b_c");
         assert_eq!((url.host_str(), url.query()), (Some("127.0.0.1"), None));
     }

@@ -145,7 +145,10 @@ mod tests {
         content["m.relates_to"] = reply;
         let edit = edit("$draft", content.clone());
         content.as_object_mut().unwrap().remove("m.relates_to");
-        assert_eq!(edit["m.new_content"], content, "no relation in the new content");
+        assert_eq!(
+            edit["m.new_content"], content,
+            "no relation in the new content"
+        );
         assert_eq!(edit["m.relates_to"]["rel_type"], "m.replace");
         assert_eq!(edit["m.relates_to"]["event_id"], "$draft");
         assert_eq!(edit["body"], "* **hi**");

@@ -210,8 +210,8 @@ impl Host for Ctx<'_, Messaging> {
             .map_err(|e| BotError::Unavailable(format!("store error: {e}")))?
             .ok_or_else(refused)?
             .channel;
-        let features = crate::channels::features(&name)
-            .unwrap_or(aviary_rules::channels::WEB_FEATURES);
+        let features =
+            crate::channels::features(&name).unwrap_or(aviary_rules::channels::WEB_FEATURES);
         Ok(ChannelInfo {
             name,
             typing: features.typing,
