@@ -108,10 +108,12 @@ impl App {
             router: self.router.clone(),
             bots: self.bots.clone(),
             web: Arc::new(self.config.web.clone()),
-            live: self.runtime.services().live.clone(),
+            signals: Arc::new(web::Signals::default()),
             hooks: Arc::new(self.config.hooks()),
             outbox: self.outbox.clone(),
         };
+        let live = self.runtime.services().live.clone();
+        live.tap(state.signals.clone());
         if !self.config.matrix.accounts.is_empty() {
             let matrix = crate::channels::matrix::Matrix::start(
                 &self.config.matrix,
@@ -120,7 +122,7 @@ impl App {
                 self.config.web.max_upload_bytes,
             )
             .await?;
-            state.live.tap(matrix);
+            live.tap(matrix);
         }
         let token = crate::admin::load_or_create_token(
             self.config.admin_token.as_deref(),

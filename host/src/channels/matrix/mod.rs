@@ -141,14 +141,14 @@ impl Account {
 }
 
 impl super::Channel for Matrix {
-    fn signal(&self, bot: &str, conversation: &str, signal: &Signal) {
+    fn signal(&self, bot: &str, conversation: &str, signal: &Arc<Signal>) {
         let Some(account) = self.accounts.iter().find(|a| a.bot == bot) else {
             return;
         };
         let Ok(Some(room)) = account.rooms.room(conversation) else {
             return;
         };
-        match signal {
+        match &**signal {
             Signal::Typing => account.typing(conversation, room),
             Signal::Draft { text, .. } => account.draft(conversation, &room, text),
         }

@@ -11,6 +11,7 @@ mod conversations;
 mod error;
 mod limits;
 pub mod server;
+mod signals;
 mod uploads;
 mod ws;
 
@@ -29,6 +30,7 @@ use crate::store::Store;
 
 pub use error::ApiError;
 use limits::BodyLimits;
+pub use signals::Signals;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -39,7 +41,7 @@ pub struct WebState {
     /// The `[web]` section of the configuration.
     pub web: Arc<WebConfig>,
     /// Typing and drafts, sent to open WebSockets and never stored.
-    pub live: Arc<crate::live::LiveHub>,
+    pub signals: Arc<Signals>,
     /// The inbound webhooks of each bot, by bot and hook name.
     pub hooks: Arc<crate::config::Hooks>,
     /// The outbox's delivery engine, for the admin's commands.

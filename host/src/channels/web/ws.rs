@@ -98,7 +98,7 @@ struct Stream {
 impl Stream {
     async fn run(self, mut socket: WebSocket, mut after: Option<String>) {
         let mut changes = self.state.store.subscribe(&self.bot, &self.conversation);
-        let mut signals = self.state.live.listen(&self.bot, &self.conversation);
+        let mut signals = self.state.signals.listen(&self.bot, &self.conversation);
         let expiry = tokio::time::sleep(self.time_left());
         tokio::pin!(expiry);
         loop {

@@ -92,22 +92,33 @@ mod tests {
     #[tokio::test]
     async fn drafts_show_typing_then_the_growing_text_then_done() {
         let live = Arc::new(LiveHub::default());
-        let mut listener = live.listen("bot", "c");
+        let recorder = Arc::new(crate::live::Recorder::default());
+        live.tap(recorder.clone());
         let mut drafts = Drafts::new(live.clone(), "bot", Some("c"));
         assert_eq!(drafts.typing_while(async { 7 }).await, 7);
-        assert_eq!(*listener.next().await, Signal::Typing);
         drafts.text("Hel");
         drafts.text("Hello"); // within the gap: coalesced into the next
         tokio::time::sleep(FRAME_GAP).await;
         drafts.text("Hello, wor");
         drafts.finish("Hello, world");
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            seen.push((*listener.next().await).clone());
-        }
+        let seen: Vec<Signal> = recorder
+            .0
+            .lock()
+            .iter()
+            .map(|(_, _, s)| s.clone())
+            .collect();
+        assert!(
+            recorder
+                .0
+                .lock()
+                .iter()
+                .all(|(b, c, _)| b == "bot" && c == "c"),
+            "only the event's conversation"
+        );
         assert_eq!(
             seen,
             [
+                Signal::Typing,
                 Signal::Draft {
                     text: "Hel".into(),
                     done: false
@@ -127,9 +138,11 @@ mod tests {
     #[tokio::test]
     async fn without_a_conversation_nothing_is_published() {
         let live = Arc::new(LiveHub::default());
+        let recorder = Arc::new(crate::live::Recorder::default());
+        live.tap(recorder.clone());
         let mut drafts = Drafts::new(live.clone(), "bot", None);
         drafts.text("secret");
         drafts.finish("secret");
-        assert_eq!(live.listened(), 0);
+        assert!(recorder.0.lock().is_empty());
     }
 }
