@@ -116,6 +116,14 @@ fn invited_bots_answer_in_their_own_rooms_with_replies_photos_and_allowlist() {
         content["m.relates_to"]["m.in_reply_to"]["event_id"],
         asked.as_str()
     );
+    wait_until("echo marks the message read", || {
+        let sync = alice.sync(None, 0);
+        let ephemeral = sync["rooms"]["join"][&echo_room]["ephemeral"]["events"].as_array();
+        ephemeral
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "m.receipt" && e["content"][&asked]["m.read"][&echo].is_object())
+    });
     assert_eq!(content["format"], "org.matrix.custom.html");
     assert!(
         content["formatted_body"]
