@@ -167,8 +167,13 @@ impl Account {
             return;
         }
         typed.insert(conversation.to_owned(), now);
-        let (client, user) = (self.client.clone(), self.user.clone());
-        self.runtime
-            .spawn(async move { client.typing(&room, &user, true).await });
+        let account = self.me.upgrade().expect("the account outlives its signals");
+        let conversation = conversation.to_owned();
+        self.runtime.spawn(async move {
+            // The answer may have been posted (and typing stopped) since.
+            if account.typed.lock().contains_key(&conversation) {
+                let _ = account.client.typing(&room, &account.user, true).await;
+            }
+        });
     }
 }
