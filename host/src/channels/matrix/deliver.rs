@@ -18,9 +18,12 @@ const BATCH: usize = 64;
 impl Account {
     /// Starts the delivery task of `room` unless it runs already.
     pub(super) fn deliver_to(&self, conversation: &str, room: &str) {
-        if !self.delivering.lock().insert(conversation.to_owned()) {
+        let mut delivering = self.delivering.lock();
+        if delivering.contains_key(conversation) {
             return;
         }
+        delivering.insert(conversation.to_owned(), room.to_owned());
+        drop(delivering);
         let account = self.me.upgrade().expect("the account outlives its rooms");
         let (conversation, room) = (conversation.to_owned(), room.to_owned());
         tokio::spawn(async move {

@@ -14,7 +14,7 @@ mod format;
 mod rooms;
 mod sync;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,10 @@ pub struct Account {
     config: Arc<MatrixConfig>,
     /// Largest file taken from a room, in bytes.
     max_file_bytes: usize,
-    /// Conversations whose delivery task runs.
-    delivering: Mutex<HashSet<String>>,
+    /// Conversations whose delivery task runs (every room the account is
+    /// in), with their room: signals look their room up here, not in the
+    /// store.
+    delivering: Mutex<HashMap<String, String>>,
     /// The draft shown in each conversation that has one.
     drafts: Mutex<HashMap<String, Arc<drafts::Draft>>>,
     /// When typing was last shown in each conversation.
@@ -145,7 +147,7 @@ impl super::Channel for Matrix {
         let Some(account) = self.accounts.iter().find(|a| a.bot == bot) else {
             return;
         };
-        let Ok(Some(room)) = account.rooms.room(conversation) else {
+        let Some(room) = account.delivering.lock().get(conversation).cloned() else {
             return;
         };
         match &**signal {

@@ -85,6 +85,28 @@ impl Ctx<'_, Messaging> {
         Err(error)
     }
 
+    /// What a send and a typing indicator both need: an event that may
+    /// still reach people (not `migrate`), a valid conversation id, and a
+    /// conversation the bot has seen. Refusals are audited.
+    fn check_target(&mut self, conversation: &str) -> Result<(), BotError> {
+        self.budget.check()?;
+        if let Some(reason) = self.cap.closed {
+            return self.deny(conversation, BotError::Denied(reason.into()));
+        }
+        if !crate::ids::is_valid_id(conversation) {
+            return Err(BotError::Invalid(
+                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
+            ));
+        }
+        if !self.cap.reaches(conversation)? {
+            let error = BotError::Denied(format!(
+                "conversation `{conversation}` is not one this bot has seen; a bot sends only into its own conversations"
+            ));
+            return self.deny(conversation, error);
+        }
+        Ok(())
+    }
+
     /// Buffers one send, carrying `attachments` (already checked readable).
     pub(super) fn push(
         &mut self,
@@ -93,15 +115,6 @@ impl Ctx<'_, Messaging> {
         reply_to: Option<String>,
         attachments: Vec<Attachment>,
     ) -> Result<(), BotError> {
-        self.budget.check()?;
-        if let Some(reason) = self.cap.closed {
-            return self.deny(&conversation, BotError::Denied(reason.into()));
-        }
-        if !crate::ids::is_valid_id(&conversation) {
-            return Err(BotError::Invalid(
-                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
-            ));
-        }
         if reply_to
             .as_deref()
             .is_some_and(|id| !aviary_rules::ids::is_message_id(id))
@@ -110,12 +123,7 @@ impl Ctx<'_, Messaging> {
                 "reply-to must be a message id (16 hex digits)".into(),
             ));
         }
-        if !self.cap.reaches(&conversation)? {
-            let error = BotError::Denied(format!(
-                "conversation `{conversation}` is not one this bot has seen; a bot sends only into its own conversations"
-            ));
-            return self.deny(&conversation, error);
-        }
+        self.check_target(&conversation)?;
         if text.len() > MAX_TEXT_BYTES {
             let error = BotError::Invalid(format!(
                 "message of {} bytes is over the {MAX_TEXT_BYTES}-byte limit; split it with `aviary_sdk::text::split` (or `trim`)",
@@ -226,23 +234,9 @@ impl Host for Ctx<'_, Messaging> {
     /// under the same rules as a send: a conversation the bot has seen, a
     /// `[send]` grant, not in `migrate`. Once per conversation per event.
     fn typing(&mut self, conversation: String) -> Result<(), BotError> {
-        self.budget.check()?;
-        if let Some(reason) = self.cap.closed {
-            return self.deny(&conversation, BotError::Denied(reason.into()));
-        }
-        if !crate::ids::is_valid_id(&conversation) {
-            return Err(BotError::Invalid(
-                "not a valid conversation id (1 to 128 of A-Z a-z 0-9 . _ : -)".into(),
-            ));
-        }
+        self.check_target(&conversation)?;
         if self.cap.policy.grant.send.is_none() {
             let error = BotError::Denied("the bot's policy grants no `[send]`".into());
-            return self.deny(&conversation, error);
-        }
-        if !self.cap.reaches(&conversation)? {
-            let error = BotError::Denied(format!(
-                "conversation `{conversation}` is not one this bot has seen"
-            ));
             return self.deny(&conversation, error);
         }
         if self.cap.typed.len() >= MAX_SENDS_PER_EVENT {
